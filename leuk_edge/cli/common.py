@@ -1,0 +1,43 @@
+"""Shared CLI plumbing: one console, one-line errors with exit code 2 for usage/input problems."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)  # progress, tables and messages on stderr; stdout stays for machine output
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn expected problems (bad paths, bad models, unavailable devices, bad data) into one clear line."""
+    from ..edge import DeviceError, MetadataError, ModelError
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130)
+    except (UsageError, ModelError, DeviceError, MetadataError, FileNotFoundError, NotADirectoryError,
+            ValueError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def echo_json(obj) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")

@@ -1,0 +1,24 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import make_tiny_onnx  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory):
+    return make_tiny_onnx(tmp_path_factory.mktemp("models") / "tiny.onnx", size=32)
+
+
+@pytest.fixture(scope="session")
+def synth_cnmc(tmp_path_factory):
+    """A small synthetic C-NMC dataset (8 subjects x 6 cells); returns the C-NMC_Leukemia folder."""
+    from leuk_edge.train.synth import write_synthetic_cnmc
+
+    out = tmp_path_factory.mktemp("cnmc")
+    return Path(write_synthetic_cnmc(out, subjects=8, cells_per_subject=6, final_cells=3, seed=1)["root"])

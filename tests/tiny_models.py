@@ -1,0 +1,49 @@
+"""A tiny leuk-edge-compatible ONNX model built with onnx.helper: edge tests need no TensorFlow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def tiny_metadata(size: int, threshold: float = 0.5, resize: str = "area") -> dict:
+    return {
+        "schema_version": 1, "architecture": "cnn", "classes": ["hem", "all"], "threshold": threshold,
+        "input": {"name": "image", "height": size, "width": size, "channels": 3, "layout": "NHWC",
+                  "color": "RGB", "scale": 1 / 255, "resize": resize},
+        "output": {"name": "p_all", "meaning": "P(all)"},
+        "source_sha256": "0" * 64, "leuk_edge_version": "test", "created": "2026-01-01T00:00:00Z",
+    }
+
+
+def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, metadata: bool = True) -> Path:
+    """P(all) = sigmoid(w . mean_rgb + b): darker / more purple cells score higher. Dynamic batch."""
+    w = numpy_helper.from_array(np.array([[-4.0], [-8.0], [2.0]], np.float32), "w")
+    b = numpy_helper.from_array(np.array([1.5], np.float32), "b")
+    axes = numpy_helper.from_array(np.array([1, 2], np.int64), "axes")
+    shape = numpy_helper.from_array(np.array([-1, 3], np.int64), "shape")
+    nodes = [
+        helper.make_node("ReduceMean", ["image", "axes"], ["m"], keepdims=1),
+        helper.make_node("Reshape", ["m", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["z0"]),
+        helper.make_node("Add", ["z0", "b"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["p_all"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
+        [helper.make_tensor_value_info("p_all", TensorProto.FLOAT, ["N", 1])],
+        initializer=[w, b, axes, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    if metadata:
+        helper.set_model_props(model, {"leuk_edge": json.dumps(tiny_metadata(size, threshold))})
+    onnx.checker.check_model(model)
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path

@@ -33,5 +33,34 @@ def synth(
                   f"{summary['final']} unlabelled cells to {summary['root']} (synthetic)")
 
 
+@data_app.command("inspect")
+def inspect(
+    data: Path = typer.Argument(..., help="A C-NMC folder (or DIR/{all,hem})."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+):
+    """Counts per split, fold, class and subject; image sizes; unreadable files."""
+    from rich.table import Table
+
+    from ..train.inspect import inspect_dataset
+
+    with user_errors():
+        report = inspect_dataset(data)
+    if as_json:
+        echo_json(report)
+        return
+    table = Table(title=f"{report['root']} ({report['layout']}{', synthetic' if report['synthetic'] else ''})")
+    for col in ("split", "images", "all", "hem", "subjects"):
+        table.add_column(col)
+    for name, s in report["splits"].items():
+        table.add_row(name, *(str(s[k]) for k in ("images", "all", "hem", "subjects")))
+    table.add_row("final (unlabelled)", str(report["final_unlabelled"]), "", "", "")
+    console.print(table)
+    console.print(f"folds: {report['folds']}", highlight=False)
+    console.print(f"image sizes: {report['image_sizes']}", highlight=False)
+    console.print(f"unreadable: {len(report['unreadable'])}", highlight=False)
+    for bad in report["unreadable"]:
+        console.print(f"  {bad['path']}: {bad['reason']}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")

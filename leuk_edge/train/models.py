@@ -25,7 +25,7 @@ def build_cnn(input_shape=(CNN_SIZE, CNN_SIZE, 3), dropout: float = 0.4) -> kera
     x = inputs
     for filters in (16, 32, 64, 128, 192):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)  # short runs: stats must settle fast
         x = layers.Activation("relu")(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Conv2D(256, 3, padding="same", activation="relu")(x)

@@ -1,0 +1,97 @@
+"""`leuk-edge train | evaluate | compare` (TensorFlow imported lazily, inside the commands)."""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import console, echo_json, user_errors
+
+
+class ModelName(str, Enum):
+    cnn = "cnn"
+    inception = "inception"
+
+
+class Strategy(str, Enum):
+    default = "default"
+    mirrored = "mirrored"
+
+
+def _quiet_tf() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def train_cmd(
+    data: Path = typer.Option(..., "--data", help="C-NMC folder (or any folder holding that layout, or DIR/{all,hem})."),
+    model: ModelName = typer.Option(ModelName.cnn, "--model", help="cnn (from scratch, 256 px) or inception (InceptionV3, 224 px)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to write."),
+    epochs: int = typer.Option(20, min=1, help="Epochs (inception: half head-only, half fine-tuning)."),
+    batch_size: int = typer.Option(32, min=1),
+    image_size: Optional[int] = typer.Option(None, min=32, help="Override the architecture's input size (InceptionV3 needs >= 75)."),
+    weights: str = typer.Option("imagenet", help="inception: imagenet (Keras cache/download), none, or a local .h5 path."),
+    seed: int = typer.Option(0),
+    strategy: Strategy = typer.Option(Strategy.default, help="mirrored: all local GPUs via tf.distribute.MirroredStrategy."),
+    val_fraction: float = typer.Option(0.2, min=0.05, max=0.5, help="Share of training subjects held out for validation."),
+    patience: int = typer.Option(5, min=1, help="Early-stopping patience on validation loss."),
+    learning_rate: float = typer.Option(3e-4),
+    no_class_weight: bool = typer.Option(False, "--no-class-weight", help="Do not weight classes by frequency."),
+):
+    """Train a model on C-NMC-layout data into a run folder (model, metrics, plots, split)."""
+    _quiet_tf()
+    with user_errors():
+        if model == ModelName.inception and image_size is not None and image_size < 75:
+            raise ValueError("InceptionV3 needs --image-size of at least 75")
+        from ..train.fit import TrainConfig, train
+
+        cfg = TrainConfig(data=str(data), model=model.value, out=str(out), epochs=epochs, batch_size=batch_size,
+                          image_size=image_size, weights=weights, seed=seed, strategy=strategy.value,
+                          val_fraction=val_fraction, patience=patience, learning_rate=learning_rate,
+                          class_weight=not no_class_weight)
+        metrics = train(cfg, log=lambda m: console.print(m, highlight=False))
+    for split, m in metrics.items():
+        console.print(f"{split}: n={m['n']} balanced_accuracy={m['balanced_accuracy']} "
+                      f"weighted_f1={m['weighted_f1']:.4f} roc_auc={m['roc_auc']} threshold={m['threshold']:.3f}",
+                      highlight=False)
+    console.print(f"run folder: {out}")
+
+
+def evaluate_cmd(
+    model_or_run: Path = typer.Argument(..., help="A run folder or a .keras file."),
+    data: Path = typer.Option(..., "--data"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the metrics JSON here."),
+    batch_size: int = typer.Option(32, min=1),
+):
+    """Re-evaluate a saved model on a dataset (threshold and size from its run's config.json)."""
+    _quiet_tf()
+    with user_errors():
+        from ..train.evaluate import evaluate
+
+        metrics = evaluate(model_or_run, data, batch_size)
+    if out:
+        out.write_text(json.dumps(metrics, indent=2))
+    echo_json(metrics)
+
+
+def compare_cmd(
+    runs: List[Path] = typer.Argument(..., help="Two or more run folders."),
+    out: Path = typer.Option(..., "--out", help="Folder for comparison.png / .md / .json."),
+):
+    """Side-by-side chart and table of runs (accuracy, balanced accuracy, weighted F1, AUC)."""
+    with user_errors():
+        from ..train.evaluate import compare
+
+        result = compare(runs, out)
+    console.print((out / "comparison.md").read_text(), highlight=False)
+    console.print(f"chart: {out / 'comparison.png'}  ({result['split']} split)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("compare")(compare_cmd)

@@ -1,0 +1,283 @@
+"""Synthetic microscope fields: what a camera on a stained blood smear sees, with the truth known.
+
+A field is a pale plasma background, many overlapping red cells (pink, with central pallor; overlaps are darker
+because absorbance adds), small purple platelets, and a few white cells drawn with `synth.render_cell` (blasts
+"all" and normal lymphocytes "hem") at a realistic scale. Sizes are in micrometres, turned into pixels with
+`um_per_px` (default 0.15 um/px: a 1280x720 frame spans about 192x108 um, a 100x oil field).
+
+`write_fields` writes still frames + ground_truth.json and a short video of the field drifting as a slide moved
+on the stage does (+ its per-frame truth). numpy + OpenCV only. Stand-in data: no medical claim can rest on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .. import SYNTHETIC_NOTE
+from .synth import Stain, render_cell
+
+# Light through an empty slide, and the absorbance (optical density per channel, RGB) of the stained objects.
+LIGHT = np.array([246.0, 240.0, 242.0], np.float32)
+OD_PLASMA = np.array([0.010, 0.035, 0.030], np.float32)
+OD_RBC = np.array([0.09, 0.44, 0.36], np.float32)       # eosin pink; a single cell ~ (225, 155, 168)
+OD_PLATELET = np.array([0.42, 0.80, 0.28], np.float32)  # azure purple granules
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """Everything that shapes a synthetic field; sizes in micrometres."""
+    width: int = 1280
+    height: int = 720
+    um_per_px: float = 0.15
+    leukocytes: int = 5
+    blast_fraction: float = 0.5
+    rbc_coverage: float = 0.65          # summed red-cell area / field area (overlaps make the visible part less)
+    rbc_um: float = 7.5
+    platelets_per_rbc: float = 0.08
+    platelet_um: tuple = (1.5, 3.0)
+    lymphocyte_um: tuple = (10.0, 14.0)  # normal small/medium lymphocytes
+    blast_um: tuple = (13.0, 19.0)       # lymphoblasts are larger
+    edge_margin_um: float = 4.0          # still fields: white cells lie wholly inside the frame
+    noise: float = 2.0                   # camera noise (grey levels)
+
+    def px(self, um: float) -> float:
+        return um / self.um_per_px
+
+
+def _rbc_template(rng: np.random.Generator, radius: float) -> np.ndarray:
+    """Thickness map of one biconcave red cell: thick rim, thin centre (central pallor), slightly oval."""
+    ax, ay = radius * rng.uniform(0.94, 1.06), radius * rng.uniform(0.94, 1.06)
+    half = int(math.ceil(max(ax, ay))) + 2
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
+    a = rng.uniform(0, math.pi)
+    u = (xx * math.cos(a) + yy * math.sin(a)) / ax
+    v = (-xx * math.sin(a) + yy * math.cos(a)) / ay
+    rho = np.sqrt(u * u + v * v)
+    profile = 0.42 + 0.58 * np.exp(-((rho - 0.74) / 0.30) ** 2)
+    edge = np.clip((1.0 - rho) * radius / 1.3, 0.0, 1.0)  # ~1 px soft edge
+    return (profile * edge).astype(np.float32)
+
+
+def _platelet_template(rng: np.random.Generator, radius: float) -> np.ndarray:
+    """A small irregular granular blob: dense purple centre (granulomere), pale rim."""
+    half = int(math.ceil(radius * 1.4)) + 2
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
+    theta = np.arctan2(yy, xx)
+    r = radius * (1 + 0.18 * np.sin(2 * theta + rng.uniform(0, 6.3)) + 0.1 * np.sin(3 * theta + rng.uniform(0, 6.3)))
+    rho = np.hypot(xx, yy) / np.maximum(r, 1e-3)
+    body = np.clip((1.0 - rho) * radius / 1.0, 0.0, 1.0)
+    grain = 0.75 + 0.5 * rng.random(body.shape).astype(np.float32)
+    core = np.exp(-(rho / 0.55) ** 2)
+    return (body * (0.35 + 0.9 * core * grain)).astype(np.float32)
+
+
+def _stamp(acc: np.ndarray, tmpl: np.ndarray, cx: float, cy: float) -> None:
+    """acc[...] += tmpl centred at (cx, cy), clipped to acc."""
+    h, w = tmpl.shape
+    x0, y0 = int(round(cx)) - w // 2, int(round(cy)) - h // 2
+    ax0, ay0 = max(x0, 0), max(y0, 0)
+    ax1, ay1 = min(x0 + w, acc.shape[1]), min(y0 + h, acc.shape[0])
+    if ax1 <= ax0 or ay1 <= ay0:
+        return
+    acc[ay0:ay1, ax0:ax1] += tmpl[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0]
+
+
+def _place_leukocytes(rng, cfg: FieldConfig, width: int, height: int, count: int, margin: float):
+    """Centres and radii (px) for `count` white cells that do not overlap each other."""
+    placed = []
+    for _ in range(count):
+        label = "all" if rng.random() < cfg.blast_fraction else "hem"
+        lo, hi = cfg.blast_um if label == "all" else cfg.lymphocyte_um
+        radius = cfg.px(rng.uniform(lo, hi)) / 2
+        for _try in range(200):
+            m = margin + radius * 1.15
+            if width - 2 * m <= 0 or height - 2 * m <= 0:
+                break
+            cx, cy = rng.uniform(m, width - m), rng.uniform(m, height - m)
+            if all(math.hypot(cx - x, cy - y) > (radius + r) * 1.15 + cfg.px(2.0) for x, y, r, _ in placed):
+                placed.append((cx, cy, radius, label))
+                break
+    return placed
+
+
+def render_slide(rng: np.random.Generator, cfg: FieldConfig, width: int, height: int, leukocytes: int,
+                 margin_px: float = 0.0, stain: Stain | None = None, label_map: np.ndarray | None = None):
+    """One stained smear region of width x height px -> (rgb uint8, cells, platelets).
+
+    cells: dicts with `box` [x, y, w, h] (the whole white cell, cytoplasm included), `label`, `center`,
+    `diameter_um`; platelets: dicts with `center` and `diameter_um`. `label_map` (uint8, height x width), when
+    given, receives the pixel truth: 1 platelet, 2 white-cell cytoplasm, 3 nucleus.
+    """
+    stain = stain or Stain(tuple(rng.uniform(0.95, 1.05, 3)), float(rng.uniform(0.97, 1.03)))
+    od = np.zeros((height, width), np.float32)  # red-cell thickness (sum over overlapping cells)
+    n_rbc = int(cfg.rbc_coverage * width * height / (math.pi * cfg.px(cfg.rbc_um / 2) ** 2))
+    templates = [_rbc_template(rng, cfg.px(rng.normal(cfg.rbc_um, 0.45)) / 2) for _ in range(16)]
+    for _ in range(n_rbc):
+        _stamp(od, templates[int(rng.integers(len(templates)))], rng.uniform(-20, width + 20),
+               rng.uniform(-20, height + 20))
+
+    plt = np.zeros((height, width), np.float32)
+    platelets = []
+    n_plt = rng.poisson(cfg.platelets_per_rbc * n_rbc)
+    while len(platelets) < n_plt:
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        for _k in range(1 if rng.random() < 0.8 else int(rng.integers(2, 4))):  # now and then a small clump
+            d_um = rng.uniform(*cfg.platelet_um)
+            x, y = cx + rng.normal(0, cfg.px(1.6)) * (_k > 0), cy + rng.normal(0, cfg.px(1.6)) * (_k > 0)
+            _stamp(plt, _platelet_template(rng, cfg.px(d_um) / 2), x, y)
+            platelets.append({"center": [round(float(x), 1), round(float(y), 1)], "diameter_um": round(d_um, 2)})
+
+    if label_map is not None:
+        label_map[plt > 0.3] = 1
+    plasma = 1.0 + 0.15 * cv2.resize(rng.standard_normal((6, 10)).astype(np.float32), (width, height),
+                                     interpolation=cv2.INTER_CUBIC)
+    total = (plasma[..., None] * OD_PLASMA + od[..., None] * OD_RBC * rng.uniform(0.9, 1.1)
+             + plt[..., None] * OD_PLATELET)
+    img = LIGHT * np.exp(-total)
+    img = cv2.GaussianBlur(img, (0, 0), 0.6)
+
+    cells = []
+    for cx, cy, radius, label in _place_leukocytes(rng, cfg, width, height, leukocytes, margin_px):
+        rgb, cell, nuc = render_cell(rng, label, stain, radius=radius)
+        size = rgb.shape[0]
+        x0, y0 = int(round(cx - size / 2)), int(round(cy - size / 2))
+        ax0, ay0 = max(x0, 0), max(y0, 0)
+        ax1, ay1 = min(x0 + size, width), min(y0 + size, height)
+        if ax1 <= ax0 or ay1 <= ay0:
+            continue
+        sub = (slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0))
+        alpha = cv2.GaussianBlur(cell, (0, 0), 0.7)[sub][..., None]
+        cell_rgb = rgb[sub].astype(np.float32) * (LIGHT / 255.0)  # the same lamp as the rest of the field
+        region = img[ay0:ay1, ax0:ax1]
+        img[ay0:ay1, ax0:ax1] = region * (1 - alpha) + cell_rgb * alpha
+        if label_map is not None:
+            lm = label_map[ay0:ay1, ax0:ax1]
+            lm[cell[sub] > 0.5] = 2
+            lm[nuc[sub] > 0.5] = 3
+        ys, xs = np.nonzero(cell[sub] > 0.5)
+        if len(xs) == 0:
+            continue
+        bx, by = int(xs.min()) + ax0, int(ys.min()) + ay0
+        box = [bx, by, int(xs.max()) + ax0 - bx + 1, int(ys.max()) + ay0 - by + 1]
+        cells.append({"box": box, "label": label, "center": [round(cx, 1), round(cy, 1)],
+                      "diameter_um": round(2 * radius * cfg.um_per_px, 2)})
+
+    img = img * np.array(stain.tint, np.float32) ** 0.5  # the slide's stain cast affects the whole field
+    img += rng.normal(0, cfg.noise, img.shape).astype(np.float32)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8), cells, platelets
+
+
+def render_field(rng: np.random.Generator, cfg: FieldConfig = FieldConfig()):
+    """One camera frame (cfg.width x cfg.height) -> (rgb uint8, cells, platelets); white cells wholly inside."""
+    return render_slide(rng, cfg, cfg.width, cfg.height, cfg.leukocytes, margin_px=cfg.px(cfg.edge_margin_um))
+
+
+def box_in_view(box, dx: int, dy: int, width: int, height: int):
+    """A slide-coordinate box seen through a window at (dx, dy) -> (clipped box or None, cut by the edge)."""
+    x, y, w, h = box
+    x0, y0 = x - dx, y - dy
+    cx0, cy0 = max(x0, 0), max(y0, 0)
+    cx1, cy1 = min(x0 + w, width), min(y0 + h, height)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return None, True
+    cut = (cx0, cy0, cx1, cy1) != (x0, y0, x0 + w, y0 + h)
+    return [int(cx0), int(cy0), int(cx1 - cx0), int(cy1 - cy0)], cut
+
+
+def drift_path(n: int, max_dx: int, max_dy: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Integer window offsets of a slide pushed slowly across the stage: a smooth pan with a little sway."""
+    phase = rng.uniform(0, 2 * math.pi)
+    out = []
+    for i in range(n):
+        t = i / max(n - 1, 1)
+        dx = max_dx * (0.5 - 0.5 * math.cos(math.pi * t))  # ease in / ease out
+        dy = max_dy * (0.5 + 0.45 * math.sin(2 * math.pi * t + phase))
+        out.append((int(round(dx)), int(round(min(max(dy, 0), max_dy)))))
+    return out
+
+
+def write_video(path: str | Path, frames_rgb, fps: float) -> Path:
+    """RGB frames -> an MP4 (mp4v) with OpenCV's writer."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
+    try:
+        for rgb in frames_rgb:
+            if writer is None:
+                h, w = rgb.shape[:2]
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+                if not writer.isOpened():
+                    raise OSError(f"cannot write video {path} (no mp4v encoder in this OpenCV)")
+            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    finally:
+        if writer is not None:
+            writer.release()
+    return path
+
+
+def render_drift(rng: np.random.Generator, cfg: FieldConfig, frames: int, drift_um=(40.0, 12.0)):
+    """A slide moving under the camera -> (list of rgb frames, per-frame truth). Cells crossing the frame edge
+    are in the truth with `cut: true` and their visible box."""
+    max_dx, max_dy = int(cfg.px(drift_um[0])), int(cfg.px(drift_um[1]))
+    sw, sh = cfg.width + max_dx, cfg.height + max_dy
+    n_leuk = max(1, round(cfg.leukocytes * sw * sh / (cfg.width * cfg.height)))
+    slide, cells, platelets = render_slide(rng, cfg, sw, sh, n_leuk, margin_px=0)
+    out, truth = [], []
+    for i, (dx, dy) in enumerate(drift_path(frames, max_dx, max_dy, rng)):
+        out.append(np.ascontiguousarray(slide[dy:dy + cfg.height, dx:dx + cfg.width]))
+        seen = []
+        for c in cells:
+            box, cut = box_in_view(c["box"], dx, dy, cfg.width, cfg.height)
+            if box is not None:
+                seen.append({"box": box, "label": c["label"], "cut": cut})
+        pl = [[p["center"][0] - dx, p["center"][1] - dy] for p in platelets
+              if 0 <= p["center"][0] - dx < cfg.width and 0 <= p["center"][1] - dy < cfg.height]
+        truth.append({"frame": i, "offset": [dx, dy], "cells": seen, "platelets": pl})
+    return out, truth
+
+
+def write_fields(out: str | Path, frames: int = 6, video_frames: int = 60, fps: float = 15.0,
+                 cfg: FieldConfig = FieldConfig(), seed: int = 0, progress=None) -> dict:
+    """Write OUT/frames/field_NNN.png + OUT/ground_truth.json and OUT/drift.mp4 + OUT/drift.json."""
+    if frames < 0 or video_frames < 0:
+        raise ValueError("--frames and --video-frames must be >= 0")
+    if cfg.um_per_px <= 0:
+        raise ValueError("--um-per-px must be positive")
+    if cfg.width < 64 or cfg.height < 64:
+        raise ValueError("fields must be at least 64x64 pixels")
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    meta = {"synthetic": True, "note": SYNTHETIC_NOTE, "seed": seed, "config": asdict(cfg)}
+    items = []
+    total = frames + (1 if video_frames else 0)
+    for i in range(frames):
+        rgb, cells, platelets = render_field(rng, cfg)
+        name = f"field_{i:03d}.png"
+        if not cv2.imwrite(str(out / "frames" / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {out / 'frames' / name}")
+        items.append({"name": name, "cells": [{**c, "cut": False} for c in cells], "platelets": platelets})
+        if progress:
+            progress(i + 1, total)
+    (out / "ground_truth.json").write_text(json.dumps({**meta, "width": cfg.width, "height": cfg.height,
+                                                       "frames": items}, indent=1))
+    summary = {"root": str(out), "frames": frames, "cells": sum(len(f["cells"]) for f in items),
+               "video": None}
+    if video_frames:
+        video, truth = render_drift(rng, cfg, video_frames)
+        write_video(out / "drift.mp4", video, fps)
+        (out / "drift.json").write_text(json.dumps({**meta, "video": "drift.mp4", "fps": fps,
+                                                    "width": cfg.width, "height": cfg.height,
+                                                    "frames": truth}, indent=1))
+        summary["video"] = str(out / "drift.mp4")
+        if progress:
+            progress(total, total)
+    (out / "SYNTHETIC.txt").write_text(f"Synthetic microscope fields written by leuk-edge (seed {seed}). "
+                                       "Not real blood: no medical claim can rest on it.\n")
+    return summary

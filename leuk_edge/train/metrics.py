@@ -1,0 +1,43 @@
+"""Evaluation metrics (scikit-learn) with `all` as the positive class; weighted F1 is the C-NMC ranking metric."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def choose_threshold(y_true, prob) -> float:
+    """The threshold maximising Youden's J (= balanced accuracy) on the validation split.
+    Picked on val only: the test split never influences any choice."""
+    y_true = np.asarray(y_true).astype(int)
+    if len(np.unique(y_true)) < 2:
+        return 0.5
+    fpr, tpr, thr = skm.roc_curve(y_true, prob)
+    j = tpr - fpr
+    best = int(np.argmax(j))
+    # roc_curve's first threshold is +inf; keep the threshold inside [0, 1] and midway to the next score
+    t = thr[best] if np.isfinite(thr[best]) else 1.0
+    return float(np.clip(t, 1e-6, 1.0))
+
+
+def compute_metrics(y_true, prob, threshold: float = 0.5) -> dict:
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=np.float64).ravel()
+    y_pred = (prob >= threshold).astype(int)
+    p, r, _, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=[0, 1], zero_division=0)
+    cm = skm.confusion_matrix(y_true, y_pred, labels=[0, 1])
+    both = len(np.unique(y_true)) == 2
+    auc = float(skm.roc_auc_score(y_true, prob)) if both else None
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)) if both else None,
+        "weighted_f1": float(skm.f1_score(y_true, y_pred, average="weighted", labels=[0, 1], zero_division=0)),
+        "roc_auc": None if auc is None or math.isnan(auc) else auc,
+        "precision": {"hem": float(p[0]), "all": float(p[1])},
+        "recall": {"hem": float(r[0]), "all": float(r[1])},
+        "confusion_matrix": cm.astype(int).tolist(),  # [[tn, fp], [fn, tp]], all = positive
+        "threshold": float(threshold),
+    }

@@ -17,7 +17,10 @@ class ModelError(ValueError):
     """The model file is missing, unreadable or not a leuk-edge model."""
 
 
-def make_session(path: str | Path, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
+def make_session(path: str | Path, device: str = "auto", threads: int | None = None,
+                 spinning: bool | None = None) -> ort.InferenceSession:
+    """`spinning=False` makes idle intra-op threads sleep instead of spin: better when the process does other
+    CPU work at the same time (classify's decode threads); None keeps onnxruntime's default."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
@@ -26,6 +29,8 @@ def make_session(path: str | Path, device: str = "auto", threads: int | None = N
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = int(threads)
+    if spinning is not None:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     providers = providers_for(device)
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
@@ -47,9 +52,10 @@ def dihedral(x: np.ndarray) -> list[np.ndarray]:
 class Classifier:
     """A leuk-edge ONNX model: metadata-driven preprocessing, P(all) out, labels by the stored threshold."""
 
-    def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None):
+    def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None,
+                 spinning: bool | None = None):
         self.path = Path(model)
-        self.session = make_session(self.path, device, threads)
+        self.session = make_session(self.path, device, threads, spinning)
         props = self.session.get_modelmeta().custom_metadata_map
         try:
             self.info = ModelInfo.from_metadata_map(props, source=str(self.path))

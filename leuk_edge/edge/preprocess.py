@@ -64,12 +64,17 @@ def decode_image(path: str | Path) -> np.ndarray:
     return to_rgb(img)
 
 
-def preprocess(rgb: np.ndarray, height: int, width: int, resize: str = "area") -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> float32 (height, width, 3) in [0, 1], resized with the model's method."""
+def preprocess(rgb: np.ndarray, height: int, width: int, resize: str = "area",
+               out: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 (height, width, 3) in [0, 1], resized with the model's method.
+
+    `out`: an optional float32 (height, width, 3) array to write into (e.g. a slot of a batch); same values."""
     if resize not in RESIZE_MODES:
         raise ValueError(f"unknown resize mode {resize!r}; expected one of {sorted(RESIZE_MODES)}")
     if rgb.shape[0] != height or rgb.shape[1] != width:
         rgb = cv2.resize(rgb, (width, height), interpolation=RESIZE_MODES[resize])
+    if out is not None:
+        return np.multiply(rgb, np.float32(SCALE), out=out, dtype=np.float32)
     return rgb.astype(np.float32) * np.float32(SCALE)
 
 

@@ -1,0 +1,100 @@
+"""`leuk-edge classify PATH… --model M.onnx` and `leuk-edge bench M.onnx`. Edge-only: no TensorFlow here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import UsageError, console, echo_json, user_errors
+
+DEVICE_HELP = "auto | cpu | cuda | tensorrt | openvino | coreml | directml. A named device that is not available " \
+              "is an error (no silent fall-back to CPU)."
+
+
+def classify(
+    paths: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
+    model: Path = typer.Option(..., "--model", "-m", help="Exported leuk-edge ONNX model (metadata inside)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Write the table here (default: stdout). Rows are flushed as produced."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      help="csv | json | jsonl (default: from --out's suffix, else csv)."),
+    device: str = typer.Option("auto", "--device", "-d", help=DEVICE_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime intra-op threads."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per inference batch."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decode/preprocess threads."),
+    tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/90-degree rotations (slower)."),
+):
+    """Classify cell images: one row per file (path,label,probability,error); P(all) = blast probability."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..edge import Classifier
+    from ..edge.bench import session_threads
+    from ..edge.classify import StageTimes, classify_paths
+    from ..edge.files import expand_paths
+    from ..edge.summary import ClassifySummary, render_summary
+    from ..edge.writers import infer_format, open_writer
+
+    with user_errors():
+        fmt = infer_format(out, fmt)
+        files = expand_paths(paths)
+        if files.missing:
+            raise UsageError(f"no such file, folder or match: {', '.join(files.missing)}")
+        if not files.images:
+            raise UsageError(f"no images found in {', '.join(paths)} (looked for bmp, png, jpg/jpeg, tif/tiff)")
+        # Decode threads share the cores with onnxruntime: its idle threads sleep rather than spin.
+        clf = Classifier(model, device=device, threads=threads, spinning=False)
+        times = StageTimes()
+        summary = ClassifySummary(skipped=files.skipped, providers=list(clf.providers),
+                                  threads=session_threads(clf),
+                                  batch_size=batch_size, tta=tta, times=times, model=str(model),
+                                  out=str(out) if out else "stdout")
+        progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=console, transient=True)
+        try:
+            with open_writer(out, fmt) as writer, progress:
+                task = progress.add_task("classify", total=len(files.images))
+                for row in classify_paths(clf, files.images, batch_size=batch_size, workers=workers, tta=tta,
+                                          times=times):
+                    writer.write(row)
+                    summary.add(row)
+                    progress.advance(task)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        render_summary(summary, console)
+        if summary.interrupted:
+            raise typer.Exit(130)
+
+
+def bench(
+    model: Path = typer.Argument(..., help="Exported leuk-edge ONNX model."),
+    device: str = typer.Option("auto", "--device", "-d", help=DEVICE_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime intra-op threads."),
+    batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", "-b", help="Comma-separated batch sizes."),
+    runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per batch size."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per batch size."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (no table)."),
+):
+    """Model-only latency (p50/p95) and throughput per batch size on the chosen device."""
+    from ..edge import Classifier
+    from ..edge.bench import bench_model, render_bench
+
+    with user_errors():
+        try:
+            sizes = [int(s) for s in batch_sizes.split(",") if s.strip()]
+        except ValueError:
+            raise UsageError(f"--batch-sizes must be comma-separated integers, got {batch_sizes!r}") from None
+        if not sizes or min(sizes) < 1:
+            raise UsageError("--batch-sizes needs at least one size >= 1")
+        clf = Classifier(model, device=device, threads=threads)
+        report = bench_model(clf, sizes, runs=runs, warmup=warmup, device=device)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        render_bench(report, console)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("classify")(classify)
+    app.command("bench")(bench)

@@ -1,0 +1,112 @@
+"""The classify summary: counts, the fraction of blasts with its Wilson interval, throughput per stage."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .. import DISCLAIMER
+from .classify import ERROR_LABEL, Row, StageTimes
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion k/n (95 % by default); (0, 1) when n == 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class ClassifySummary:
+    """What one `classify` run did; `add(row)` as rows arrive, so a partial (interrupted) run summarises too."""
+
+    counts: Counter = field(default_factory=Counter)
+    skipped: int = 0
+    interrupted: bool = False
+    providers: list[str] = field(default_factory=list)
+    threads: int | str | None = None
+    batch_size: int | None = None
+    tta: bool = False
+    times: StageTimes = field(default_factory=StageTimes)
+    model: str = ""
+    out: str = ""
+
+    def add(self, row: Row) -> None:
+        self.counts[row.label] += 1
+
+    def extend(self, rows: Iterable[Row]) -> None:
+        for r in rows:
+            self.add(r)
+
+    @property
+    def images(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def errors(self) -> int:
+        return self.counts[ERROR_LABEL]
+
+    @property
+    def classified(self) -> int:
+        return self.images - self.errors
+
+    @property
+    def blast_fraction(self) -> float | None:
+        return self.counts["all"] / self.classified if self.classified else None
+
+    @property
+    def blast_interval(self) -> tuple[float, float]:
+        return wilson_interval(self.counts["all"], self.classified)
+
+    def to_dict(self) -> dict:
+        lo, hi = self.blast_interval
+        return {
+            "images": self.images, "all": self.counts["all"], "hem": self.counts["hem"], "errors": self.errors,
+            "skipped": self.skipped, "blast_fraction": self.blast_fraction, "blast_fraction_ci95": [lo, hi],
+            "interrupted": self.interrupted, "providers": self.providers, "threads": self.threads,
+            "batch_size": self.batch_size, "tta": self.tta, "times": self.times.to_dict(), "model": self.model,
+            "out": self.out, "disclaimer": DISCLAIMER,
+        }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def render_summary(summary: ClassifySummary, console) -> None:
+    """A rich table on `console` (stderr in the CLI), followed by the disclaimer."""
+    from rich.table import Table
+
+    t = summary.times
+    title = "leuk-edge classify" + (" (interrupted)" if summary.interrupted else "")
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("images", str(summary.images) + (f"  ({summary.skipped} non-image files skipped)"
+                                                    if summary.skipped else ""))
+    table.add_row("all (blast)", str(summary.counts["all"]))
+    table.add_row("hem (normal)", str(summary.counts["hem"]))
+    table.add_row("errors", f"[red]{summary.errors}[/]" if summary.errors else "0")
+    if summary.blast_fraction is None:
+        table.add_row("blast fraction", "n/a (nothing classified)")
+    else:
+        lo, hi = summary.blast_interval
+        table.add_row("blast fraction", f"{_pct(summary.blast_fraction)}  (95 % Wilson CI {_pct(lo)} - {_pct(hi)})")
+    table.add_row("throughput", f"{t.throughput:.1f} images/s  ({t.wall_s:.2f} s wall)")
+    table.add_row("decode+preprocess", f"{t.ms_per_image('decode'):.2f} ms/image (worker threads, overlapped)")
+    table.add_row("inference", f"{t.ms_per_image('infer'):.2f} ms/image  (batch {summary.batch_size}"
+                               + (", TTA x8" if summary.tta else "") + ")")
+    table.add_row("waiting on decode", f"{1000 * t.wait_s:.0f} ms total")
+    table.add_row("providers", ", ".join(summary.providers) or "?")
+    if summary.threads:
+        table.add_row("intra-op threads", str(summary.threads))
+    if summary.out:
+        table.add_row("table", summary.out)
+    console.print(table)
+    console.print(f"[dim]{DISCLAIMER}[/]", highlight=False)

@@ -1,0 +1,297 @@
+"""`leuk-edge classify` and its Python API: every file gets a row, bad files are reported, usage errors exit 2."""
+
+import csv
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from leuk_edge import DISCLAIMER
+from leuk_edge.cli import app
+from leuk_edge.edge import Classifier, ModelError, StageTimes, classify_paths, expand_paths, load_image
+from leuk_edge.edge.summary import ClassifySummary, wilson_interval
+from leuk_edge.edge.writers import open_writer
+
+BAD = {"empty.bmp", "truncated.png", "text.bmp", "random.jpg"}
+
+
+def _cell(seed: int, label: str = "all") -> np.ndarray:
+    from leuk_edge.train.synth import render_cnmc_image
+
+    return render_cnmc_image(np.random.default_rng(seed), label)  # RGB 450x450
+
+
+def write_mixed_folder(root):
+    """Valid images of every supported kind, unreadable files, a non-image file; some nested. -> root."""
+    root.mkdir(parents=True, exist_ok=True)
+    nested = root / "patient_1" / "slide_a"
+    nested.mkdir(parents=True)
+    bgr = [cv2.cvtColor(_cell(i, "all" if i % 2 else "hem"), cv2.COLOR_RGB2BGR) for i in range(4)]
+    cv2.imwrite(str(root / "cell_0.bmp"), bgr[0])
+    cv2.imwrite(str(root / "cell_1.jpg"), bgr[1])
+    cv2.imwrite(str(nested / "cell_2.tif"), bgr[2])
+    cv2.imwrite(str(nested / "cell_3.JPEG"), bgr[3])
+    cv2.imwrite(str(root / "gray.png"), cv2.cvtColor(bgr[0], cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(root / "gray.bmp"), cv2.cvtColor(bgr[1], cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(root / "deep16.png"), bgr[2].astype(np.uint16) * 257)
+    cv2.imwrite(str(root / "deep16.tiff"), bgr[3].astype(np.uint16) * 257)
+    rgba = np.dstack([bgr[1], np.full(bgr[1].shape[:2], 255, np.uint8)])
+    rgba[:40] = 0  # a transparent band
+    cv2.imwrite(str(root / "rgba.png"), rgba)
+    # unreadable files
+    (root / "empty.bmp").write_bytes(b"")
+    ok, png = cv2.imencode(".png", bgr[0])
+    (root / "truncated.png").write_bytes(png.tobytes()[: len(png) // 2])
+    (nested / "text.bmp").write_text("this is not a bitmap\n")
+    (root / "random.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    # not an image: skipped, no row
+    (root / "notes.txt").write_text("slide notes")
+    return root
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    return write_mixed_folder(tmp_path_factory.mktemp("mixed") / "cells")
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def invoke(args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+# --- the CLI -------------------------------------------------------------------------------------------------------
+
+def test_every_file_gets_a_row_and_bad_ones_are_reported(mixed, tiny_onnx, tmp_path):
+    out = tmp_path / "rows.csv"
+    res = invoke(["classify", mixed, "--model", tiny_onnx, "--out", out, "--batch-size", "3"])
+    assert res.exit_code == 0, res.output
+    rows = read_csv(out)
+    expected = sorted(str(p) for p in mixed.rglob("*") if p.is_file() and p.suffix.lower() != ".txt")
+    assert sorted(r["path"] for r in rows) == expected and len(rows) == 13
+    assert list(rows[0]) == ["path", "label", "probability", "error"]
+    by_name = {r["path"].rsplit("/", 1)[-1]: r for r in rows}
+    for name, r in by_name.items():
+        if name in BAD:
+            assert r["label"] == "error" and r["probability"] == "" and r["error"], r
+        else:
+            assert r["label"] in ("all", "hem") and r["error"] == "", r
+            assert 0.0 <= float(r["probability"]) <= 1.0
+            assert r["label"] == ("all" if float(r["probability"]) >= 0.5 else "hem")
+    assert by_name["empty.bmp"]["error"] == "empty file"
+    # the summary (stderr): counts, errors, the blast fraction with its interval, the disclaimer
+    text = " ".join(res.stderr.split())
+    assert "errors" in text and "4" in text and "Wilson" in text and "1 non-image files skipped" in text
+    assert DISCLAIMER in text
+    assert "CPUExecutionProvider" in text
+
+
+def test_probabilities_match_the_pipeline_reference(mixed, tiny_onnx, tmp_path):
+    """classify == load_image + Classifier.predict on the same files, also for 16-bit, gray and RGBA inputs."""
+    out = tmp_path / "rows.csv"
+    assert invoke(["classify", mixed, "-m", tiny_onnx, "-o", out, "-b", "4", "--workers", "3"]).exit_code == 0
+    good = [r for r in read_csv(out) if r["label"] != "error"]
+    clf = Classifier(tiny_onnx)
+    ref = clf.predict(np.stack([load_image(r["path"], 32, 32) for r in good]))
+    np.testing.assert_allclose([float(r["probability"]) for r in good], ref, atol=1e-5)
+    # a 16-bit copy classifies like its 8-bit original
+    p16 = next(r for r in good if r["path"].endswith("deep16.png"))
+    p8 = clf.predict(load_image(mixed / "patient_1" / "slide_a" / "cell_2.tif", 32, 32))[0]
+    assert abs(float(p16["probability"]) - p8) < 1e-3
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_json_formats(mixed, tiny_onnx, tmp_path, fmt):
+    out = tmp_path / f"rows.{fmt}"
+    res = invoke(["classify", mixed, "-m", tiny_onnx, "-o", out])  # format from the suffix
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    rows = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
+    assert len(rows) == 13 and set(rows[0]) == {"path", "label", "probability", "error"}
+    errors = [r for r in rows if r["label"] == "error"]
+    assert len(errors) == 4 and all(r["probability"] is None and r["error"] for r in errors)
+
+
+def test_stdout_when_no_out(tiny_onnx, mixed):
+    res = invoke(["classify", mixed / "cell_0.bmp", str(mixed / "*.jpg"), "-m", tiny_onnx, "--format", "jsonl"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["cell_0.bmp", "cell_1.jpg", "random.jpg"]
+
+
+def test_interrupt_keeps_finished_rows_and_prints_the_summary(mixed, tiny_onnx, tmp_path, monkeypatch):
+    import leuk_edge.edge.classify as mod
+
+    real = mod.classify_paths
+
+    def interrupted(*args, **kwargs):
+        for i, row in enumerate(real(*args, **kwargs)):
+            if i == 5:
+                raise KeyboardInterrupt
+            yield row
+
+    monkeypatch.setattr(mod, "classify_paths", interrupted)
+    out = tmp_path / "rows.json"
+    res = invoke(["classify", mixed, "-m", tiny_onnx, "-o", out])
+    assert res.exit_code == 130
+    assert len(json.loads(out.read_text())) == 5  # still a valid JSON array
+    assert "interrupted" in res.stderr and "images" in res.stderr
+
+
+def test_tta_runs_and_agrees_for_an_orientation_free_model(mixed, tiny_onnx, tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert invoke(["classify", mixed, "-m", tiny_onnx, "-o", a]).exit_code == 0
+    res = invoke(["classify", mixed, "-m", tiny_onnx, "-o", b, "--tta"])
+    assert res.exit_code == 0 and "TTA" in res.stderr
+    pa = [r["probability"] for r in read_csv(a)]
+    pb = [r["probability"] for r in read_csv(b)]
+    assert len(pa) == len(pb) == 13
+    for x, y in zip(pa, pb):  # the tiny model looks at the mean colour only: rotations do not change it
+        assert (x == y == "") or abs(float(x) - float(y)) < 1e-5
+
+
+def _one_error_line(res):
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2, res.output
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    return lines[0]
+
+
+def test_usage_errors_exit_2_with_one_line(mixed, tiny_onnx, tmp_path):
+    assert "model file not found" in _one_error_line(invoke(["classify", mixed, "-m", tmp_path / "nope.onnx"]))
+    empty = tmp_path / "only_text"
+    empty.mkdir()
+    (empty / "a.txt").write_text("x")
+    assert "no images found" in _one_error_line(invoke(["classify", empty, "-m", tiny_onnx]))
+    assert "no such file" in _one_error_line(invoke(["classify", tmp_path / "missing", "-m", tiny_onnx]))
+    assert "format" in _one_error_line(invoke(["classify", mixed, "-m", tiny_onnx, "--format", "xml"]))
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    assert "cannot load" in _one_error_line(invoke(["classify", mixed, "-m", tmp_path / "junk.onnx"]))
+
+
+def test_unavailable_cuda_is_a_clear_error_not_a_cpu_fallback(mixed, tiny_onnx):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA is available here")
+    line = _one_error_line(invoke(["classify", mixed, "-m", tiny_onnx, "--device", "cuda"]))
+    assert "cuda" in line and "not available" in line and "leuk-edge[gpu]" in line
+    assert "unknown device" in _one_error_line(invoke(["classify", mixed, "-m", tiny_onnx, "--device", "tpu"]))
+
+
+def test_model_without_metadata_is_refused(mixed, tmp_path):
+    from tiny_models import make_tiny_onnx, tiny_metadata
+
+    bare = make_tiny_onnx(tmp_path / "bare.onnx", metadata=False)
+    line = _one_error_line(invoke(["classify", mixed, "-m", bare]))
+    assert "leuk_edge" in line and "metadata" in line
+    with pytest.raises(ModelError, match="leuk_edge"):
+        Classifier(bare)
+
+    import onnx
+
+    meta = tiny_metadata(32)
+    del meta["threshold"]
+    model = onnx.load(str(bare))
+    onnx.helper.set_model_props(model, {"leuk_edge": json.dumps(meta)})
+    partial = tmp_path / "partial.onnx"
+    onnx.save(model, str(partial))
+    assert "threshold" in _one_error_line(invoke(["classify", mixed, "-m", partial]))
+
+
+# --- the Python API ------------------------------------------------------------------------------------------------
+
+def test_expand_paths_folders_files_globs(mixed):
+    files = expand_paths([mixed])
+    assert len(files) == 13 and files.skipped == 1 and not files.missing
+    assert files.images == sorted(files.images, key=str)
+    again = expand_paths([mixed, mixed / "cell_0.bmp", str(mixed / "**" / "*.tif")])
+    assert len(again) == 13  # duplicates dropped
+    tifs = expand_paths([str(mixed / "**" / "*.ti*")])
+    assert sorted(p.name for p in tifs.images) == ["cell_2.tif", "deep16.tiff"]
+    assert expand_paths([mixed / "nope", "no_match_*.bmp"]).missing == [str(mixed / "nope"), "no_match_*.bmp"]
+
+
+def test_classify_paths_generator_and_stage_times(mixed, tiny_onnx):
+    clf = Classifier(tiny_onnx, threads=1)
+    paths = expand_paths([mixed]).images
+    times = StageTimes()
+    rows = list(classify_paths(clf, paths, batch_size=4, workers=2, times=times))
+    assert [r.path for r in rows] == [str(p) for p in paths]
+    assert sum(not r.ok for r in rows) == 4 == times.errors and times.images == 13
+    # 4 batches of files; the last holds only truncated.png, so no inference runs for it
+    assert times.batches == 3 and times.decode_s > 0 and times.infer_s > 0 and times.throughput > 0
+    # stopping early is clean (the decode pool is shut down by the generator's finally)
+    gen = classify_paths(clf, paths, batch_size=2)
+    first = next(gen)
+    gen.close()
+    assert first.path == str(paths[0])
+
+
+def test_writers_close_the_json_array_on_error(tmp_path):
+    from leuk_edge.edge.classify import Row
+
+    out = tmp_path / "x.json"
+    with pytest.raises(RuntimeError):
+        with open_writer(out) as w:
+            w.write(Row("a.bmp", "all", 0.9))
+            assert json.loads(out.read_text() + "\n]") == [  # flushed already
+                {"path": "a.bmp", "label": "all", "probability": 0.9, "error": ""}]
+            raise RuntimeError("boom")
+    assert json.loads(out.read_text())[0]["label"] == "all"
+    with open_writer(tmp_path / "empty.json"):
+        pass
+    assert json.loads((tmp_path / "empty.json").read_text()) == []
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(5, 10)
+    assert math.isclose(lo, 0.2366, abs_tol=1e-4) and math.isclose(hi, 0.7634, abs_tol=1e-4)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and math.isclose(hi, 0.2775, abs_tol=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    s = ClassifySummary()
+    from leuk_edge.edge.classify import Row
+
+    s.extend([Row("a", "all", 0.9), Row("b", "hem", 0.1), Row("c", "error", None, "empty file")])
+    d = s.to_dict()
+    assert d["images"] == 3 and d["errors"] == 1 and d["blast_fraction"] == 0.5
+
+
+# --- whole-pipeline parity with Keras (CI) -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_classify_matches_keras_on_the_same_files(mixed, tmp_path):
+    """Keras CNN -> tf2onnx -> `leuk-edge classify` CSV == model.predict(load_image(...)) within 1e-3."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    from leuk_edge.train.models import build
+    from tiny_models import tiny_metadata
+
+    keras_model, _ = build("cnn", 48)
+    # Give the random network some spread so that the comparison is not between constants.
+    rng = np.random.default_rng(0)
+    keras_model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in keras_model.get_weights()])
+    spec = (tf.TensorSpec((None, 48, 48, 3), tf.float32, name="image"),)
+    proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=spec, opset=17)
+    onnx.helper.set_model_props(proto, {"leuk_edge": json.dumps(tiny_metadata(48))})
+    model_path = tmp_path / "cnn48.onnx"
+    onnx.save(proto, str(model_path))
+
+    out = tmp_path / "rows.csv"
+    res = invoke(["classify", mixed, "--model", model_path, "--out", out, "--batch-size", "5"])
+    assert res.exit_code == 0, res.output
+    good = [r for r in read_csv(out) if r["label"] != "error"]
+    assert len(good) == 9
+    ref = keras_model.predict(np.stack([load_image(r["path"], 48, 48) for r in good]), verbose=0)[:, 0]
+    got = np.array([float(r["probability"]) for r in good])
+    assert np.ptp(ref) > 1e-3  # the outputs differ between images
+    np.testing.assert_allclose(got, ref, atol=1e-3)

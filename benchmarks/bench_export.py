@@ -1,0 +1,217 @@
+"""Export benchmark: both architectures at full size, side by side in one run.
+
+For each model: export time (tf2onnx + checks), FP32 Keras/ONNX max_abs_diff (the parity gate), FP16 max_abs_diff,
+INT8 quantization time, FP32 vs INT8 onnxruntime throughput at batch 8 (interleaved rounds on the same inputs,
+median), and INT8 decision agreement with FP32 at the model's threshold. Writes a markdown table and JSON to
+benchmarks/results/.
+
+Without --keras the models are built with weights=None (no network) and made to *behave* like trained ones
+cheaply: BatchNorm statistics from synthetic cells and a logistic head fitted on the (random) features, with the
+threshold chosen on held-out cells. The speed numbers do not depend on this; the agreement numbers do, and on a
+random-feature InceptionV3 they are a pessimistic stand-in for a trained model's. Pass trained runs' model.keras
+(with config.json beside them) to measure those instead.
+
+    python benchmarks/bench_export.py                  # cnn 256 + inception 224
+    python benchmarks/bench_export.py --keras runs/cnn/model.keras runs/inc/model.keras
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cells(n: int, size: int, seed: int):
+    from leuk_edge.edge.preprocess import preprocess
+    from leuk_edge.train.synth import render_cnmc_image
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    return np.stack([preprocess(render_cnmc_image(rng, "all" if t else "hem"), size, size) for t in y]), y
+
+
+def fit_head(model, size: int, n_fit: int = 64, n_val: int = 48, bn_batch: int = 16) -> tuple[float, float]:
+    """BatchNorm statistics from data + logistic head on the frozen random features; -> (threshold, val acc)."""
+    import keras
+
+    x, y = cells(n_fit, size, seed=11)
+    xv, yv = cells(n_val, size, seed=12)
+    bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:
+        layer.momentum = 0.0  # one training-mode pass sets the moving statistics to this batch's
+    model(x[:bn_batch], training=True)
+    for layer in bns:
+        layer.momentum = 0.99
+    head = model.get_layer("p_all")
+    feat = keras.Model(model.inputs[0], head.input)
+    f = np.concatenate([np.asarray(feat(x[i:i + 8], training=False), np.float64) for i in range(0, len(x), 8)])
+    mu, sd = f.mean(0), f.std() + 1e-9
+    z, w, b = (f - mu) / sd, np.zeros(f.shape[1]), 0.0
+    for _ in range(500):
+        g = 1 / (1 + np.exp(-(z @ w + b))) - y
+        w -= 0.5 * (z.T @ g / len(y) + 1e-2 * w)
+        b -= 0.5 * g.mean()
+    head.kernel.assign((w / sd)[:, None].astype(np.float32))
+    head.bias.assign(np.array([b - (w * mu / sd).sum()], np.float32))
+    pv = np.concatenate([np.asarray(model(xv[i:i + 8], training=False)).ravel() for i in range(0, len(xv), 8)])
+    thr = float((np.median(pv[yv == 1]) + np.median(pv[yv == 0])) / 2)
+    return thr, float(np.mean((pv >= thr) == yv))
+
+
+def make_run(name: str, folder: Path) -> tuple[Path, dict]:
+    import keras
+
+    from leuk_edge.train.models import ARCHITECTURE, DEFAULT_SIZE, RESIZE, build
+
+    keras.utils.set_random_seed(0)
+    size = DEFAULT_SIZE[name]
+    t0 = time.perf_counter()
+    model, _ = build(name, size, weights=None)
+    threshold, val_acc = fit_head(model, size)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
+    (folder / "config.json").write_text(json.dumps({
+        "model": name, "architecture": ARCHITECTURE[name], "image_size": size, "resize": RESIZE[name],
+        "threshold": threshold, "classes": ["hem", "all"]}))
+    return folder / "model.keras", {"source": "weights=None + fitted head", "head_val_accuracy": val_acc,
+                                    "prepare_seconds": time.perf_counter() - t0, "params": model.count_params()}
+
+
+def throughput(paths: dict, x: np.ndarray, batch: int, rounds: int, min_seconds: float, threads: int | None):
+    """img/s per model, median over rounds; models alternate within each round so CPU contention from other
+    processes hits both alike."""
+    from leuk_edge.edge.model import make_session
+
+    sessions = {k: make_session(p, device="cpu", threads=threads) for k, p in paths.items()}
+    xb = np.ascontiguousarray(x[:batch])
+    names = {k: (s.get_inputs()[0].name, s.get_outputs()[0].name) for k, s in sessions.items()}
+    for k, s in sessions.items():  # warm-up: first runs allocate and pick kernels
+        for _ in range(3):
+            s.run([names[k][1]], {names[k][0]: xb})
+    rates = {k: [] for k in sessions}
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            n, t0 = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - t0) < min_seconds or n < 3:
+                s.run([names[k][1]], {names[k][0]: xb})
+                n += 1
+            rates[k].append(n * batch / elapsed)
+    return {k: float(np.median(v)) for k, v in rates.items()}
+
+
+def bench_one(keras_path: Path, info: dict, args) -> dict:
+    from leuk_edge.export.exporter import export_model
+    from leuk_edge.export.keras_io import load_keras_model, source_info
+
+    print(f"== {keras_path}", file=sys.stderr, flush=True)
+    res = export_model(keras_path, keras_path.with_suffix(".onnx"), parity_n=args.parity_size, fp16=True,
+                       int8=True, calib_size=args.calib_size, variant_n=args.agreement_size,
+                       log=lambda m: print("  " + m, file=sys.stderr, flush=True))
+    fp16 = next(v for v in res.variants if v.precision == "fp16") if res.variants else None
+    int8 = next(v for v in res.variants if v.precision == "int8") if res.variants else None
+    src = source_info(load_keras_model(keras_path), keras_path)
+    row = {
+        "model": keras_path.parent.name, "architecture": src.architecture, "size": src.height,
+        "threshold": src.threshold, **info,
+        "export_seconds": res.fp32.seconds, "export_total_seconds": res.total_seconds,
+        "onnx_mb": res.fp32.path.stat().st_size / 2**20,
+        "fp32_passed": res.fp32.passed, "fp32_max_abs_diff": res.fp32.parity.max_abs_diff,
+        "fp32_pipeline_max_abs_diff": (res.fp32.parity.pipeline or {}).get("max_abs_diff"),
+        "parity_n": res.fp32.parity.n,
+    }
+    if fp16:
+        row.update(fp16_max_abs_diff=fp16.parity.max_abs_diff, fp16_passed=fp16.passed,
+                   fp16_agreement=fp16.parity.decision_agreement)
+    if int8:
+        x, _ = cells(args.batch, src.height, seed=99)
+        rates = throughput({"fp32": res.fp32.path, "int8": int8.path}, x, args.batch, args.rounds, args.seconds,
+                           args.threads)
+        row.update(int8_seconds=int8.seconds, int8_mb=int8.path.stat().st_size / 2**20,
+                   int8_agreement=int8.parity.decision_agreement, int8_n=int8.parity.n, int8_passed=int8.passed,
+                   int8_max_abs_diff=int8.parity.max_abs_diff, fp32_img_s=rates["fp32"], int8_img_s=rates["int8"],
+                   int8_speedup=rates["int8"] / rates["fp32"])
+    print(f"  {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
+    return row
+
+
+def markdown(rows: list, meta: dict) -> str:
+    f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    lines = [
+        f"# Export benchmark ({meta['date']})", "",
+        f"{meta['cpu']}, {meta['cores']} cores; onnxruntime {meta['onnxruntime']}, tensorflow {meta['tensorflow']},"
+        f" tf2onnx {meta['tf2onnx']}; batch {meta['batch']}, threads {meta['threads'] or 'default'}.", "",
+        "| model | size | export s | FP32 max abs diff | pipeline max abs diff | FP16 max abs diff | "
+        "FP32 img/s | INT8 img/s | INT8/FP32 | INT8 agreement (n) | INT8 gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['architecture']} | {r['size']} | {f(r['export_seconds'], '.1f')} | "
+            f"{f(r['fp32_max_abs_diff'], '.2e')} | {f(r.get('fp32_pipeline_max_abs_diff'), '.2e')} | "
+            f"{f(r.get('fp16_max_abs_diff'), '.2e')} | {f(r.get('fp32_img_s'), '.1f')} | "
+            f"{f(r.get('int8_img_s'), '.1f')} | {f(r.get('int8_speedup'), '.2f')}x | "
+            f"{f(r.get('int8_agreement'), '.3f')} ({r.get('int8_n', '-')}) | "
+            f"{'pass' if r.get('int8_passed') else 'FAIL'} |")
+    lines += ["", "Models: " + "; ".join(f"{r['architecture']}: {r['source']}"
+                                        + (f" (head val acc {r['head_val_accuracy']:.2f})"
+                                           if 'head_val_accuracy' in r else "") for r in rows),
+              "Agreement = fraction of FP32/INT8 decisions equal at the model's threshold (synthetic cells). "
+              "Throughput: onnxruntime CPU, full graph optimisation, median of interleaved rounds."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keras", nargs="*", type=Path, help="Trained model.keras files (default: build cnn + inception)")
+    ap.add_argument("--models", nargs="*", default=["cnn", "inception"], choices=["cnn", "inception"])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=2.0, help="Minimum seconds per model per round")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--parity-size", type=int, default=20)
+    ap.add_argument("--agreement-size", type=int, default=200)
+    ap.add_argument("--calib-size", type=int, default=64)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "tensorflow": tf.__version__,
+            "tf2onnx": tf2onnx.__version__, "batch": args.batch, "threads": args.threads}
+    try:
+        meta["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                           if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
+        if args.keras:
+            runs = [(p, {"source": f"trained ({p})"}) for p in args.keras]
+        else:
+            runs = [make_run(name, Path(tmp) / name) for name in args.models]
+        for keras_path, info in runs:
+            rows.append(bench_one(Path(keras_path), info, args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    md = markdown(rows, meta)
+    (args.out / "bench_export.md").write_text(md)
+    (args.out / "bench_export.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

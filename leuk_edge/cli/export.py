@@ -1,0 +1,111 @@
+"""`leuk-edge export MODEL.keras` and `leuk-edge parity REF MODEL.onnx`. TensorFlow is imported inside the
+commands only, so the rest of the CLI starts fast and works with the edge-only install.
+
+Exit codes: 0 passed, 1 a parity gate failed, 2 unusable input (missing file, unsafe model, bad options).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import UsageError, console, echo_json, fail, user_errors
+
+
+def _artifact_line(a) -> str:
+    p = a.parity
+    verdict = "[green]passed[/]" if p.passed else "[bold red]FAILED[/]"
+    crit = (f"agreement {p.decision_agreement:.4f} (min {p.min_agreement:g})" if p.criterion == "decision_agreement"
+            else f"max |diff| {p.max_abs_diff:.3g} (atol {p.atol:g})")
+    return f"  {a.precision:<5} {verdict}  {crit}  ->  {a.path}  (report {a.parity_path.name})"
+
+
+def export_cmd(
+    model: Path = typer.Argument(..., help="Keras model, e.g. RUN/model.keras (RUN/config.json is read if present)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="ONNX file to write (default: MODEL.onnx beside it)."),
+    opset: int = typer.Option(17, "--opset", min=13, help="ONNX opset (>= 13 for per-channel INT8)."),
+    parity_data: Optional[Path] = typer.Option(
+        None, "--parity-data", help="Image folder for the parity gate (default: synthetic cells)."),
+    parity_size: int = typer.Option(20, "--parity-size", min=1, help="Images in the FP32 parity gate."),
+    atol: float = typer.Option(1e-4, "--atol", min=0.0, help="Largest allowed |P_keras - P_onnx|."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write MODEL.fp16.onnx (float16 weights, float32 I/O)."),
+    fp16_atol: float = typer.Option(2e-2, "--fp16-atol", min=0.0, help="FP16 gate: largest |P_fp16 - P_fp32|."),
+    int8: bool = typer.Option(False, "--int8", help="Also write MODEL.int8.onnx (static QDQ, per-channel)."),
+    calib_data: Optional[Path] = typer.Option(
+        None, "--calib-data", help="Image folder to calibrate INT8 on (default: synthetic cells)."),
+    calib_size: int = typer.Option(64, "--calib-size", min=1, help="Calibration images for INT8."),
+    min_agreement: float = typer.Option(0.98, "--min-agreement", min=0.0, max=1.0,
+                                        help="INT8 gate: least fraction of decisions equal to FP32's."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+):
+    """Convert a trained Keras model to ONNX with its preprocessing metadata, and gate it on Keras/ONNX parity."""
+    with user_errors():
+        if (calib_data is not None or calib_size != 64) and not int8:
+            raise UsageError("--calib-data/--calib-size only apply with --int8")
+        from ..export.exporter import export_model
+
+        result = export_model(model, out, opset=opset, parity_data=parity_data, atol=atol, parity_n=parity_size,
+                              fp16=fp16, fp16_atol=fp16_atol, int8=int8, calib_data=calib_data,
+                              calib_size=calib_size, min_agreement=min_agreement,
+                              log=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
+    console.print(f"exported in {result.fp32.seconds:.1f} s (total {result.total_seconds:.1f} s with gates):")
+    for a in result.artifacts:
+        console.print(_artifact_line(a), highlight=False, soft_wrap=True)
+    if as_json:
+        echo_json({"passed": result.passed, "warnings": result.warnings,
+                   "artifacts": [{"precision": a.precision, "path": str(a.path), "seconds": a.seconds,
+                                  "parity_report": str(a.parity_path), **a.parity.to_dict()}
+                                 for a in result.artifacts]})
+    if not result.passed:
+        bad = [a for a in result.artifacts if not a.passed]
+        reasons = "; ".join(f"{a.precision}: {', '.join(a.parity.failures)}" for a in bad)
+        fail(f"parity gate failed ({reasons}); the failed model(s) were renamed "
+             f"{', '.join(str(a.path) for a in bad)} and must not be deployed", code=1)
+
+
+def parity_cmd(
+    reference: Path = typer.Argument(..., help="Reference: the .keras model, or the FP32 .onnx for a variant."),
+    model: Path = typer.Argument(..., help="The ONNX model to check (it carries the leuk_edge metadata)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Image folder (default: synthetic cells)."),
+    atol: Optional[float] = typer.Option(
+        None, "--atol", min=0.0, help="Largest allowed |difference| (default 1e-4; for an ONNX reference, none)."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement", min=0.0, max=1.0, help="Least decision agreement at the model's threshold."),
+    size: int = typer.Option(20, "--size", min=1, help="Number of images."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write MODEL.parity.json beside the model."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+):
+    """Run the parity gate on any Keras/ONNX (or FP32/variant ONNX) pair; the exit code says pass (0) or fail (1)."""
+    with user_errors():
+        from ..export.parity import DEFAULT_ATOL, check_parity, check_variant, report_path
+
+        for p in (reference, model):
+            if not p.is_file():
+                raise UsageError(f"file not found: {p}")
+        if reference.suffix == ".onnx":
+            if atol is None and min_agreement is None:
+                atol = DEFAULT_ATOL
+            rep = check_variant(reference, model, data=data, atol=atol, min_agreement=min_agreement, n=size)
+        elif reference.suffix == ".keras":
+            rep = check_parity(reference, model, data=data, atol=DEFAULT_ATOL if atol is None else atol, n=size)
+            if min_agreement is not None and rep.decision_agreement < min_agreement:
+                rep.failures.append(f"decision agreement {rep.decision_agreement:.4f} < {min_agreement:g}")
+                rep.passed, rep.min_agreement = False, min_agreement
+        else:
+            raise UsageError(f"reference must be a .keras or .onnx file, got {reference.name}")
+        if report:
+            path = rep.write(report_path(model))
+            console.print(f"report: {path}", highlight=False)
+    if as_json:
+        echo_json(rep.to_dict())
+    if rep.passed:
+        console.print(rep.summary(), highlight=False, soft_wrap=True)
+    else:
+        fail(f"{model} does not match {reference}: " + rep.summary().replace("\n  - ", "; "), code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)
+    app.command("parity")(parity_cmd)

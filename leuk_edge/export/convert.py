@@ -1,0 +1,103 @@
+"""Keras -> ONNX with tf2onnx, the `leuk_edge` metadata entry, and the structural checks every exported file gets.
+
+The graph takes NHWC float32 RGB in [0, 1] named `image` with a dynamic batch dimension `N`, and returns
+P(all) named `p_all` with shape (N, 1); everything else the edge needs travels in the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import onnx
+
+from .. import DISCLAIMER, __version__
+from ..edge.metadata import METADATA_KEY, InputSpec, ModelInfo
+from ..edge.model import make_session
+from .keras_io import SourceInfo
+
+DEFAULT_OPSET = 17  # per-channel QDQ needs >= 13; 17 is supported by every onnxruntime >= 1.14
+INPUT_NAME = "image"
+OUTPUT_NAME = "p_all"
+BATCH_DIM = "N"
+OUTPUT_MEANING = "P(all): probability that the cell is a leukemic blast (class index 1); 1 - P is P(hem)"
+
+
+def convert_keras(model, height: int, width: int, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """tf2onnx conversion. The explicit input_signature is required with Keras 3 (tf2onnx cannot trace the
+    model's own signature) and fixes the input name and the dynamic batch dimension."""
+    import tensorflow as tf
+    import tf2onnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    if len(model.outputs) != 1:
+        raise ValueError(f"expected a single-output model (P(all)), this one has {len(model.outputs)} outputs")
+    spec = (tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    _stable_io(proto)
+    return proto
+
+
+def _stable_io(proto: onnx.ModelProto) -> None:
+    """Name the output `p_all` whatever the last Keras layer was called, and the batch dim `N` (tf2onnx leaves an
+    arbitrary `unk__NN`), so consumers can rely on both."""
+    graph = proto.graph
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise ValueError(f"converted graph has {len(graph.input)} inputs / {len(graph.output)} outputs, expected 1/1")
+    old = graph.output[0].name
+    if old != OUTPUT_NAME:
+        for node in graph.node:
+            node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
+            node.input[:] = [OUTPUT_NAME if i == old else i for i in node.input]
+        graph.output[0].name = OUTPUT_NAME
+    for vi in (graph.input[0], graph.output[0]):
+        dim0 = vi.type.tensor_type.shape.dim[0]
+        if not dim0.HasField("dim_value"):
+            dim0.dim_param = BATCH_DIM
+
+
+def build_model_info(src: SourceInfo, source_sha256: str, opset: int, precision: str = "fp32") -> ModelInfo:
+    return ModelInfo(
+        architecture=src.architecture,
+        input=InputSpec(name=INPUT_NAME, height=src.height, width=src.width, resize=src.resize),
+        output={"name": OUTPUT_NAME, "meaning": OUTPUT_MEANING},
+        threshold=src.threshold,
+        classes=tuple(src.classes),
+        extra={
+            "source_sha256": source_sha256,
+            "leuk_edge_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "opset": opset,
+            "precision": precision,
+        },
+    )
+
+
+def set_metadata(proto: onnx.ModelProto, info_json: str) -> None:
+    """The one metadata_props entry, `leuk_edge` (DESIGN.md); anything a converter or quantizer left is dropped."""
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info_json
+    proto.doc_string = f"leuk-edge model. {DISCLAIMER}"
+
+
+def get_metadata(proto: onnx.ModelProto) -> dict:
+    for p in proto.metadata_props:
+        if p.key == METADATA_KEY:
+            return json.loads(p.value)
+    raise ValueError(f"model has no '{METADATA_KEY}' metadata entry")
+
+
+def with_precision(info_json: str, precision: str) -> str:
+    d = json.loads(info_json)
+    d["precision"] = precision
+    return json.dumps(d, sort_keys=True)
+
+
+def check_onnx(path: str | Path) -> None:
+    """The ONNX checker with full shape/type inference, then an onnxruntime session at full optimisation (what
+    the edge does): a file that passes both loads everywhere leuk-edge runs."""
+    onnx.checker.check_model(str(path), full_check=True)
+    make_session(path, device="cpu")

@@ -1,0 +1,146 @@
+"""Reading what an export needs from a training run: the .keras model (safe mode only) and its settings.
+
+The settings (architecture, input size, resize method, threshold) come from RUN/config.json beside the model,
+as the train command writes it. Without one they are inferred from the model itself and the caller is told
+which values are guesses, because a guessed threshold or resize method silently changes edge decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..edge.preprocess import RESIZE_MODES
+
+
+class UnsafeModelError(ValueError):
+    """The .keras file would run arbitrary Python code when loaded (Lambda layer, custom function)."""
+
+
+class ModelLoadError(ValueError):
+    """The .keras file is missing or not a loadable Keras model."""
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the ONNX metadata says about the model, and where each value came from."""
+    architecture: str  # metadata name: "cnn" | "inception_v3"
+    height: int
+    width: int
+    resize: str
+    threshold: float
+    classes: tuple = ("hem", "all")
+    config_path: str | None = None
+    warnings: list = field(default_factory=list)  # one line per inferred value
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _quiet_tensorflow() -> None:
+    # TF's C++ logging is configured at import time; set it before the first import so CLI output stays readable.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def load_keras_model(path: str | Path):
+    """Load a .keras file in Keras' safe mode. A model carrying Python code (Lambda layer) is refused, never run.
+
+    Export and parity only need inference, so the optimizer state is not restored (compile=False).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"Keras model not found: {path}")
+    if path.suffix != ".keras":
+        raise ModelLoadError(f"expected a Keras v3 '.keras' file, got {path.name}")
+    _quiet_tensorflow()
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as exc:
+        text = str(exc)
+        # Keras' safe mode raises ValueError mentioning the lambda / arbitrary code execution; say it in one line.
+        if "safe_mode" in text or "arbitrary code" in text or "Lambda" in text:
+            raise UnsafeModelError(
+                f"refusing to load {path.name}: it contains Python code (e.g. a Lambda layer) that would run on "
+                "load; leuk-edge only exports models made of standard layers"
+            ) from None
+        raise ModelLoadError(f"cannot load {path}: {text.splitlines()[0] if text else type(exc).__name__}") from None
+    except Exception as exc:  # zip/h5 corruption surfaces as many different exception types
+        raise ModelLoadError(f"cannot load {path}: {str(exc).splitlines()[0][:200] or type(exc).__name__}") from None
+
+
+_NAME_TO_ARCH = {"leuk_cnn": "cnn", "leuk_inception_v3": "inception_v3"}
+
+
+def _input_hw(model) -> tuple[int, int]:
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[3] != 3 or shape[1] is None or shape[2] is None:
+        raise ModelLoadError(f"expected a fixed-size NHWC RGB input, the model takes {shape}")
+    return int(shape[1]), int(shape[2])
+
+
+def _val_threshold(run_dir: Path) -> float | None:
+    """The threshold chosen on validation, from metrics.json, for runs whose config.json lacks it."""
+    try:
+        return float(json.loads((run_dir / "metrics.json").read_text())["val"]["threshold"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def source_info(model, keras_path: str | Path) -> SourceInfo:
+    """Settings for the metadata: config.json beside the .keras file wins; otherwise inferred (with warnings)."""
+    from ..train.models import ARCHITECTURE, RESIZE
+
+    keras_path = Path(keras_path)
+    height, width = _input_hw(model)
+    cfg_path = keras_path.parent / "config.json"
+    cfg: dict = {}
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"{cfg_path} is not valid JSON: {exc}") from None
+    warnings: list[str] = []
+
+    arch = cfg.get("architecture") or ARCHITECTURE.get(cfg.get("model", ""))
+    if not arch:
+        arch = _NAME_TO_ARCH.get(model.name)
+        if not arch:
+            raise ModelLoadError(f"cannot tell the architecture of model '{model.name}' (no config.json beside it)")
+        warnings.append(f"architecture '{arch}' inferred from the model name '{model.name}'")
+    cli_name = {v: k for k, v in ARCHITECTURE.items()}.get(arch, arch)
+
+    if "image_size" in cfg and int(cfg["image_size"]) not in (height, width):
+        raise ModelLoadError(f"config.json says image_size {cfg['image_size']} but the model takes {height}x{width}")
+
+    resize = cfg.get("resize")
+    if not resize:
+        resize = RESIZE.get(cli_name, "area")
+        warnings.append(f"resize method '{resize}' assumed (no config.json)")
+    if resize not in RESIZE_MODES:
+        raise ModelLoadError(f"unknown resize method {resize!r} in {cfg_path}")
+
+    threshold = cfg.get("threshold")
+    if threshold is None:
+        threshold = _val_threshold(keras_path.parent)
+        if threshold is None:
+            threshold = 0.5
+            warnings.append("threshold 0.5 assumed: no validation-chosen threshold found (config.json/metrics.json)")
+    threshold = float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ModelLoadError(f"threshold {threshold} is not a probability")
+
+    classes = tuple(cfg.get("classes", ("hem", "all")))
+    if list(classes) != ["hem", "all"]:
+        raise ModelLoadError(f"classes must be ['hem', 'all'], config.json has {list(classes)}")
+    return SourceInfo(architecture=arch, height=height, width=width, resize=resize, threshold=threshold,
+                      classes=classes, config_path=str(cfg_path) if cfg else None, warnings=warnings)

@@ -186,7 +186,8 @@ def box_in_view(box, dx: int, dy: int, width: int, height: int):
     cx1, cy1 = min(x0 + w, width), min(y0 + h, height)
     if cx1 <= cx0 or cy1 <= cy0:
         return None, True
-    cut = (cx0, cy0, cx1, cy1) != (x0, y0, x0 + w, y0 + h)
+    # Clipped, or reaching the outermost pixel row/column: nobody can tell whether it goes on beyond.
+    cut = cx0 <= 0 or cy0 <= 0 or cx1 >= width or cy1 >= height
     return [int(cx0), int(cy0), int(cx1 - cx0), int(cy1 - cy0)], cut
 
 

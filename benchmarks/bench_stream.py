@@ -1,0 +1,167 @@
+"""Stream mode speed: frames/s and per-stage milliseconds at 1280x720 with ~5 white cells in view.
+
+    python benchmarks/bench_stream.py [--frames 150] [--width 1280] [--height 720] [--cells 5] [--threads 2]
+
+Renders a synthetic drifting-field video (leuk_edge.train.fields), exports the from-scratch CNN at 256x256
+(random weights: speed does not depend on them) to ONNX with the `leuk_edge` metadata (in a child process, so the
+timed process is TensorFlow-free like an edge install), then runs the real stream pipeline on the video:
+
+  capture   decode the next frame (OpenCV/FFmpeg)
+  detect    leukocyte detection + C-NMC crops
+  classify  one batched onnxruntime call for all cells of the frame (resize to 256 + model)
+  draw      annotation + MP4 encoding of the recording (and the JSONL line)
+
+Rows: the full pipeline (JSONL + recording) and the pipeline without recording. Each row runs `--repeats` times
+after a warm-up; the median run is reported. Also reports detection precision/recall against the video's truth.
+Writes benchmarks/results/bench_stream.{md,json} and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def export_cnn(path: Path, size: int) -> None:
+    """Build the CNN (random weights), convert with tf2onnx and attach the leuk_edge metadata."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    from leuk_edge import __version__
+    from leuk_edge.edge.metadata import METADATA_KEY
+    from leuk_edge.train.models import RESIZE, build
+
+    model, _ = build("cnn", image_size=size)
+    spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+    meta = {
+        "schema_version": 1, "architecture": "cnn", "classes": ["hem", "all"], "threshold": 0.5,
+        "input": {"name": "image", "height": size, "width": size, "channels": 3, "layout": "NHWC",
+                  "color": "RGB", "scale": 1 / 255, "resize": RESIZE["cnn"]},
+        "output": {"name": proto.graph.output[0].name, "meaning": "P(all)"},
+        "source_sha256": "0" * 64, "leuk_edge_version": __version__, "created": "benchmark (random weights)",
+    }
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+
+
+def ensure_model(path: Path, size: int) -> Path:
+    if not path.exists():
+        print(f"exporting the CNN at {size}x{size} to {path} (child process with TensorFlow) ...", flush=True)
+        subprocess.run([sys.executable, __file__, "--export-only", str(path), "--size", str(size)], check=True)
+    return path
+
+
+def run_once(video: Path, model, threads: int, record: Path | None, jsonl: Path, um_per_px: float,
+             max_frames: int | None = None) -> dict:
+    from leuk_edge.edge.detect import DetectorConfig
+    from leuk_edge.edge.draw import VideoRecorder
+    from leuk_edge.edge.sources import open_source
+    from leuk_edge.edge.stream import StreamOptions, run_stream
+
+    options = StreamOptions(detector=DetectorConfig(um_per_px=um_per_px), max_frames=max_frames)
+    recorder = VideoRecorder(record) if record else None
+    return run_stream(open_source(str(video)), model, options, jsonl=jsonl, recorder=recorder)
+
+
+def detection_quality(jsonl: Path, truth_path: Path) -> dict:
+    from leuk_edge.edge.detect import match_boxes
+
+    truth = json.loads(truth_path.read_text())["frames"]
+    tp = fp = fn = 0
+    for line, t in zip(jsonl.read_text().splitlines(), truth):
+        e = json.loads(line)
+        a, b, c, _ = match_boxes([x["box"] for x in e["cells"]], [x["box"] for x in t["cells"]],
+                                 ignore=[x["cut"] for x in t["cells"]])
+        tp, fp, fn = tp + a, fp + b, fn + c
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": round(tp / max(tp + fp, 1), 4),
+            "recall": round(tp / max(tp + fn, 1), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--height", type=int, default=720)
+    ap.add_argument("--cells", type=int, default=5, help="white cells per field of view")
+    ap.add_argument("--um-per-px", type=float, default=0.15)
+    ap.add_argument("--size", type=int, default=256, help="CNN input size")
+    ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", type=Path, default=None, help="an existing leuk-edge ONNX (default: export one)")
+    ap.add_argument("--export-only", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.export_only:
+        export_cnn(args.export_only, args.size)
+        return
+
+    import cv2
+    import onnxruntime as ort
+
+    from leuk_edge import DISCLAIMER
+    from leuk_edge.edge import Classifier
+    from leuk_edge.train.fields import FieldConfig, write_fields
+
+    model_path = args.model or ensure_model(RESULTS / f"cnn{args.size}_random.onnx", args.size)
+    cv2.setNumThreads(1)  # as `leuk-edge stream` does: detection is small work, the cores go to onnxruntime
+    clf = Classifier(model_path, device="cpu", threads=args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cfg = FieldConfig(width=args.width, height=args.height, um_per_px=args.um_per_px, leukocytes=args.cells)
+        write_fields(tmp / "fields", frames=0, video_frames=args.frames, fps=30.0, cfg=cfg, seed=0)
+        video, truth = tmp / "fields" / "drift.mp4", tmp / "fields" / "drift.json"
+        run_once(video, clf, args.threads, None, tmp / "warm.jsonl", args.um_per_px, max_frames=10)  # warm-up
+        rows, quality = {}, None
+        for _ in range(args.repeats):  # alternate the variants so machine noise hits both alike
+            for name, rec in (("stream + JSONL + recording", tmp / "rec.mp4"), ("stream + JSONL", None)):
+                s = run_once(video, clf, args.threads, rec, tmp / "ev.jsonl", args.um_per_px)
+                rows.setdefault(name, []).append(s)
+                if quality is None:
+                    quality = detection_quality(tmp / "ev.jsonl", truth)
+    table = []
+    for name, runs in rows.items():
+        med = sorted(runs, key=lambda s: s["fps"])[len(runs) // 2]
+        cells = sum(med["observations"].values()) / max(med["frames"], 1)
+        table.append({"pipeline": name, "fps": med["fps"], "fps_runs": [r["fps"] for r in runs],
+                      "cells_per_frame": round(cells, 2), **{f"{k}_ms": v for k, v in med["stage_ms"].items()},
+                      "latency_p50_ms": med["latency_ms"]["p50"], "latency_p95_ms": med["latency_ms"]["p95"]})
+    env = {"resolution": f"{args.width}x{args.height}", "um_per_px": args.um_per_px, "frames": args.frames,
+           "model": f"cnn {args.size}x{args.size} (random weights)", "ort_threads": args.threads,
+           "opencv_threads": 1, "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+           "onnxruntime": ort.__version__, "opencv": cv2.__version__, "python": platform.python_version(),
+           "providers": clf.providers}
+    result = {"environment": env, "rows": table, "detection_on_video": quality,
+              "target": "15 fps at 1280x720 with ~5 cells and the 256 CNN on 2 CPU cores"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_stream.json").write_text(json.dumps(result, indent=2))
+    lines = [f"# stream benchmark ({env['resolution']}, ~{args.cells} cells in view, {env['model']}, "
+             f"{args.threads} ORT threads, {env['cpus']} CPUs)", "",
+             "| pipeline | frames/s | cells/frame | capture ms | detect ms | classify ms | draw ms | "
+             "latency p50 / p95 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in table:
+        lines.append(f"| {r['pipeline']} | {r['fps']:.1f} | {r['cells_per_frame']:.1f} | {r['capture_ms']:.1f} | "
+                     f"{r['detect_ms']:.1f} | {r['classify_ms']:.1f} | {r['draw_ms']:.1f} | "
+                     f"{r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} |")
+    lines += ["", f"Detection on the video (IoU 0.5, cells cut by the edge ignored): precision "
+                  f"{quality['precision']:.3f}, recall {quality['recall']:.3f} ({quality['tp']} matches).",
+              f"fps per run: " + "; ".join(f"{r['pipeline']}: {r['fps_runs']}" for r in table),
+              f"onnxruntime {env['onnxruntime']}, OpenCV {env['opencv']}, Python {env['python']}. "
+              f"Target: {result['target']}.", "", DISCLAIMER]
+    (RESULTS / "bench_stream.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

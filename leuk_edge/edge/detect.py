@@ -1,0 +1,301 @@
+"""Find the white cells (leukocytes) in a microscope field with OpenCV alone, and cut them out the C-NMC way.
+
+In a May-Grünwald-Giemsa/Wright stained smear, eosin colours red cells pink: they absorb green and some blue
+light. Nuclei (dark purple), lymphocyte cytoplasm (blue-grey to lilac) and platelets take basophilic dyes that
+absorb red light and let blue through. In optical density (OD = -ln(I / background)) the red cells' absorbance is
+projected out, with their own OD ratios measured in each frame (k_r = OD_red / OD_green, k_b = OD_blue / OD_green):
+
+    stain = (OD_red - k_r * OD_green) + (k_b * OD_green - OD_blue)
+
+which is ~0 on red cells of any thickness or overlap and on plasma, high on nuclei, clearly positive on cytoplasm
+and platelets. Nuclei (high stain and dark, closed so that the lobes of one nucleus merge) seed the cells; each
+cell is the stained region around its seed (cytoplasm included), split between neighbouring seeds. Objects too
+small to be a leukocyte (platelets and their clumps) and, by default, cells cut by the frame edge are dropped.
+
+Detection runs on the frame downscaled to about `work_um_per_px` (0.5 um/px: ~25 px across a lymphocyte) and the
+boxes are mapped back to source pixels, so a 1280x720 frame costs a few milliseconds. Sizes are in micrometres,
+converted with the frame's scale: `um_per_px`, or `camera_pixel_um / magnification`, or, when neither is known,
+a field of view `reference_um_per_px * reference_width` micrometres wide.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+# C-NMC cells sit centred on a 450x450 black canvas, about 210 px across: the crop side is ~2.15 cell widths.
+CNMC_CONTEXT = 450 / 210
+# ... and that canvas is a fixed physical field: ~30 um (a ~16 um blast spans ~236 px of it, a ~12 um lymphocyte
+# ~184 px, as in leuk_edge.train.synth).
+CNMC_CANVAS_UM = 30.0
+RBC_RATIO_DEFAULT = 0.2  # red cells' OD_red / OD_green when a frame has too few of them to measure
+RBC_RATIO_MAX = 0.42
+BLUE_RATIO_DEFAULT = 0.8  # red cells' OD_blue / OD_green, likewise
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Leukocyte detector settings; sizes in micrometres, scaled to pixels per frame."""
+    um_per_px: float | None = None          # the frame's scale, when known
+    magnification: float | None = None      # total magnification; um_per_px = camera_pixel_um / magnification
+    camera_pixel_um: float = 15.0           # camera pixel pitch as it lands in the frame (after binning/resize)
+    reference_width: int = 1280             # neither known: assume the field of view of ...
+    reference_um_per_px: float = 0.15       # ... a 100x objective imaged at 1280 px across (~192 um)
+    work_um_per_px: float = 0.5             # detection runs on the frame downscaled to about this scale
+    min_nucleus_um2: float = 12.0           # platelets are 1.5-3 um (2-7 um^2); a lymphocyte nucleus >= ~20 um^2
+    min_cell_um2: float = 40.0              # whole cell (nucleus + cytoplasm), ~7 um across
+    max_cell_um: float = 40.0               # larger objects are stain debris or clumps, not one cell
+    lobe_gap_um: float = 2.0                # nucleus lobes closer than this are one cell
+    open_um: float = 3.0                    # opening of the cell mask: cuts off attached specks/platelets
+    cytoplasm_um: float = 7.0               # how far a cell may extend beyond its nucleus
+    cell_threshold: float = 0.12            # stain OD that counts as white cell (cytoplasm or nucleus)
+    nucleus_threshold: float = 0.45         # stain OD of a nucleus ...
+    nucleus_od: float = 0.85                # ... which is also dark: green-light OD above this
+    rbc_ratio: float | None = None          # red cells' OD_red / OD_green; None = measure it in each frame
+    drop_edge: bool = True                  # drop cells cut by the frame edge
+    edge_margin_px: int = 4                 # boxes this close to the border are checked at full resolution
+
+    def scale(self, width: int) -> float:
+        """Micrometres per source pixel for a frame `width` pixels wide."""
+        if self.um_per_px:
+            return float(self.um_per_px)
+        if self.magnification:
+            return float(self.camera_pixel_um) / float(self.magnification)
+        return self.reference_um_per_px * self.reference_width / max(int(width), 1)
+
+    def validate(self) -> DetectorConfig:
+        for name in ("um_per_px", "magnification"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive")
+        if self.camera_pixel_um <= 0 or self.work_um_per_px <= 0:
+            raise ValueError("camera pixel size and working scale must be positive")
+        return self
+
+
+@dataclass
+class Detection:
+    """One white cell: box (x, y, w, h) in source pixels, its mask inside the box, contour in source pixels."""
+    box: tuple[int, int, int, int]
+    mask: np.ndarray = field(repr=False)     # bool (h, w): the cell (nucleus + cytoplasm) within box
+    contour: np.ndarray = field(repr=False)  # (N, 1, 2) int32, source-frame pixels
+    area: float                              # cell area, source pixels
+    nucleus_area: float                      # source pixels
+    touches_edge: bool = False
+
+
+def _disk(diameter_px: float) -> np.ndarray:
+    d = max(1, int(round(diameter_px)))
+    d += 1 - d % 2  # odd: an even kernel's off-centre anchor shifts every opening/closing
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))
+
+
+def _od_luts(bg: np.ndarray) -> np.ndarray:
+    """Per channel: grey level -> optical density relative to the background light."""
+    levels = np.maximum(np.arange(256, dtype=np.float32), 0.5)
+    return np.stack([np.log(max(float(b), 1.0) / levels) for b in bg]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class StainModel:
+    """Per-frame optical-density model: the background light (as OD lookup tables) and the red cells' absorbance
+    direction, as OD_red / OD_green and OD_blue / OD_green ratios measured on the red cells themselves."""
+    luts: np.ndarray   # (3, 256) grey level -> OD per channel
+    rbc_ratio: float   # red cells' OD_red / OD_green
+    blue_ratio: float  # red cells' OD_blue / OD_green
+
+    @classmethod
+    def fit(cls, rgb: np.ndarray, rbc_ratio: float | None = None) -> StainModel:
+        sample = rgb[::3, ::3].reshape(-1, 3)
+        bg = np.percentile(sample, 98, axis=0)  # the brightest pixels: plasma between the red cells
+        luts = _od_luts(bg)
+        s_r, s_g, s_b = luts[0][sample[:, 0]], luts[1][sample[:, 1]], luts[2][sample[:, 2]]
+        stained = s_g > 0.15
+        ratio = s_r[stained] / s_g[stained]
+        # Red cells: eosin absorbs green far more than red (ratio ~0.1-0.3; white cells 0.45-1).
+        eosin = ratio < RBC_RATIO_MAX
+        enough = eosin.sum() >= 0.02 * len(sample)
+        if rbc_ratio is None:
+            rbc_ratio = float(np.median(ratio[eosin])) if enough else RBC_RATIO_DEFAULT
+        blue = float(np.median(s_b[stained][eosin] / s_g[stained][eosin])) if enough else BLUE_RATIO_DEFAULT
+        return cls(luts, float(rbc_ratio), blue)
+
+    def maps(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """RGB uint8 (..., 3) -> (stain, od_green) float32.
+
+        `stain` is the absorbance that red cells do not explain, ~0 on red cells of any thickness and on plasma:
+        the red light absorbed by basophilic dyes (nuclei, cytoplasm, platelets) plus the blue light a red cell
+        of the same green absorbance would have absorbed but the (blue-violet) white cell lets through.
+        `od_green` is the overall darkness."""
+        od_r, od_g, od_b = (self.luts[c][rgb[..., c]] for c in range(3))
+        return od_r - np.float32(self.rbc_ratio) * od_g + (np.float32(self.blue_ratio) * od_g - od_b), od_g
+
+
+def stain_maps(rgb: np.ndarray, rbc_ratio: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 -> (white-cell stain, od_green) float32 maps, with the stain model fitted on the image itself."""
+    return StainModel.fit(rgb, rbc_ratio).maps(rgb)
+
+
+def _cut_by_edge(rgb: np.ndarray, box, stain: StainModel, threshold: float) -> bool:
+    """Whether the cell in `box` (source pixels) really reaches the frame border: look at the border pixels
+    themselves at full resolution (the working scale cannot tell 0 from 3 px)."""
+    x0, y0, x1, y1 = box
+    H, W = rgb.shape[:2]
+    strips = []
+    if x0 <= 0:
+        strips.append(rgb[y0:y1, 0])
+    if y0 <= 0:
+        strips.append(rgb[0, x0:x1])
+    if x1 >= W:
+        strips.append(rgb[y0:y1, W - 1])
+    if y1 >= H:
+        strips.append(rgb[H - 1, x0:x1])
+    # A cut cell crosses the border along a chord; a cell just short of it leaves a few faint (blurred) pixels.
+    return any(int((stain.maps(px)[0] > threshold).sum()) >= max(3, 0.15 * len(px)) for px in strips)
+
+
+def _downscale(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Anti-aliased downscale. OpenCV's INTER_AREA is fast only for integer factors: for large factors go
+    linearly to twice the target, then area-average 2x2 (a 1280x720 frame: ~0.5 ms instead of ~3 ms)."""
+    if rgb.shape[1] > 2 * w and rgb.shape[0] > 2 * h:
+        rgb = cv2.resize(rgb, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill enclosed holes (pale nucleoli, chromatin gaps) of a uint8 0/255 mask."""
+    h, w = mask.shape
+    flood = np.zeros((h + 2, w + 2), np.uint8)
+    flood[1:-1, 1:-1] = mask
+    ff = np.zeros((h + 4, w + 4), np.uint8)
+    cv2.floodFill(flood, ff, (0, 0), 255)
+    return mask | cv2.bitwise_not(flood[1:-1, 1:-1])
+
+
+def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> list[Detection]:
+    """All white cells in an RGB uint8 field, as Detections in source-frame pixels (sorted top-left first)."""
+    H, W = rgb.shape[:2]
+    um = cfg.scale(W)
+    s = min(1.0, um / cfg.work_um_per_px)  # work pixels per source pixel
+    small = _downscale(rgb, max(1, round(W * s)), max(1, round(H * s))) if s < 1.0 else rgb
+    sy, sx = small.shape[0] / H, small.shape[1] / W
+    wum = um / s  # micrometres per work pixel
+    px2 = 1.0 / (wum * wum)  # work pixels per um^2
+
+    stain = StainModel.fit(small, cfg.rbc_ratio)
+    white, dark = stain.maps(small)
+    nuc = ((white > cfg.nucleus_threshold) & (dark > cfg.nucleus_od)).astype(np.uint8) * 255
+    nuc = cv2.morphologyEx(nuc, cv2.MORPH_CLOSE, _disk(cfg.lobe_gap_um / wum))  # lobes + chromatin gaps -> one
+    nuc = _fill_holes(nuc)
+    n_nuc, nuc_lab, stats, _ = cv2.connectedComponentsWithStats(nuc, connectivity=8)
+    keep = [i for i in range(1, n_nuc) if stats[i, cv2.CC_STAT_AREA] >= cfg.min_nucleus_um2 * px2]
+    if not keep:
+        return []
+
+    body = (white > cfg.cell_threshold).astype(np.uint8) * 255
+    body = cv2.morphologyEx(body, cv2.MORPH_OPEN, _disk(cfg.open_um / wum))  # specks, thin bridges, platelets
+    body = _fill_holes(cv2.bitwise_or(body, nuc))
+    # Each body pixel belongs to the nearest kept nucleus (splits touching cells), within the cytoplasm reach.
+    seeds = np.where(np.isin(nuc_lab, keep), 0, 255).astype(np.uint8)
+    dist, near = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
+    reach = body.astype(bool) & (dist <= cfg.cytoplasm_um / wum)
+
+    out = []
+    margin = cfg.edge_margin_px
+    max_side = cfg.max_cell_um / wum
+    for i in keep:
+        x, y, w, h = stats[i, :4]
+        pad = int(math.ceil(cfg.cytoplasm_um / wum)) + 1
+        x0, y0 = max(x - pad, 0), max(y - pad, 0)
+        x1, y1 = min(x + w + pad, small.shape[1]), min(y + h + pad, small.shape[0])
+        mine = nuc_lab[y0:y1, x0:x1] == i
+        ys, xs = np.nonzero(mine)
+        own_label = near[y0 + ys[0], x0 + xs[0]]
+        region = ((reach[y0:y1, x0:x1] & (near[y0:y1, x0:x1] == own_label)) | mine).astype(np.uint8)
+        # Keep the part connected to the nucleus (a neighbour's cytoplasm across a gap is not ours).
+        n, lab, st, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
+        own = lab[ys[0], xs[0]]
+        cell = (lab == own).astype(np.uint8)
+        cx, cy, cw, ch, carea = st[own]
+        if carea < cfg.min_cell_um2 * px2 or max(cw, ch) > max_side:
+            continue
+        # Map back to source pixels (outward-rounded box).
+        bx0, by0 = int(math.floor((x0 + cx) / sx)), int(math.floor((y0 + cy) / sy))
+        bx1, by1 = int(math.ceil((x0 + cx + cw) / sx)), int(math.ceil((y0 + cy + ch) / sy))
+        bx0, by0, bx1, by1 = max(bx0, 0), max(by0, 0), min(bx1, W), min(by1, H)
+        at_border = bx0 <= margin or by0 <= margin or bx1 >= W - margin or by1 >= H - margin
+        edge = at_border and _cut_by_edge(rgb, (bx0, by0, bx1, by1), stain, cfg.cell_threshold)
+        if edge and cfg.drop_edge:
+            continue
+        sub = cell[cy:cy + ch, cx:cx + cw].astype(np.float32)
+        mask = cv2.resize(sub, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_LINEAR) > 0.5
+        if not mask.any():
+            continue
+        ys, xs = np.nonzero(mask)  # tighten the box to the upsampled mask
+        tx0, ty0, tx1, ty1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+        mask = mask[ty0:ty1, tx0:tx1]
+        bx0, by0 = bx0 + tx0, by0 + ty0
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contour = max(contours, key=cv2.contourArea) + np.array([[bx0, by0]], np.int32)
+        out.append(Detection(box=(bx0, by0, tx1 - tx0, ty1 - ty0), mask=mask, contour=contour.astype(np.int32),
+                             area=float(mask.sum()), nucleus_area=float(stats[i, cv2.CC_STAT_AREA]) / (sx * sy),
+                             touches_edge=bool(edge)))
+    out.sort(key=lambda d: (d.box[1], d.box[0]))
+    return out
+
+
+def crop_cnmc(rgb: np.ndarray, det: Detection, context: float = CNMC_CONTEXT, side_px: float | None = None
+              ) -> np.ndarray:
+    """The C-NMC view of one detection: a square centred on the cell, everything outside the cell mask
+    (neighbours, red cells, plasma, beyond the frame) black.
+
+    The side is `side_px` when given (a fixed physical field, as C-NMC's 450 px canvas is: a blast then fills
+    more of it than a small lymphocyte, and the model sees that), else `context` x the cell's larger side; never
+    less than the cell itself."""
+    x, y, w, h = det.box
+    side = int(round(side_px)) if side_px else int(round(max(w, h) * context))
+    side = max(side, max(w, h) + 2)
+    ox = x + w // 2 - side // 2
+    oy = y + h // 2 - side // 2
+    crop = np.zeros((side, side, 3), np.uint8)
+    H, W = rgb.shape[:2]
+    # The cell's own box always lies in the frame; copy it through its mask.
+    cx0, cy0 = x - ox, y - oy
+    src = rgb[y:y + h, x:x + w]
+    mh, mw = min(h, src.shape[0]), min(w, src.shape[1])
+    view = crop[cy0:cy0 + mh, cx0:cx0 + mw]
+    m = det.mask[:mh, :mw]
+    view[m] = src[:mh, :mw][m]
+    return crop
+
+
+def box_iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_boxes(pred, truth, iou: float = 0.5, ignore=None):
+    """Greedy one-to-one matching by IoU. `ignore`: truth flags (e.g. cut by the edge) whose matches and misses
+    count neither way. Returns (tp, fp, fn, pairs [(pred_i, truth_i, iou)])."""
+    ignore = list(ignore) if ignore is not None else [False] * len(truth)
+    cands = sorted(((box_iou(p, t), i, j) for i, p in enumerate(pred) for j, t in enumerate(truth)), reverse=True)
+    used_p, used_t, pairs = set(), set(), []
+    for v, i, j in cands:
+        if v < iou or i in used_p or j in used_t:
+            continue
+        used_p.add(i)
+        used_t.add(j)
+        pairs.append((i, j, v))
+    tp = sum(1 for _, j, _ in pairs if not ignore[j])
+    ignored_p = sum(1 for _, j, _ in pairs if ignore[j])
+    fp = len(pred) - tp - ignored_p
+    fn = sum(1 for j in range(len(truth)) if j not in used_t and not ignore[j])
+    return tp, fp, fn, pairs

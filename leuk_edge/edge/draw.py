@@ -1,0 +1,115 @@
+"""Annotated frames for the stream: boxes coloured by class with P(all), running counts, blast fraction, fps;
+an MP4 recorder and an optional window (only where OpenCV has a GUI and a display exists)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# BGR. Blasts red, normal cells green: both stand out against pink red cells and pale plasma.
+COLORS = {"all": (40, 40, 220), "hem": (40, 160, 20)}
+HUD_BG = (40, 30, 30)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text(img, text, org, scale, color, thick=1):
+    cv2.putText(img, text, org, FONT, scale, color, thick, cv2.LINE_AA)
+
+
+def annotate(result, counts: dict | None = None, fps: float = 0.0, dropped: int = 0) -> np.ndarray:
+    """FrameResult -> annotated BGR frame (a new array; the frame's RGB image is untouched)."""
+    bgr = cv2.cvtColor(result.frame.image, cv2.COLOR_RGB2BGR)
+    h, w = bgr.shape[:2]
+    scale = max(0.4, h / 1200)
+    thick = max(2, int(round(h / 360)))
+    for cell in result.cells:
+        x, y, bw, bh = cell.box
+        color = COLORS.get(cell.label, (200, 200, 200))
+        cv2.rectangle(bgr, (x, y), (x + bw - 1, y + bh - 1), color, thick)
+        label = f"{cell.label} {cell.probability:.2f}"
+        (tw, th), base = cv2.getTextSize(label, FONT, scale, 1)
+        ty = y - 4 if y - th - base - 4 >= 0 else y + bh + th + 4
+        cv2.rectangle(bgr, (x, ty - th - 3), (x + tw + 4, ty + base - 1), color, -1)
+        _text(bgr, label, (x + 2, ty - 1), scale, (255, 255, 255))
+    counts = counts or {"all": 0, "hem": 0}
+    n = counts.get("all", 0) + counts.get("hem", 0)
+    frac = f"{100 * counts.get('all', 0) / n:.0f}%" if n else "-"
+    lines = [f"cells  all {counts.get('all', 0)}  hem {counts.get('hem', 0)}  blast fraction {frac}",
+             f"frame {result.frame.index}  {fps:.1f} fps  in view {len(result.cells)}"
+             + (f"  dropped {dropped}" if dropped else "")]
+    (lw, lh), _ = cv2.getTextSize(max(lines, key=len), FONT, scale, 1)
+    pad = int(6 * scale / 0.6)
+    cv2.rectangle(bgr, (0, 0), (lw + 2 * pad, (lh + pad) * len(lines) + pad), HUD_BG, -1)
+    for i, line in enumerate(lines):
+        _text(bgr, line, (pad, (lh + pad) * (i + 1)), scale, (255, 255, 255))
+    _text(bgr, "Research use only - not a diagnostic device", (pad, h - pad), scale * 0.8, HUD_BG)
+    return bgr
+
+
+class VideoRecorder:
+    """Annotated frames -> MP4 (mp4v). Opened on the first frame with its size; later frames of another size
+    (a folder of mixed images) are resized to it."""
+
+    def __init__(self, path: str | Path, fps: float | None = None):
+        self.path = Path(path)
+        self.fps = fps
+        self.frames = 0
+        self._writer = None
+        self._size = None
+        if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".avi", ".mkv"):
+            raise ValueError(f"--record wants a video file name such as out.mp4, got {self.path.name}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, bgr: np.ndarray, fps: float | None = None) -> None:
+        if self._writer is None:
+            self._size = (bgr.shape[1], bgr.shape[0])
+            rate = float(self.fps or fps or 15.0)
+            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, rate, self._size)
+            if not self._writer.isOpened():
+                raise ValueError(f"cannot write video {self.path} (no encoder for it in this OpenCV)")
+        if (bgr.shape[1], bgr.shape[0]) != self._size:
+            bgr = cv2.resize(bgr, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(bgr)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def display_available() -> bool:
+    """A GUI-enabled OpenCV and a display to put a window on."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        info = cv2.getBuildInformation()
+    except cv2.error:
+        return False
+    gui = [ln for ln in info.splitlines() if ln.strip().startswith("GUI:")]
+    return not gui or "NONE" not in gui[0].upper()
+
+
+class Window:
+    """`--show`: a window with the annotated stream; q or Esc closes it (and ends the run)."""
+
+    def __init__(self, title: str = "leuk-edge stream"):
+        self.title = title
+        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+
+    def show(self, bgr: np.ndarray) -> bool:
+        cv2.imshow(self.title, bgr)
+        key = cv2.waitKey(1) & 0xFF
+        return key not in (ord("q"), 27)
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass

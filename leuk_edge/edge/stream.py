@@ -1,0 +1,299 @@
+"""Stream mode: source -> find the white cells -> C-NMC crops -> one batched model call per frame -> events.
+
+`iter_results(source, classifier, options)` is the generator at the core (one FrameResult per processed frame,
+with per-stage timings); `run_stream(...)` adds the sinks (JSONL events, annotated recording, window), counts
+cells once per track while the slide moves, and always returns a summary, whether the source ended, was lost,
+hit --max-frames or the user pressed Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .. import DISCLAIMER
+from .detect import CNMC_CANVAS_UM, CNMC_CONTEXT, Detection, DetectorConfig, crop_cnmc, detect_leukocytes
+from .sources import Frame, Source
+
+STAGES = ("capture", "detect", "classify", "draw")
+
+
+@dataclass
+class Cell:
+    box: tuple[int, int, int, int]  # x, y, w, h in source-frame pixels
+    label: str
+    probability: float              # P(all)
+    track: int | None = None        # the same cell across frames (set by CellTracker)
+
+    def to_event(self) -> dict:
+        return {"box": [int(v) for v in self.box], "label": self.label,
+                "probability": round(float(self.probability), 4)}
+
+
+@dataclass
+class FrameResult:
+    frame: Frame
+    detections: list[Detection]
+    cells: list[Cell]
+    timings: dict = field(default_factory=dict)  # ms per stage (capture, detect, classify, draw)
+    latency_ms: float = 0.0                      # frame taken -> cells classified
+
+    def event(self) -> dict:
+        """The DESIGN.md stream event for this frame."""
+        return {"frame": int(self.frame.index), "time": round(float(self.frame.time), 3),
+                "cells": [c.to_event() for c in self.cells], "latency_ms": round(float(self.latency_ms), 1)}
+
+
+@dataclass
+class StreamOptions:
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    stride: int = 1                 # process every Nth frame from the source
+    max_frames: int | None = None   # stop after this many processed frames
+    crop_um: float | None = CNMC_CANVAS_UM  # crop side in micrometres (C-NMC's fixed canvas); None: relative
+    context: float = CNMC_CONTEXT   # with crop_um None: crop side / cell size
+
+    def validate(self) -> StreamOptions:
+        if self.stride < 1:
+            raise ValueError("--stride must be at least 1")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError("--max-frames must be at least 1")
+        if self.crop_um is not None and self.crop_um <= 0:
+            raise ValueError("--crop-um must be positive")
+        self.detector.validate()
+        return self
+
+
+def classify_frame(frame: Frame, classifier, options: StreamOptions) -> FrameResult:
+    """Detect, crop and classify the cells of one frame (one batched model call)."""
+    t0 = time.perf_counter()
+    dets = detect_leukocytes(frame.image, options.detector)
+    side = options.crop_um / options.detector.scale(frame.image.shape[1]) if options.crop_um else None
+    crops = [crop_cnmc(frame.image, d, options.context, side) for d in dets]
+    t1 = time.perf_counter()
+    probs = classifier.predict_rgb(crops) if crops else np.zeros((0,), np.float32)
+    t2 = time.perf_counter()
+    cells = [Cell(d.box, classifier.label(float(p)), float(p)) for d, p in zip(dets, probs)]
+    latency = (t2 - frame.captured) * 1000 if frame.captured else (t2 - t0) * 1000
+    return FrameResult(frame, dets, cells, {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000}, latency)
+
+
+def iter_results(source: Source, classifier, options: StreamOptions = StreamOptions()) -> Iterator[FrameResult]:
+    """The stream as a generator of FrameResults; `capture` is the time spent waiting for the source."""
+    options.validate()
+    done = 0
+    it = iter(source)
+    seen = 0
+    while options.max_frames is None or done < options.max_frames:
+        t0 = time.perf_counter()
+        frame = next(it, None)
+        if frame is None:
+            return
+        seen += 1
+        if (seen - 1) % options.stride:
+            continue
+        capture_ms = (time.perf_counter() - t0) * 1000
+        result = classify_frame(frame, classifier, options)
+        result.timings["capture"] = capture_ms
+        done += 1
+        yield result
+
+
+class CellTracker:
+    """Counts each cell once while the slide drifts through the view.
+
+    Tracks are matched greedily by the distance between a cell's centre and the track's predicted centre
+    (last centre + velocity x frames elapsed, so dropped frames and strides are bridged), relative to the cell
+    size. Each track is labelled by the mean P(all) of its sightings against the model's threshold.
+    """
+
+    def __init__(self, threshold: float = 0.5, max_distance: float = 0.75, max_missed: int = 5):
+        self.threshold, self.max_distance, self.max_missed = threshold, max_distance, max_missed
+        self.tracks: dict[int, dict] = {}
+        self._next = 0
+        self._next_index = 0
+
+    @staticmethod
+    def _centre(box) -> np.ndarray:
+        return np.array([box[0] + box[2] / 2, box[1] + box[3] / 2], np.float64)
+
+    def update(self, cells: list[Cell], index: int | None = None) -> None:
+        index = self._next_index if index is None else int(index)
+        self._next_index = index + 1
+        active = {k: t for k, t in self.tracks.items() if t["missed"] <= self.max_missed}
+        pairs = []
+        for i, c in enumerate(cells):
+            centre, size = self._centre(c.box), max(c.box[2], c.box[3], 1)
+            for k, t in active.items():
+                predicted = t["centre"] + t["velocity"] * (index - t["index"])
+                d = float(np.hypot(*(centre - predicted))) / max(size, t["size"])
+                if d <= self.max_distance:
+                    pairs.append((d, i, k))
+        used_c, used_t = set(), set()
+        for _d, i, k in sorted(pairs):
+            if i in used_c or k in used_t:
+                continue
+            used_c.add(i)
+            used_t.add(k)
+            cells[i].track = k
+        for c in cells:
+            centre = self._centre(c.box)
+            if c.track is None:
+                c.track = self._next
+                self.tracks[self._next] = {"probs": [], "centre": centre, "velocity": np.zeros(2), "index": index,
+                                           "size": max(c.box[2], c.box[3], 1), "missed": 0}
+                self._next += 1
+            else:
+                t = self.tracks[c.track]
+                gap = max(index - t["index"], 1)
+                t["velocity"] = 0.5 * t["velocity"] + 0.5 * (centre - t["centre"]) / gap
+            t = self.tracks[c.track]
+            t.update(centre=centre, index=index, size=max(c.box[2], c.box[3], 1), missed=0)
+            t["probs"].append(c.probability)
+            used_t.add(c.track)
+        for k, t in active.items():
+            if k not in used_t:
+                t["missed"] += 1
+
+    def counts(self) -> dict:
+        n_all = sum(1 for t in self.tracks.values() if np.mean(t["probs"]) >= self.threshold)
+        return {"all": n_all, "hem": len(self.tracks) - n_all}
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95 % Wilson score interval of k/n; (0, 1) when n == 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+@dataclass
+class StreamStats:
+    """Running totals of a stream; `summary()` at any point (the HUD uses them live)."""
+    frames: int = 0
+    observations: dict = field(default_factory=lambda: {"all": 0, "hem": 0})
+    stage_ms: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+    latencies: list = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    _recent: list = field(default_factory=list)
+
+    def add(self, result: FrameResult) -> None:
+        self.frames += 1
+        for c in result.cells:
+            self.observations[c.label] = self.observations.get(c.label, 0) + 1
+        for s in STAGES:
+            self.stage_ms[s] += result.timings.get(s, 0.0)
+        self.latencies.append(result.latency_ms)
+        now = time.perf_counter()
+        self._recent = [t for t in self._recent if now - t < 2.0] + [now]
+
+    @property
+    def fps(self) -> float:
+        """Processed frames per second over the last ~2 s (for the live display)."""
+        if len(self._recent) < 2:
+            return 0.0
+        return (len(self._recent) - 1) / max(self._recent[-1] - self._recent[0], 1e-9)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def summarize(stats: StreamStats, tracker: CellTracker, source: Source, ended: str, extra: dict | None = None) -> dict:
+    seconds = stats.elapsed()
+    unique = tracker.counts()
+    n = unique["all"] + unique["hem"]
+    lo, hi = wilson(unique["all"], n)
+    lat = np.array(stats.latencies) if stats.latencies else np.zeros(1)
+    return {
+        "source": source.spec, "source_kind": source.kind, "ended": ended,
+        "frames": stats.frames, "seconds": round(seconds, 3),
+        "fps": round(stats.frames / seconds, 2) if seconds > 0 else 0.0,
+        "stage_ms": {s: round(v / max(stats.frames, 1), 2) for s, v in stats.stage_ms.items()},
+        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1)},
+        "observations": dict(stats.observations),
+        "cells": {**unique, "total": n},
+        "blast_fraction": round(unique["all"] / n, 4) if n else None,
+        "blast_fraction_ci95": [round(lo, 4), round(hi, 4)] if n else None,
+        "dropped_frames": source.dropped, "reconnects": source.reconnects, "source_lost": source.lost,
+        "unreadable": [{"name": a, "error": b} for a, b in source.errors],
+        **(extra or {}),
+        "disclaimer": DISCLAIMER,
+    }
+
+
+class JsonlWriter:
+    """One event per line, flushed per frame so `tail -f` follows a live run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "w", encoding="utf-8")
+
+    def write(self, result: FrameResult) -> None:
+        self._fh.write(json.dumps(result.event(), separators=(", ", ": ")) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def run_stream(source: Source, classifier, options: StreamOptions = StreamOptions(), jsonl: str | Path | None = None,
+               recorder=None, window=None, on_result: Callable[[FrameResult, StreamStats], None] | None = None) -> dict:
+    """Run the whole stream with its sinks; always closes them and returns the summary.
+
+    `recorder`: an object with write(bgr) and close() (draw.VideoRecorder); `window`: show(bgr) -> False to
+    stop, close() (draw.Window). Annotation is drawn only when one of them is given.
+    """
+    from .draw import annotate
+
+    options.validate()
+    stats, tracker = StreamStats(), CellTracker(classifier.threshold)
+    writer = JsonlWriter(jsonl) if jsonl else None
+    ended = "end of source"
+    try:
+        for result in iter_results(source, classifier, options):
+            tracker.update(result.cells, result.frame.index)
+            t0 = time.perf_counter()
+            closed = False
+            if recorder is not None or window is not None:
+                bgr = annotate(result, counts=tracker.counts(), fps=stats.fps, dropped=source.dropped)
+                if recorder is not None:
+                    recorder.write(bgr, fps=source.fps)
+                closed = window is not None and window.show(bgr) is False
+            result.timings["draw"] = (time.perf_counter() - t0) * 1000
+            stats.add(result)
+            if writer:
+                writer.write(result)
+            if on_result:
+                on_result(result, stats)
+            if closed:
+                ended = "closed by user"
+                break
+        else:
+            if options.max_frames is not None and stats.frames >= options.max_frames:
+                ended = "max frames"
+            elif source.lost:
+                ended = "source lost"
+    except KeyboardInterrupt:
+        ended = "interrupted"
+    finally:
+        source.close()
+        for sink in (writer, recorder, window):
+            if sink is not None:
+                try:
+                    sink.close()
+                except Exception:  # noqa: BLE001 - closing a sink must not hide the summary
+                    pass
+    extra = {"model": str(getattr(classifier, "path", "")), "providers": list(getattr(classifier, "providers", [])),
+             "jsonl": str(jsonl) if jsonl else None, "record": str(getattr(recorder, "path", "")) or None}
+    return summarize(stats, tracker, source, ended, extra)

@@ -1,0 +1,330 @@
+"""Stream mode end to end: video file, stills/folders, live sources (fake captures and an ffmpeg server on
+127.0.0.1), and a source that disappears mid-run."""
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from leuk_edge import DISCLAIMER
+from leuk_edge.cli import app
+from leuk_edge.edge.detect import match_boxes
+from leuk_edge.edge.sources import LiveSource, SourceError, open_source
+from leuk_edge.train.fields import FieldConfig, write_fields
+
+SCALE = ["--um-per-px", "0.3"]
+CLI = [sys.executable, "-c", "from leuk_edge.cli import main; main()"]
+FFMPEG = shutil.which("ffmpeg")
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (the network tests serve with it)")
+
+
+@pytest.fixture(scope="module")
+def field_dir(tmp_path_factory):
+    """Small fields (640x360 at 0.3 um/px): 2 stills and a 24-frame drifting video at 12 fps."""
+    out = tmp_path_factory.mktemp("fields")
+    cfg = FieldConfig(width=640, height=360, um_per_px=0.3, leukocytes=4)
+    write_fields(out, frames=2, video_frames=24, fps=12.0, cfg=cfg, seed=8)
+    return out
+
+
+def _all_output(res) -> str:
+    try:
+        return res.output + (res.stderr or "")
+    except ValueError:  # older click: stderr not separately captured
+        return res.output
+
+
+def _events(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_stream_video_file_end_to_end(field_dir, tiny_onnx, tmp_path):
+    jsonl, rec, summ = tmp_path / "ev.jsonl", tmp_path / "ann.mp4", tmp_path / "summary.json"
+    res = CliRunner().invoke(app, ["stream", "--source", str(field_dir / "drift.mp4"), "--model", str(tiny_onnx),
+                                   "--jsonl", str(jsonl), "--record", str(rec), "--summary", str(summ), *SCALE])
+    out = _all_output(res)
+    assert res.exit_code == 0, out
+    assert DISCLAIMER in " ".join(out.split())
+    events = _events(jsonl)
+    truth = json.loads((field_dir / "drift.json").read_text())["frames"]
+    assert [e["frame"] for e in events] == list(range(24))  # a file is read frame by frame, nothing dropped
+    tp = fp = fn = 0
+    for e, t in zip(events, truth):
+        assert list(e) == ["frame", "time", "cells", "latency_ms"]
+        assert e["time"] == pytest.approx(e["frame"] / 12.0, abs=1e-3) and e["latency_ms"] > 0
+        for c in e["cells"]:
+            assert list(c) == ["box", "label", "probability"]
+            assert all(isinstance(v, int) for v in c["box"]) and c["label"] in ("all", "hem")
+            assert 0.0 <= c["probability"] <= 1.0
+        a, b, m, _ = match_boxes([c["box"] for c in e["cells"]], [c["box"] for c in t["cells"]],
+                                 ignore=[c["cut"] for c in t["cells"]])
+        tp, fp, fn = tp + a, fp + b, fn + m
+    assert tp >= 24 * 2 and tp / (tp + fp) >= 0.95 and tp / (tp + fn) >= 0.95, (tp, fp, fn)
+    cap = cv2.VideoCapture(str(rec))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 24
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (360, 640, 3)
+    s = json.loads(summ.read_text())
+    assert s["ended"] == "end of source" and s["frames"] == 24 and s["dropped_frames"] == 0
+    assert set(s["stage_ms"]) == {"capture", "detect", "classify", "draw"}
+    # The tracker counts each cell once while the slide drifts: far fewer cells than sightings.
+    assert 0 < s["cells"]["total"] < sum(s["observations"].values()) / 3
+    assert s["disclaimer"] == DISCLAIMER
+
+
+def test_still_image_folder_stride_and_max_frames(field_dir, tiny_onnx, tmp_path):
+    frames = tmp_path / "frames"
+    shutil.copytree(field_dir / "frames", frames)
+    (frames / "zz_broken.png").write_bytes(b"not an image")
+    jsonl = tmp_path / "ev.jsonl"
+    res = CliRunner().invoke(app, ["stream", "-s", str(frames), "-m", str(tiny_onnx), "--jsonl", str(jsonl), *SCALE])
+    assert res.exit_code == 0, _all_output(res)
+    truth = json.loads((field_dir / "ground_truth.json").read_text())["frames"]
+    events = _events(jsonl)
+    assert len(events) == 2  # the unreadable file is reported in the summary, not fatal
+    assert "zz_broken.png" in _all_output(res)
+    for e, t in zip(events, truth):
+        tp, fp, fn, _ = match_boxes([c["box"] for c in e["cells"]], [c["box"] for c in t["cells"]])
+        assert fp == 0 and fn == 0
+    res = CliRunner().invoke(app, ["stream", "-s", str(frames / "field_001.png"), "-m", str(tiny_onnx),
+                                   "--jsonl", str(jsonl), *SCALE])
+    assert res.exit_code == 0 and len(_events(jsonl)) == 1
+    res = CliRunner().invoke(app, ["stream", "-s", str(field_dir / "drift.mp4"), "-m", str(tiny_onnx),
+                                   "--jsonl", str(jsonl), "--stride", "3", "--max-frames", "4", *SCALE])
+    assert res.exit_code == 0
+    assert [e["frame"] for e in _events(jsonl)] == [0, 3, 6, 9]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-s", "/no/such/video.mp4"], "source not found"),
+    (["-s", "0", "--backend", "directshow"], "unknown --backend"),
+    (["-s", "x.mp4", "--um-per-px", "0.2", "--magnification", "100"], "not both"),
+])
+def test_usage_errors_exit_2_with_one_line(tiny_onnx, args, message):
+    res = CliRunner().invoke(app, ["stream", "-m", str(tiny_onnx), *args])
+    out = _all_output(res)
+    assert res.exit_code == 2, out
+    assert message in out and "Traceback" not in out
+
+
+def test_a_file_that_is_not_a_video(tmp_path):
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(SourceError):
+        open_source(str(bad))
+
+
+class FakeCapture:
+    """A cv2.VideoCapture stand-in: `n` frames (or endless), `delay` s per read, then read() fails."""
+
+    def __init__(self, n=None, delay=0.0, start=0):
+        self.n, self.delay, self.i = n, delay, start
+        self.released = False
+
+    def read(self):
+        time.sleep(self.delay)
+        if self.released or (self.n is not None and self.i >= self.n):
+            return False, None
+        img = np.full((48, 64, 3), self.i % 256, np.uint8)
+        self.i += 1
+        return True, img
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self):
+        self.released = True
+
+
+def test_live_source_keeps_only_the_newest_frame():
+    src = LiveSource("fake", lambda: FakeCapture(n=None, delay=0.002), reconnect_s=1.0).start()
+    got = []
+    try:
+        for frame in src:
+            got.append(frame.index)
+            time.sleep(0.03)  # a slow consumer
+            if len(got) == 10:
+                break
+    finally:
+        src.close()
+    assert got == sorted(got) and got[-1] - got[0] > 20  # skips ahead to the present ...
+    assert src.dropped > 0 and not src.lost               # ... and counts what it skipped
+
+
+def test_live_source_that_disappears_ends_in_bounded_time():
+    calls = []
+
+    def opener():
+        calls.append(time.monotonic())
+        return FakeCapture(n=5) if len(calls) == 1 else None  # 5 frames, then gone for good
+
+    src = LiveSource("fake", opener, reconnect_s=1.0, backoff=0.1, max_backoff=0.4).start()
+    t0 = time.monotonic()
+    frames = [f.index for f in src]
+    elapsed = time.monotonic() - t0
+    src.close()
+    assert frames[-1] == 4 and src.lost and src.reconnects == 0
+    assert elapsed < 3.0
+    gaps = np.diff(calls[1:])
+    assert len(gaps) >= 2 and gaps[1] > 1.5 * gaps[0]  # exponential back-off between attempts
+
+
+def test_live_source_reconnects_and_goes_on():
+    caps = [FakeCapture(n=3, delay=0.02), None, FakeCapture(n=6, start=3, delay=0.02)]
+
+    def opener():
+        return caps.pop(0) if caps else None
+
+    src = LiveSource("fake", opener, reconnect_s=0.5, backoff=0.05).start()
+    seen = []
+    for f in src:
+        seen.append(int(f.image[0, 0, 0]))
+    src.close()
+    assert src.reconnects == 1 and src.lost
+    assert seen[0] == 0 and seen[-1] == 5  # frames from before and after the reconnection
+
+
+def _free_port(kind=socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(video, protocol="udp"):
+    """ffmpeg re-streams the video forever as MPEG-TS on 127.0.0.1, over UDP or as an HTTP server (MPEG-2 with a
+    short GOP, so a client joining mid-stream gets a picture within half a second). -> (process, URL)."""
+    if protocol == "udp":
+        url = f"udp://127.0.0.1:{_free_port()}"
+        target, extra = url + "?pkt_size=1316", []
+    else:
+        url = f"http://127.0.0.1:{_free_port(socket.SOCK_STREAM)}/live.ts"
+        target, extra = url, ["-listen", "1"]
+    proc = subprocess.Popen([FFMPEG, "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video),
+                             "-c:v", "mpeg2video", "-q:v", "4", "-g", "6", "-f", "mpegts", *extra, target],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, url
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("protocol", ["udp", "http"])
+def test_network_stream_served_by_ffmpeg(field_dir, tiny_onnx, tmp_path, protocol):
+    server, url = _serve(field_dir / "drift.mp4", protocol)
+    jsonl, rec, summ = tmp_path / "ev.jsonl", tmp_path / "net.mp4", tmp_path / "s.json"
+    try:
+        proc = subprocess.run([*CLI, "stream", "-s", url, "-m", str(tiny_onnx), *SCALE,
+                               "--jsonl", str(jsonl), "--record", str(rec), "--summary", str(summ),
+                               "--max-frames", "12", "--timeout-s", "3", "--reconnect-s", "5"],
+                              capture_output=True, text=True, timeout=90)
+    finally:
+        _stop(server)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = _events(jsonl)
+    assert len(events) == 12
+    assert sum(len(e["cells"]) for e in events) >= 12  # the fields have ~4 white cells in view
+    assert [e["frame"] for e in events] == sorted(e["frame"] for e in events)
+    s = json.loads(summ.read_text())
+    assert s["source_kind"] == "stream" and s["ended"] == "max frames"
+    cap = cv2.VideoCapture(str(rec))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    cap.release()
+    assert "Traceback" not in proc.stderr
+
+
+@needs_ffmpeg
+def test_network_source_that_disappears_mid_run_ends_with_summary(field_dir, tiny_onnx, tmp_path):
+    server, url = _serve(field_dir / "drift.mp4", "udp")
+    jsonl, summ = tmp_path / "ev.jsonl", tmp_path / "s.json"
+    proc = subprocess.Popen([*CLI, "stream", "-s", url, "-m", str(tiny_onnx), *SCALE,
+                             "--jsonl", str(jsonl), "--summary", str(summ), "--timeout-s", "2",
+                             "--reconnect-s", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until it is really streaming
+            if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 5:
+                break
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the stream never delivered 5 frames")
+        _stop(server)  # the source disappears
+        t_lost = time.monotonic()
+        out, err = proc.communicate(timeout=40)  # bounded: read timeout + reconnect budget + an open attempt
+        ended_after = time.monotonic() - t_lost
+    finally:
+        _stop(server)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-2000:]
+    assert ended_after < 20
+    s = json.loads(summ.read_text())
+    assert s["ended"] == "source lost" and s["source_lost"] and s["frames"] >= 5
+    assert "stream summary" in err and "Traceback" not in err
+    assert DISCLAIMER.split(";")[0] in " ".join(err.split())
+
+
+def test_tracker_counts_a_drifting_cell_once():
+    from leuk_edge.edge.stream import Cell, CellTracker
+
+    tracker = CellTracker(threshold=0.5)
+    for index in (0, 1, 2, 6, 7, 12):  # frames dropped in between: the predicted position bridges the gaps
+        dx = 9 * index
+        tracker.update([Cell((100 + dx, 50, 80, 80), "all", 0.9), Cell((400 + dx, 300, 60, 60), "hem", 0.2)], index)
+    assert tracker.counts() == {"all": 1, "hem": 1}
+    tracker.update([Cell((900, 600, 70, 70), "all", 0.7)], 13)  # a new cell entering
+    assert tracker.counts() == {"all": 2, "hem": 1}
+
+
+def test_annotation_boxes_coloured_by_class_and_hud():
+    from leuk_edge.edge.draw import COLORS, annotate
+    from leuk_edge.edge.sources import Frame
+    from leuk_edge.edge.stream import Cell, FrameResult
+
+    img = np.full((360, 640, 3), 235, np.uint8)
+    res = FrameResult(Frame(7, 0.5, img, "frame 7", 0.0), [],
+                      [Cell((100, 150, 60, 60), "all", 0.91), Cell((400, 200, 50, 50), "hem", 0.12)])
+    bgr = annotate(res, counts={"all": 3, "hem": 1}, fps=20.0)
+    assert bgr.shape == img.shape and (img == 235).all()  # the frame itself is untouched
+    assert tuple(bgr[180, 100]) == COLORS["all"] and tuple(bgr[225, 400]) == COLORS["hem"]  # left edges
+    assert bgr[5:25, 5:200].mean() < 120  # the HUD panel with counts, blast fraction and fps
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary(field_dir, tiny_onnx, tmp_path):
+    """SIGINT mid-run: the summary is still written and the exit code is 130."""
+    summ = tmp_path / "s.json"
+    frames = tmp_path / "many"
+    frames.mkdir()
+    for i in range(600):  # a long folder source, so the run is still going when interrupted
+        (frames / f"f{i:03d}.png").symlink_to(field_dir / "frames" / "field_000.png")
+    proc = subprocess.Popen([*CLI, "stream", "-s", str(frames), "-m", str(tiny_onnx), *SCALE,
+                             "--summary", str(summ), "--jsonl", str(tmp_path / "ev.jsonl")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "ev.jsonl").exists() or not (tmp_path / "ev.jsonl").read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err[-2000:]
+    s = json.loads(summ.read_text())
+    assert s["ended"] == "interrupted" and 1 <= s["frames"] < 600
+    assert "Traceback" not in err

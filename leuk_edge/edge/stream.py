@@ -9,7 +9,6 @@ hit --max-frames or the user pressed Ctrl-C.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from .. import DISCLAIMER
 from .detect import CNMC_CANVAS_UM, CNMC_CONTEXT, Detection, DetectorConfig, crop_cnmc, detect_leukocytes
 from .sources import Frame, Source
+from .summary import wilson_interval
 
 STAGES = ("capture", "detect", "classify", "draw")
 
@@ -165,17 +165,6 @@ class CellTracker:
         return {"all": n_all, "hem": len(self.tracks) - n_all}
 
 
-def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95 % Wilson score interval of k/n; (0, 1) when n == 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
-
-
 @dataclass
 class StreamStats:
     """Running totals of a stream; `summary()` at any point (the HUD uses them live)."""
@@ -211,7 +200,7 @@ def summarize(stats: StreamStats, tracker: CellTracker, source: Source, ended: s
     seconds = stats.elapsed()
     unique = tracker.counts()
     n = unique["all"] + unique["hem"]
-    lo, hi = wilson(unique["all"], n)
+    lo, hi = wilson_interval(unique["all"], n)
     lat = np.array(stats.latencies) if stats.latencies else np.zeros(1)
     return {
         "source": source.spec, "source_kind": source.kind, "ended": ended,

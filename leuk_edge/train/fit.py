@@ -49,6 +49,7 @@ def seed_everything(seed: int) -> None:
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
+    tf.get_logger().setLevel("ERROR")  # the fine-tuning recompile triggers harmless retracing warnings
     tf.config.experimental.enable_op_determinism()
 
 

@@ -18,84 +18,44 @@ Writes benchmarks/results/bench_classify.{md,json} and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import (RESULTS, batches, export_onnx, log, markdown_table, preprocessed, run_timed,  # noqa: E402
+                    save_random_model, write_cells, write_results)
 
 
-def make_folder(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    from leuk_edge.train.synth import render_cnmc_image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        p = folder / f"cell_{i:05d}.bmp"
-        if not p.exists():
-            rgb = render_cnmc_image(rng, "all" if rng.random() < 0.68 else "hem")
-            cv2.imwrite(str(p), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        paths.append(p)
-    return paths
-
-
-def export_cnn(path: Path, size: int):
-    """Build the CNN (random weights) and export it with tf2onnx + the leuk_edge metadata. -> keras model."""
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
-
-    from leuk_edge import __version__
-    from leuk_edge.edge.metadata import METADATA_KEY
-    from leuk_edge.train.models import RESIZE, build
-
-    model, _ = build("cnn", size)
-    spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
-    meta = {
-        "schema_version": 1, "architecture": "cnn", "classes": ["hem", "all"], "threshold": 0.5,
-        "input": {"name": "image", "height": size, "width": size, "channels": 3, "layout": "NHWC",
-                  "color": "RGB", "scale": 1 / 255, "resize": RESIZE["cnn"]},
-        "output": {"name": proto.graph.output[0].name, "meaning": "P(all)"},
-        "source_sha256": "0" * 64, "leuk_edge_version": __version__, "created": "benchmark",
-    }
-    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})
-    onnx.save(proto, str(path))
-    return model
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+def export_cnn(folder: Path, size: int):
+    """The CNN with random weights, saved and exported to ONNX (leuk_edge metadata, FP32 gate). -> (onnx path,
+    keras model); a model that failed its gate is still timed."""
+    keras_path, model = save_random_model("cnn", folder, size=size)
+    result = export_onnx(keras_path, folder / "cnn.onnx", int8=False, verbose=False)
+    if not result.fp32.passed:
+        log(f"warning: the FP32 parity gate failed ({result.fp32.path}); timing it anyway")
+    return result.fp32.path, model
 
 
 def timed(fn) -> dict:
     """Run fn() -> n images; images/s (wall) and process CPU ms per image (robust to other load)."""
-    c0, t0 = _cpu_s(), time.perf_counter()
-    n = fn()
-    dt, cpu = time.perf_counter() - t0, _cpu_s() - c0
-    return {"images_per_s": n / dt, "cpu_ms_per_image": 1000.0 * cpu / n}
+    s = run_timed(lambda: (fn(), []))
+    return {"images_per_s": s.images_per_s, "cpu_ms_per_image": 1000.0 * s.cpu_s / s.images}
 
 
 def model_only(clf, x: np.ndarray, batch: int):
     """session.run alone over pre-decoded tensors (batches sliced beforehand)."""
     sess, inp, out = clf.session, clf.input_name, [clf.output_name]
-    batches = [np.ascontiguousarray(x[i:i + batch]) for i in range(0, len(x), batch)]
+    xb = batches(x, batch)
 
     def run() -> int:
-        for b in batches:
+        for b in xb:
             sess.run(out, {inp: b})
         return len(x)
 
@@ -155,19 +115,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    from leuk_edge.edge import Classifier, load_image
+    from leuk_edge.edge import Classifier
 
     with tempfile.TemporaryDirectory(prefix="leuk_bench_") as tmp:
         tmp = Path(tmp)
         folder = args.data or tmp / "cells"
-        print(f"writing {args.n} 450x450 BMPs to {folder} ...", file=sys.stderr)
-        paths = make_folder(folder, args.n)
-        onnx_path = tmp / "cnn.onnx"
-        print(f"exporting the CNN at {args.size} to ONNX ...", file=sys.stderr)
-        keras_model = export_cnn(onnx_path, args.size)
+        log(f"writing {args.n} 450x450 BMPs to {folder} ...")
+        paths = write_cells(folder, args.n)
+        log(f"exporting the CNN at {args.size} to ONNX ...")
+        onnx_path, keras_model = export_cnn(tmp / "cnn", args.size)
         clf = Classifier(onnx_path)  # the model alone: onnxruntime's default session options
         clf_pipe = Classifier(onnx_path, spinning=False)  # what `leuk-edge classify` opens
-        x = np.stack([load_image(p, args.size, args.size, clf.info.input.resize) for p in paths])
+        x = preprocessed(paths, args.size, args.size, clf.info.input.resize)
         stages: list = []
         runs = {
             "model_only": model_only(clf, x, args.batch),
@@ -182,8 +141,8 @@ def main(argv=None) -> dict:
         for r in range(args.repeats):  # interleaved, so that other load hits every pipeline alike
             for name, fn in runs.items():
                 samples[name].append(timed(fn))
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['images_per_s']:.0f}" for k, v in samples.items())
-                  + " img/s", file=sys.stderr)
+            log(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['images_per_s']:.0f}" for k, v in samples.items())
+                + " img/s")
         load_after = os.getloadavg()
 
     def stat(name, key, f):
@@ -217,12 +176,11 @@ def main(argv=None) -> dict:
         f"Best of {args.repeats} interleaved rounds (median in brackets); CPU ms/image = process CPU time "
         "(all threads) per image.",
         "",
-        "| pipeline | images/s best (median) | CPU ms/image | classify / this (best) |",
-        "|---|---:|---:|---:|",
+        markdown_table(["pipeline", "images/s best (median)", "CPU ms/image", "classify / this (best)"],
+                       [[label, f"{best[k]:.1f} ({median[k]:.1f})", f"{cpu[k]:.2f}",
+                         "1" if k == "classify" else f"{best['classify'] / best[k]:.3f} x"]
+                        for k, label in PIPELINES.items()]),
     ]
-    for k, label in PIPELINES.items():
-        ratio = "1" if k == "classify" else f"{best['classify'] / best[k]:.3f} x"
-        rows.append(f"| {label} | {best[k]:.1f} ({median[k]:.1f}) | {cpu[k]:.2f} | {ratio} |")
     rows += [
         "",
         f"Targets: classify >= 0.95 x model only -> {ratios['classify_vs_model_only']:.3f} x; "
@@ -234,9 +192,7 @@ def main(argv=None) -> dict:
         "",
     ]
     table = "\n".join(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_classify.md").write_text(table)
-    (args.out / "bench_classify.json").write_text(json.dumps(result, indent=2))
+    write_results(args.out, "bench_classify", table, result)
     print(table)
     return result
 

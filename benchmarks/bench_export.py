@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import RESULTS, artifact, export_onnx, fmt, log, markdown_table, save_run, write_results  # noqa: E402
 
 
 def cells(n: int, size: int, seed: int):
@@ -73,20 +73,16 @@ def fit_head(model, size: int, n_fit: int = 64, n_val: int = 48, bn_batch: int =
 def make_run(name: str, folder: Path) -> tuple[Path, dict]:
     import keras
 
-    from leuk_edge.train.models import ARCHITECTURE, DEFAULT_SIZE, RESIZE, build
+    from leuk_edge.train.models import DEFAULT_SIZE, build
 
     keras.utils.set_random_seed(0)
     size = DEFAULT_SIZE[name]
     t0 = time.perf_counter()
     model, _ = build(name, size, weights=None)
     threshold, val_acc = fit_head(model, size)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "model.keras")
-    (folder / "config.json").write_text(json.dumps({
-        "model": name, "architecture": ARCHITECTURE[name], "image_size": size, "resize": RESIZE[name],
-        "threshold": threshold, "classes": ["hem", "all"]}))
-    return folder / "model.keras", {"source": "weights=None + fitted head", "head_val_accuracy": val_acc,
-                                    "prepare_seconds": time.perf_counter() - t0, "params": model.count_params()}
+    path = save_run(model, name, folder, size, threshold)
+    return path, {"source": "weights=None + fitted head", "head_val_accuracy": val_acc,
+                  "prepare_seconds": time.perf_counter() - t0, "params": model.count_params()}
 
 
 def throughput(paths: dict, x: np.ndarray, batch: int, rounds: int, min_seconds: float, threads: int | None):
@@ -112,15 +108,12 @@ def throughput(paths: dict, x: np.ndarray, batch: int, rounds: int, min_seconds:
 
 
 def bench_one(keras_path: Path, info: dict, args) -> dict:
-    from leuk_edge.export.exporter import export_model
     from leuk_edge.export.keras_io import load_keras_model, source_info
 
-    print(f"== {keras_path}", file=sys.stderr, flush=True)
-    res = export_model(keras_path, keras_path.with_suffix(".onnx"), parity_n=args.parity_size, fp16=True,
-                       int8=True, calib_size=args.calib_size, variant_n=args.agreement_size,
-                       log=lambda m: print("  " + m, file=sys.stderr, flush=True))
-    fp16 = next(v for v in res.variants if v.precision == "fp16") if res.variants else None
-    int8 = next(v for v in res.variants if v.precision == "int8") if res.variants else None
+    log(f"== {keras_path}")
+    res = export_onnx(keras_path, keras_path.with_suffix(".onnx"), parity_n=args.parity_size, fp16=True,
+                      int8=True, calib_size=args.calib_size, variant_n=args.agreement_size)
+    fp16, int8 = artifact(res, "fp16"), artifact(res, "int8")
     src = source_info(load_keras_model(keras_path), keras_path)
     row = {
         "model": keras_path.parent.name, "architecture": src.architecture, "size": src.height,
@@ -142,28 +135,25 @@ def bench_one(keras_path: Path, info: dict, args) -> dict:
                    int8_agreement=int8.parity.decision_agreement, int8_n=int8.parity.n, int8_passed=int8.passed,
                    int8_max_abs_diff=int8.parity.max_abs_diff, fp32_img_s=rates["fp32"], int8_img_s=rates["int8"],
                    int8_speedup=rates["int8"] / rates["fp32"])
-    print(f"  {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
+    log(f"  {json.dumps(row, default=str)}")
     return row
 
 
 def markdown(rows: list, meta: dict) -> str:
-    f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    f = lambda v, spec: fmt(v, spec, none="-")  # noqa: E731
+    headers = ["model", "size", "export s", "FP32 max abs diff", "pipeline max abs diff", "FP16 max abs diff",
+               "FP32 img/s", "INT8 img/s", "INT8/FP32", "INT8 agreement (n)", "INT8 gate"]
+    table = [[r["architecture"], r["size"], f(r["export_seconds"], ".1f"), f(r["fp32_max_abs_diff"], ".2e"),
+              f(r.get("fp32_pipeline_max_abs_diff"), ".2e"), f(r.get("fp16_max_abs_diff"), ".2e"),
+              f(r.get("fp32_img_s"), ".1f"), f(r.get("int8_img_s"), ".1f"), f(r.get("int8_speedup"), ".2f") + "x",
+              f"{f(r.get('int8_agreement'), '.3f')} ({r.get('int8_n', '-')})",
+              "pass" if r.get("int8_passed") else "FAIL"] for r in rows]
     lines = [
         f"# Export benchmark ({meta['date']})", "",
         f"{meta['cpu']}, {meta['cores']} cores; onnxruntime {meta['onnxruntime']}, tensorflow {meta['tensorflow']},"
         f" tf2onnx {meta['tf2onnx']}; batch {meta['batch']}, threads {meta['threads'] or 'default'}.", "",
-        "| model | size | export s | FP32 max abs diff | pipeline max abs diff | FP16 max abs diff | "
-        "FP32 img/s | INT8 img/s | INT8/FP32 | INT8 agreement (n) | INT8 gate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        markdown_table(headers, table, align="l" * len(headers)),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['architecture']} | {r['size']} | {f(r['export_seconds'], '.1f')} | "
-            f"{f(r['fp32_max_abs_diff'], '.2e')} | {f(r.get('fp32_pipeline_max_abs_diff'), '.2e')} | "
-            f"{f(r.get('fp16_max_abs_diff'), '.2e')} | {f(r.get('fp32_img_s'), '.1f')} | "
-            f"{f(r.get('int8_img_s'), '.1f')} | {f(r.get('int8_speedup'), '.2f')}x | "
-            f"{f(r.get('int8_agreement'), '.3f')} ({r.get('int8_n', '-')}) | "
-            f"{'pass' if r.get('int8_passed') else 'FAIL'} |")
     lines += ["", "Models: " + "; ".join(f"{r['architecture']}: {r['source']}"
                                         + (f" (head val acc {r['head_val_accuracy']:.2f})"
                                            if 'head_val_accuracy' in r else "") for r in rows),
@@ -206,10 +196,8 @@ def main() -> None:
             runs = [make_run(name, Path(tmp) / name) for name in args.models]
         for keras_path, info in runs:
             rows.append(bench_one(Path(keras_path), info, args))
-    args.out.mkdir(parents=True, exist_ok=True)
     md = markdown(rows, meta)
-    (args.out / "bench_export.md").write_text(md)
-    (args.out / "bench_export.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+    write_results(args.out, "bench_export", md, {"meta": meta, "rows": rows})
     print(md)
 
 

@@ -27,34 +27,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# common imports no TensorFlow at module level: the timed (parent) process stays TensorFlow-free
+from common import RESULTS, export_onnx, log, markdown_table, save_random_model, write_results  # noqa: E402
 
 
 def export_cnn(path: Path, size: int) -> None:
-    """Build the CNN (random weights), convert with tf2onnx and attach the leuk_edge metadata."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
-
-    from leuk_edge import __version__
-    from leuk_edge.edge.metadata import METADATA_KEY
-    from leuk_edge.train.models import RESIZE, build
-
-    model, _ = build("cnn", image_size=size)
-    spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
-    meta = {
-        "schema_version": 1, "architecture": "cnn", "classes": ["hem", "all"], "threshold": 0.5,
-        "input": {"name": "image", "height": size, "width": size, "channels": 3, "layout": "NHWC",
-                  "color": "RGB", "scale": 1 / 255, "resize": RESIZE["cnn"]},
-        "output": {"name": proto.graph.output[0].name, "meaning": "P(all)"},
-        "source_sha256": "0" * 64, "leuk_edge_version": __version__, "created": "benchmark (random weights)",
-    }
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
+    """Build the CNN (random weights), export it with the leuk_edge metadata (FP32 parity gate) to PATH. Run in
+    the child process only: it imports TensorFlow. A model that failed its gate is kept at PATH all the same
+    (speed does not depend on the weights)."""
+    with tempfile.TemporaryDirectory(prefix="leuk_bench_") as tmp:
+        keras_path, _ = save_random_model("cnn", tmp, size=size)
+        result = export_onnx(keras_path, path, int8=False, verbose=False)
+    if not result.fp32.passed:
+        log(f"warning: the FP32 parity gate failed; benchmarking {result.fp32.path} as {path} anyway")
+        result.fp32.path.replace(path)
 
 
 def ensure_model(path: Path, size: int) -> Path:
@@ -144,22 +132,19 @@ def main() -> None:
            "providers": clf.providers}
     result = {"environment": env, "rows": table, "detection_on_video": quality,
               "target": "15 fps at 1280x720 with ~5 cells and the 256 CNN on 2 CPU cores"}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_stream.json").write_text(json.dumps(result, indent=2))
     lines = [f"# stream benchmark ({env['resolution']}, ~{args.cells} cells in view, {env['model']}, "
              f"{args.threads} ORT threads, {env['cpus']} CPUs)", "",
-             "| pipeline | frames/s | cells/frame | capture ms | detect ms | classify ms | draw ms | "
-             "latency p50 / p95 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in table:
-        lines.append(f"| {r['pipeline']} | {r['fps']:.1f} | {r['cells_per_frame']:.1f} | {r['capture_ms']:.1f} | "
-                     f"{r['detect_ms']:.1f} | {r['classify_ms']:.1f} | {r['draw_ms']:.1f} | "
-                     f"{r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} |")
+             markdown_table(["pipeline", "frames/s", "cells/frame", "capture ms", "detect ms", "classify ms",
+                             "draw ms", "latency p50 / p95 ms"],
+                            [[r["pipeline"], f"{r['fps']:.1f}", f"{r['cells_per_frame']:.1f}",
+                              *(f"{r[k + '_ms']:.1f}" for k in ("capture", "detect", "classify", "draw")),
+                              f"{r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f}"] for r in table])]
     lines += ["", f"Detection on the video (IoU 0.5, cells cut by the edge ignored): precision "
                   f"{quality['precision']:.3f}, recall {quality['recall']:.3f} ({quality['tp']} matches).",
               f"fps per run: " + "; ".join(f"{r['pipeline']}: {r['fps_runs']}" for r in table),
               f"onnxruntime {env['onnxruntime']}, OpenCV {env['opencv']}, Python {env['python']}. "
               f"Target: {result['target']}.", "", DISCLAIMER]
-    (RESULTS / "bench_stream.md").write_text("\n".join(lines) + "\n")
+    write_results(RESULTS, "bench_stream", "\n".join(lines) + "\n", result)
     print("\n".join(lines))
 
 

@@ -4,7 +4,8 @@
     from common import write_cells, save_random_model, export_onnx, onnx_flops, cpu_peak, time_calls, summarize
 
 - data:    `write_cells` (a folder of synthetic 450x450 C-NMC-style BMPs), `preprocessed` (THE edge preprocessing)
-- models:  `save_random_model` (.keras + config.json, random weights), `export_onnx` (export_model, gates included)
+- models:  `save_random_model` (.keras + config.json, random weights), `save_run` (a built model + its
+           config.json), `export_onnx` (export_model, gates included)
 - timing:  `time_calls` (warm-up excluded), `interleave` (rounds alternating between runners), `summarize`
            (p50/p95/mean), `cpu_seconds`
 - machine: `cpu_peak` (peak FP32 FLOP/s estimate and its assumptions), `machine_info` (cores, CPU, versions)
@@ -83,19 +84,30 @@ def save_random_model(name: str, folder: str | Path, size: int | None = None, se
     Random weights are fine for speed; accuracy/agreement numbers from such a model mean little."""
     import keras
 
-    from leuk_edge.train.models import ARCHITECTURE, DEFAULT_SIZE, RESIZE, build
+    from leuk_edge.train.models import DEFAULT_SIZE, build
 
     keras.utils.set_random_seed(seed)
     size = size or DEFAULT_SIZE[name]
     model, _ = build(name, size, weights=None)
+    return save_run(model, name, folder, size, threshold, note="benchmark: random weights"), model
+
+
+def save_run(model, name: str, folder: str | Path, size: int, threshold: float = 0.5,
+             note: str | None = None) -> Path:
+    """Save a built `name` model as FOLDER/model.keras + the config.json a training run writes beside it (what
+    `export_model` reads its settings from). -> the .keras path."""
+    from leuk_edge.train.models import ARCHITECTURE, RESIZE
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.keras"
     model.save(path)
-    (folder / "config.json").write_text(json.dumps({
-        "model": name, "architecture": ARCHITECTURE[name], "image_size": size, "resize": RESIZE[name],
-        "threshold": threshold, "classes": ["hem", "all"], "note": "benchmark: random weights"}, indent=2))
-    return path, model
+    config = {"model": name, "architecture": ARCHITECTURE[name], "image_size": size, "resize": RESIZE[name],
+              "threshold": threshold, "classes": ["hem", "all"]}
+    if note:
+        config["note"] = note
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return path
 
 
 def export_onnx(keras_path: str | Path, out: str | Path | None = None, int8: bool = True, fp16: bool = False,
@@ -473,8 +485,8 @@ def write_results(out_dir: str | Path, stem: str, markdown: str, data: dict) -> 
 
 
 __all__ = [
-    "RESULTS", "log", "write_cells", "preprocessed", "batches", "save_random_model", "export_onnx", "artifact",
-    "export_summary", "cpu_seconds", "time_calls", "intervals", "Sample", "run_timed", "interleave", "summarize",
-    "percentiles", "logical_cores", "CpuPeak", "cpu_peak", "machine_info", "MAC_OPS", "onnx_flops", "fmt",
-    "markdown_table", "write_results",
+    "RESULTS", "log", "write_cells", "preprocessed", "batches", "save_random_model", "save_run", "export_onnx",
+    "artifact", "export_summary", "cpu_seconds", "time_calls", "intervals", "Sample", "run_timed", "interleave",
+    "summarize", "percentiles", "logical_cores", "CpuPeak", "cpu_peak", "machine_info", "MAC_OPS", "onnx_flops",
+    "fmt", "markdown_table", "write_results",
 ]

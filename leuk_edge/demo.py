@@ -32,8 +32,8 @@ class DemoPlan:
     int8_both: bool
 
 
-FULL = DemoPlan("full", subjects=15, cells_per_subject=24, cnn_size=256, cnn_epochs=12, inception_size=224,
-                inception_epochs=4, video_frames=90, field_size=(1280, 720), int8_both=False)
+FULL = DemoPlan("full", subjects=18, cells_per_subject=30, cnn_size=256, cnn_epochs=15, inception_size=224,
+                inception_epochs=6, video_frames=90, field_size=(1280, 720), int8_both=False)
 QUICK = DemoPlan("quick", subjects=9, cells_per_subject=6, cnn_size=64, cnn_epochs=2, inception_size=75,
                  inception_epochs=2, video_frames=12, field_size=(640, 360), int8_both=False)
 

@@ -339,7 +339,7 @@ def main(argv=None) -> dict:
         ap.error("--n, --batch-size and --repeats must be at least 1")
 
     t_start = time.perf_counter()
-    peak = cpu_peak()
+    peak = cpu_peak(measure=True)
     meta = machine_info(("onnxruntime", "tensorflow", "keras", "tf2onnx", "onnx", "cv2", "numpy", "openvino"))
     log(f"{meta['cpu']}, {meta['logical_cores']} cores; {peak.assumption()}")
     with tempfile.TemporaryDirectory(prefix="bench_all_") as tmp:

@@ -44,30 +44,11 @@ def cells(n: int, size: int, seed: int):
 
 def fit_head(model, size: int, n_fit: int = 64, n_val: int = 48, bn_batch: int = 16) -> tuple[float, float]:
     """BatchNorm statistics from data + logistic head on the frozen random features; -> (threshold, val acc)."""
-    import keras
+    from leuk_edge.train.probe import fit_linear_probe
 
     x, y = cells(n_fit, size, seed=11)
     xv, yv = cells(n_val, size, seed=12)
-    bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in bns:
-        layer.momentum = 0.0  # one training-mode pass sets the moving statistics to this batch's
-    model(x[:bn_batch], training=True)
-    for layer in bns:
-        layer.momentum = 0.99
-    head = model.get_layer("p_all")
-    feat = keras.Model(model.inputs[0], head.input)
-    f = np.concatenate([np.asarray(feat(x[i:i + 8], training=False), np.float64) for i in range(0, len(x), 8)])
-    mu, sd = f.mean(0), f.std() + 1e-9
-    z, w, b = (f - mu) / sd, np.zeros(f.shape[1]), 0.0
-    for _ in range(500):
-        g = 1 / (1 + np.exp(-(z @ w + b))) - y
-        w -= 0.5 * (z.T @ g / len(y) + 1e-2 * w)
-        b -= 0.5 * g.mean()
-    head.kernel.assign((w / sd)[:, None].astype(np.float32))
-    head.bias.assign(np.array([b - (w * mu / sd).sum()], np.float32))
-    pv = np.concatenate([np.asarray(model(xv[i:i + 8], training=False)).ravel() for i in range(0, len(xv), 8)])
-    thr = float((np.median(pv[yv == 1]) + np.median(pv[yv == 0])) / 2)
-    return thr, float(np.mean((pv >= thr) == yv))
+    return fit_linear_probe(model, x, y, xv, yv, bn_batch=bn_batch)
 
 
 def make_run(name: str, folder: Path) -> tuple[Path, dict]:

@@ -36,28 +36,11 @@ def _fit_head(model, size: int) -> float:
     """Make an untrained CNN behave like a trained one, cheaply: BatchNorm statistics from data and a logistic
     head on its (random) features. Its P(all) then spreads over (0, 1), so INT8 decision agreement means
     something. Returns a threshold chosen on a separate validation set, as training does."""
-    import keras
+    from leuk_edge.train.probe import fit_linear_probe
 
     x, y = _cells(48, size, seed=11)
     xv, yv = _cells(24, size, seed=12)
-    bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in bns:
-        layer.momentum = 0.0  # one training-mode pass sets the moving statistics to this batch's
-    model(x, training=True)
-    for layer in bns:
-        layer.momentum = 0.99
-    head = model.get_layer("p_all")
-    f = np.asarray(keras.Model(model.inputs[0], head.input)(x, training=False), np.float64)
-    mu, sd = f.mean(0), f.std() + 1e-9
-    z, w, b = (f - mu) / sd, np.zeros(f.shape[1]), 0.0
-    for _ in range(400):
-        g = 1 / (1 + np.exp(-(z @ w + b))) - y
-        w -= 0.5 * (z.T @ g / len(y) + 1e-2 * w)
-        b -= 0.5 * g.mean()
-    head.kernel.assign((w / sd)[:, None].astype(np.float32))
-    head.bias.assign(np.array([b - (w * mu / sd).sum()], np.float32))
-    pv = np.asarray(model(xv, training=False)).ravel()
-    return float((np.median(pv[yv == 1]) + np.median(pv[yv == 0])) / 2)
+    return fit_linear_probe(model, x, y, xv, yv, bn_batch=len(x))[0]
 
 
 def _write_run(run: Path, model, name: str, size: int, threshold: float) -> Path:

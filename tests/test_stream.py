@@ -313,7 +313,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(field_dir, tiny_onnx, tmp_path):
     summ = tmp_path / "s.json"
     frames = tmp_path / "many"
     frames.mkdir()
-    for i in range(600):  # a long folder source, so the run is still going when interrupted
+    for i in range(3000):  # a long folder source (~25 s), so the run is still going when interrupted
         (frames / f"f{i:03d}.png").symlink_to(field_dir / "frames" / "field_000.png")
     proc = subprocess.Popen([*CLI, "stream", "-s", str(frames), "-m", str(tiny_onnx), *SCALE,
                              "--summary", str(summ), "--jsonl", str(tmp_path / "ev.jsonl")],

@@ -31,6 +31,13 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     pass
 
 
+def _quiet_opencv() -> None:
+    """Unreadable images become one error row each; OpenCV's own stderr log about them is only noise here."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 def _register() -> None:
     import importlib
 
@@ -44,6 +51,7 @@ def _register() -> None:
         module.register(app)
 
 
+_quiet_opencv()
 _register()
 
 

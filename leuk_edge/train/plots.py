@@ -88,6 +88,6 @@ def plot_compare(rows: list[dict], split: str, out: Path, synthetic: bool = Fals
         bars = ax.bar(x + (i - (len(rows) - 1) / 2) * width, vals, width, label=row["name"])
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
     ax.set_xticks(x, [label for _, label in COMPARE_METRICS])
-    ax.set(ylim=(0, 1.08), title=f"Model comparison on the {split} split")
-    ax.legend()
+    ax.set(ylim=(0, 1.25), title=f"Model comparison on the {split} split")
+    ax.legend(loc="upper center", ncol=max(len(rows), 1), frameon=False)  # above the bars, not over them
     return _save(fig, out, synthetic)

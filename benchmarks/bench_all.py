@@ -37,8 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (RESULTS, artifact, batches, cpu_peak, export_onnx, export_summary, fmt,  # noqa: E402
-                    interleave, intervals, log, machine_info, markdown_table, onnx_flops, preprocessed,
-                    save_random_model, summarize, write_cells, write_results)
+                    interleave, intervals, log, machine_info, markdown_table, onnx_flops, ort_runner,
+                    preprocessed, save_random_model, summarize, write_cells, write_results)
 
 ENGINES = {
     "keras_predict": ("Keras `predict` (seed's way)", "BMP folder"),
@@ -99,22 +99,18 @@ def tf_function_runner(model, xb: list, size: int):
     return (lambda: over(tensors)), (lambda: over(tensors[:2]))
 
 
-def ort_runner(clf, xb: list):
-    def over(bs):
-        lat, n = [], 0
-        for b in bs:
-            t0 = time.perf_counter()
-            n += len(clf.predict(b))
-            lat.append(time.perf_counter() - t0)
-        return n, lat
-
-    return (lambda: over(xb)), (lambda: over(xb[:2]))
-
-
-def openvino_runner(onnx_path: Path, xb: list):
+def openvino_runner(onnx_path: Path, xb: list, settings: dict | None = None):
+    """OpenVINO CPU plugin with its default configuration (no performance hint set); what it chose goes to
+    `settings` (PERFORMANCE_HINT, NUM_STREAMS, INFERENCE_NUM_THREADS)."""
     import openvino as ov
 
     compiled = ov.Core().compile_model(str(onnx_path), "CPU")
+    if settings is not None:
+        for key in ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS"):
+            try:
+                settings[key] = str(compiled.get_property(key))
+            except Exception:  # noqa: BLE001 - a property this version does not report
+                pass
     request = compiled.create_infer_request()
 
     def over(bs):
@@ -179,13 +175,14 @@ def bench_model(name: str, args, work: Path, folder: Path, warm_folder: Path, pa
 
     x = preprocessed(paths, size, size, resize)
     xb = batches(x, args.batch_size)
+    ov_settings: dict = {}
     del x
     makers = {
         "keras_predict": lambda: keras_predict_runner(model, folder, warm_folder, size, resize, args.batch_size),
         "tf_function": lambda: tf_function_runner(model, xb, size),
         "ort_fp32": lambda: ort_runner(Classifier(fp32.path), xb),
         "ort_int8": lambda: ort_runner(Classifier(int8.path), xb),
-        "openvino_fp32": lambda: openvino_runner(fp32.path, xb),
+        "openvino_fp32": lambda: openvino_runner(fp32.path, xb, ov_settings),
         "classify_fp32": lambda: classify_runner(fp32.path, folder, warm_folder, args.batch_size, args.workers,
                                                  mdir / "rows_fp32.csv"),
         "classify_int8": lambda: classify_runner(int8.path, folder, warm_folder, args.batch_size, args.workers,
@@ -236,7 +233,8 @@ def bench_model(name: str, args, work: Path, folder: Path, warm_folder: Path, pa
     tf.keras.backend.clear_session()
     gc.collect()
     return {"architecture": ARCHITECTURE[name], "size": size, "resize": resize, "flops": flops,
-            "export": export_summary(res), "load_before_after": [load_before, load_after], "engines": engines}
+            "export": export_summary(res), "load_before_after": [load_before, load_after], "engines": engines,
+            "openvino_settings": ov_settings}
 
 
 # --------------------------------------------------------------------------------------------------- markdown
@@ -269,6 +267,19 @@ def gate_line(m: dict) -> str:
     return "; ".join(parts)
 
 
+def thread_line(result: dict) -> str:
+    tf_threads = result["settings"].get("tensorflow_threads") or {}
+    intra, inter = tf_threads.get("intra_op", 0), tf_threads.get("inter_op", 0)
+    line = ("- Threads: TensorFlow (Keras predict, tf.function) left at its defaults (intra_op_parallelism_threads "
+            f"{intra}, inter_op_parallelism_threads {inter}; 0 = TensorFlow sizes the pools from the logical cores); ")
+    ov = [f"{m['architecture']}: " + ", ".join(f"{k} {v}" for k, v in m["openvino_settings"].items())
+          for m in result["models"].values() if m.get("openvino_settings")]
+    if not result["meta"]["versions"].get("openvino"):
+        return line + "OpenVINO not installed."
+    return line + ("OpenVINO CPU plugin at its defaults (no performance hint or stream/thread count set"
+                   + (f"; it chose {'; '.join(ov)}" if ov else "") + ").")
+
+
 def markdown(result: dict) -> str:
     meta, peak, s = result["meta"], result["peak"], result["settings"]
     v = meta["versions"]
@@ -296,6 +307,7 @@ def markdown(result: dict) -> str:
         "on tensors pre-decoded with the edge preprocessing.",
         "- onnxruntime sessions: model-only rows use its defaults (`Classifier(path)`, idle threads spin); classify "
         "rows open the model as the CLI does (`spinning=False`, so the decode threads get the cores).",
+        thread_line(result),
         "- Batch latency: model-only rows time each call; folder rows time the gap between consecutive batch results "
         "(the first from the start of the pass), so decoding not hidden behind inference shows up there.",
         "- FLOPs: 2 x MACs of Conv (grouped included), MatMul and Gemm in the FP32 ONNX graph, shapes inferred at "
@@ -340,6 +352,10 @@ def main(argv=None) -> dict:
 
     t_start = time.perf_counter()
     peak = cpu_peak(measure=True)
+    import tensorflow as tf  # already imported by cpu_peak's GEMM; its thread settings are left at the defaults
+
+    tf_threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                  "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
     meta = machine_info(("onnxruntime", "tensorflow", "keras", "tf2onnx", "onnx", "cv2", "numpy", "openvino"))
     log(f"{meta['cpu']}, {meta['logical_cores']} cores; {peak.assumption()}")
     with tempfile.TemporaryDirectory(prefix="bench_all_") as tmp:
@@ -353,6 +369,7 @@ def main(argv=None) -> dict:
         result = {"meta": meta, "peak": peak.to_dict(),
                   "settings": {"n": args.n, "batch_size": args.batch_size, "repeats": args.repeats,
                                "models": models, "workers": args.workers, "calib_size": args.calib_size,
+                               "tensorflow_threads": tf_threads,
                                "images": "synthetic 450x450 BMP (leuk_edge.train.synth.render_cnmc_image)",
                                "weights": "random (speed only)"},
                   "models": {}}

@@ -5,7 +5,8 @@
 Makes a folder of N 450x450 BMPs (synthetic C-NMC cells), exports the from-scratch CNN (random weights: speed
 does not depend on them) to ONNX with the `leuk_edge` metadata, then measures in one process:
 
-  model-only   onnxruntime session.run over pre-decoded float32 tensors, batch B (the ceiling for classify)
+  model-only   Classifier.predict (one onnxruntime session.run) over pre-decoded float32 tensors, batch B
+               (the ceiling for classify)
   classify     leuk_edge.edge expand_paths + classify_paths (decode + preprocess threads + batched ORT), batch B,
                rows written to a CSV
   keras        keras.utils.image_dataset_from_directory(...).map(x / 255).prefetch + model.predict, batch B
@@ -19,18 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
-from common import (RESULTS, batches, export_onnx, log, markdown_table, preprocessed, run_timed,  # noqa: E402
-                    save_random_model, write_cells, write_results)
+from common import (RESULTS, batches, export_onnx, interleave, log, machine_info, markdown_table,  # noqa: E402
+                    ort_runner, preprocessed, save_random_model, summarize, write_cells, write_results)
 
 
 def export_cnn(folder: Path, size: int):
@@ -43,30 +40,11 @@ def export_cnn(folder: Path, size: int):
     return result.fp32.path, model
 
 
-def timed(fn) -> dict:
-    """Run fn() -> n images; images/s (wall) and process CPU ms per image (robust to other load)."""
-    s = run_timed(lambda: (fn(), []))
-    return {"images_per_s": s.images_per_s, "cpu_ms_per_image": 1000.0 * s.cpu_s / s.images}
-
-
-def model_only(clf, x: np.ndarray, batch: int):
-    """session.run alone over pre-decoded tensors (batches sliced beforehand)."""
-    sess, inp, out = clf.session, clf.input_name, [clf.output_name]
-    xb = batches(x, batch)
-
-    def run() -> int:
-        for b in xb:
-            sess.run(out, {inp: b})
-        return len(x)
-
-    return run
-
-
 def classify(clf, folder: Path, batch: int, workers: int | None, csv_path: Path, stages: list):
     from leuk_edge.edge import StageTimes, classify_paths, expand_paths
     from leuk_edge.edge.writers import open_writer
 
-    def run() -> int:
+    def run() -> tuple[int, list]:
         times = StageTimes()
         files = expand_paths([folder])
         n = 0
@@ -76,7 +54,7 @@ def classify(clf, folder: Path, batch: int, workers: int | None, csv_path: Path,
                 n += 1
         assert n == len(files.images) and times.errors == 0
         stages.append(times.to_dict())
-        return n
+        return n, []
 
     return run
 
@@ -85,14 +63,13 @@ def keras_folder(model, folder: Path, size: int, batch: int):
     import keras
     import tensorflow as tf
 
-    def run() -> int:
+    def run() -> tuple[int, list]:
         ds = keras.utils.image_dataset_from_directory(
             str(folder), labels=None, image_size=(size, size), batch_size=batch, shuffle=False,
             interpolation="area", verbose=False)
         ds = ds.map(lambda x: x / 255.0, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-        return len(model.predict(ds, verbose=0))
+        return len(model.predict(ds, verbose=0)), []
 
-    model.predict(np.zeros((batch, size, size, 3), np.float32), verbose=0)  # trace + warm-up, excluded
     return run
 
 
@@ -117,6 +94,7 @@ def main(argv=None) -> dict:
 
     from leuk_edge.edge import Classifier
 
+    meta = machine_info()
     with tempfile.TemporaryDirectory(prefix="leuk_bench_") as tmp:
         tmp = Path(tmp)
         folder = args.data or tmp / "cells"
@@ -127,30 +105,25 @@ def main(argv=None) -> dict:
         clf = Classifier(onnx_path)  # the model alone: onnxruntime's default session options
         clf_pipe = Classifier(onnx_path, spinning=False)  # what `leuk-edge classify` opens
         x = preprocessed(paths, args.size, args.size, clf.info.input.resize)
+        xb = batches(x, args.batch)
         stages: list = []
         runs = {
-            "model_only": model_only(clf, x, args.batch),
-            "model_only_spinning_off": model_only(clf_pipe, x, args.batch),
+            "model_only": ort_runner(clf, xb)[0],
+            "model_only_spinning_off": ort_runner(clf_pipe, xb)[0],
             "classify": classify(clf_pipe, folder, args.batch, args.workers, tmp / "rows.csv", stages),
             "keras": keras_folder(keras_model, folder, args.size, args.batch),
         }
-        for fn in runs.values():  # warm-up round (page cache, allocators, traces), excluded
-            fn()
         load_before = os.getloadavg()
-        samples: dict[str, list[dict]] = {k: [] for k in runs}
-        for r in range(args.repeats):  # interleaved, so that other load hits every pipeline alike
-            for name, fn in runs.items():
-                samples[name].append(timed(fn))
-            log(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['images_per_s']:.0f}" for k, v in samples.items())
-                + " img/s")
+        # a warm-up round of every pipeline (page cache, allocators, traces), excluded; then interleaved rounds,
+        # so that other load hits every pipeline alike
+        samples = interleave(runs, args.repeats, warmup=runs, on_round=lambda r, s: log(
+            f"round {r + 1}: " + ", ".join(f"{k} {v[-1].images_per_s:.0f}" for k, v in s.items()) + " img/s"))
         load_after = os.getloadavg()
 
-    def stat(name, key, f):
-        return f(s[key] for s in samples[name])
-
-    best = {k: stat(k, "images_per_s", max) for k in runs}
-    median = {k: stat(k, "images_per_s", statistics.median) for k in runs}
-    cpu = {k: stat(k, "cpu_ms_per_image", statistics.median) for k in runs}
+    summary = {k: summarize(v, args.batch) for k, v in samples.items()}
+    best = {k: summary[k]["images_per_s_best"] for k in runs}
+    median = {k: summary[k]["images_per_s"] for k in runs}
+    cpu = {k: summary[k]["cpu_ms_per_image"] for k in runs}
     ratios = {
         "classify_vs_model_only": best["classify"] / best["model_only"],
         "classify_vs_model_only_spinning_off": best["classify"] / best["model_only_spinning_off"],
@@ -160,18 +133,17 @@ def main(argv=None) -> dict:
     }
     result = {
         "n_images": args.n, "image": "450x450 BMP (synthetic C-NMC cell)", "model": f"cnn {args.size}x{args.size}",
-        "batch": args.batch, "repeats": args.repeats, "providers": clf.providers,
-        "cpu_count": os.cpu_count(), "machine": platform.platform(), "python": platform.python_version(),
+        "batch": args.batch, "repeats": args.repeats, "providers": clf.providers, "machine": meta,
         "load_average_before_after": [load_before, load_after],
         "images_per_s_best": best, "images_per_s_median": median, "cpu_ms_per_image_median": cpu,
-        "samples": samples, "ratios": ratios,
+        "summary": summary, "ratios": ratios,
         "targets": {"classify_vs_model_only": 0.95, "classify_vs_keras": 3.0},
         "classify_stages_last_run": stages[-1],
     }
     st = stages[-1]
     rows = [
         f"# classify vs model-only vs Keras ({args.n} x 450x450 BMP, CNN {args.size}, batch {args.batch}, "
-        f"{os.cpu_count()} CPU cores, {', '.join(clf.providers)})",
+        f"{meta['logical_cores']} CPU cores, {', '.join(clf.providers)})",
         "",
         f"Best of {args.repeats} interleaved rounds (median in brackets); CPU ms/image = process CPU time "
         "(all threads) per image.",

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from common import RESULTS, artifact, export_onnx, fmt, log, markdown_table, save_run, write_results  # noqa: E402
+from common import (RESULTS, artifact, export_onnx, fmt, log, machine_info, markdown_table, save_run,  # noqa: E402
+                    time_calls, write_results)
 
 
 def cells(n: int, size: int, seed: int):
@@ -66,38 +65,30 @@ def make_run(name: str, folder: Path) -> tuple[Path, dict]:
                   "prepare_seconds": time.perf_counter() - t0, "params": model.count_params()}
 
 
-def throughput(paths: dict, x: np.ndarray, batch: int, rounds: int, min_seconds: float, threads: int | None):
-    """img/s per model, median over rounds; models alternate within each round so CPU contention from other
-    processes hits both alike."""
-    from leuk_edge.edge.model import make_session
-
-    sessions = {k: make_session(p, device="cpu", threads=threads) for k, p in paths.items()}
+def throughput(clfs: dict, x: np.ndarray, batch: int, rounds: int, min_seconds: float) -> dict:
+    """img/s per model (Classifier), median over rounds; models alternate within each round so CPU contention from
+    other processes hits both alike. The first round also runs 3 untimed warm-up calls per model."""
     xb = np.ascontiguousarray(x[:batch])
-    names = {k: (s.get_inputs()[0].name, s.get_outputs()[0].name) for k, s in sessions.items()}
-    for k, s in sessions.items():  # warm-up: first runs allocate and pick kernels
-        for _ in range(3):
-            s.run([names[k][1]], {names[k][0]: xb})
-    rates = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            n, t0 = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - t0) < min_seconds or n < 3:
-                s.run([names[k][1]], {names[k][0]: xb})
-                n += 1
-            rates[k].append(n * batch / elapsed)
+    calls = {k: (lambda s=c.session, o=[c.output_name], i=c.input_name: s.run(o, {i: xb})) for k, c in clfs.items()}
+    rates = {k: [] for k in clfs}
+    for r in range(rounds):
+        for k, fn in calls.items():
+            lat = time_calls(fn, runs=3, warmup=3 if r == 0 else 0, min_time_s=min_seconds)
+            rates[k].append(len(lat) * batch / sum(lat))
     return {k: float(np.median(v)) for k, v in rates.items()}
 
 
 def bench_one(keras_path: Path, info: dict, args) -> dict:
-    from leuk_edge.export.keras_io import load_keras_model, source_info
+    from leuk_edge.edge import Classifier
 
     log(f"== {keras_path}")
     res = export_onnx(keras_path, keras_path.with_suffix(".onnx"), parity_n=args.parity_size, fp16=True,
                       int8=True, calib_size=args.calib_size, variant_n=args.agreement_size)
     fp16, int8 = artifact(res, "fp16"), artifact(res, "int8")
-    src = source_info(load_keras_model(keras_path), keras_path)
+    clf32 = Classifier(res.fp32.path, device="cpu", threads=args.threads)  # its metadata: what the export wrote
+    src = clf32.info
     row = {
-        "model": keras_path.parent.name, "architecture": src.architecture, "size": src.height,
+        "model": keras_path.parent.name, "architecture": src.architecture, "size": src.input.height,
         "threshold": src.threshold, **info,
         "export_seconds": res.fp32.seconds, "export_total_seconds": res.total_seconds,
         "onnx_mb": res.fp32.path.stat().st_size / 2**20,
@@ -109,9 +100,9 @@ def bench_one(keras_path: Path, info: dict, args) -> dict:
         row.update(fp16_max_abs_diff=fp16.parity.max_abs_diff, fp16_passed=fp16.passed,
                    fp16_agreement=fp16.parity.decision_agreement)
     if int8:
-        x, _ = cells(args.batch, src.height, seed=99)
-        rates = throughput({"fp32": res.fp32.path, "int8": int8.path}, x, args.batch, args.rounds, args.seconds,
-                           args.threads)
+        x, _ = cells(args.batch, src.input.height, seed=99)
+        clfs = {"fp32": clf32, "int8": Classifier(int8.path, device="cpu", threads=args.threads)}
+        rates = throughput(clfs, x, args.batch, args.rounds, args.seconds)
         row.update(int8_seconds=int8.seconds, int8_mb=int8.path.stat().st_size / 2**20,
                    int8_agreement=int8.parity.decision_agreement, int8_n=int8.parity.n, int8_passed=int8.passed,
                    int8_max_abs_diff=int8.parity.max_abs_diff, fp32_img_s=rates["fp32"], int8_img_s=rates["int8"],
@@ -129,10 +120,12 @@ def markdown(rows: list, meta: dict) -> str:
               f(r.get("fp32_img_s"), ".1f"), f(r.get("int8_img_s"), ".1f"), f(r.get("int8_speedup"), ".2f") + "x",
               f"{f(r.get('int8_agreement'), '.3f')} ({r.get('int8_n', '-')})",
               "pass" if r.get("int8_passed") else "FAIL"] for r in rows]
+    v = meta["versions"]
     lines = [
         f"# Export benchmark ({meta['date']})", "",
-        f"{meta['cpu']}, {meta['cores']} cores; onnxruntime {meta['onnxruntime']}, tensorflow {meta['tensorflow']},"
-        f" tf2onnx {meta['tf2onnx']}; batch {meta['batch']}, threads {meta['threads'] or 'default'}.", "",
+        f"{meta['cpu']}, {meta['logical_cores']} cores; onnxruntime {v.get('onnxruntime', '?')}, tensorflow "
+        f"{v.get('tensorflow', '?')}, tf2onnx {v.get('tf2onnx', '?')}; batch {meta['batch']}, threads "
+        f"{meta['threads'] or 'default'}.", "",
         markdown_table(headers, table, align="l" * len(headers)),
     ]
     lines += ["", "Models: " + "; ".join(f"{r['architecture']}: {r['source']}"
@@ -157,18 +150,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
-    import onnxruntime
-    import tensorflow as tf
-    import tf2onnx
-
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "tensorflow": tf.__version__,
-            "tf2onnx": tf2onnx.__version__, "batch": args.batch, "threads": args.threads}
-    try:
-        meta["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                           if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    meta = {**machine_info(), "batch": args.batch, "threads": args.threads}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
         if args.keras:

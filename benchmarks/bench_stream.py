@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,7 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # common imports no TensorFlow at module level: the timed (parent) process stays TensorFlow-free
-from common import RESULTS, export_onnx, log, markdown_table, save_random_model, write_results  # noqa: E402
+from common import (RESULTS, export_onnx, log, machine_info, markdown_table, save_random_model,  # noqa: E402
+                    write_results)
+
+STREAM_MODULES = ("onnxruntime", "cv2", "numpy")  # versions to report; never tensorflow/keras/tf2onnx (imports)
 
 
 def export_cnn(path: Path, size: int) -> None:
@@ -46,13 +47,15 @@ def export_cnn(path: Path, size: int) -> None:
 
 
 def ensure_model(path: Path, size: int) -> Path:
-    if not path.exists():
+    if path.exists():
+        print(f"reusing the cached {path} (delete it to export a fresh one)", flush=True)
+    else:
         print(f"exporting the CNN at {size}x{size} to {path} (child process with TensorFlow) ...", flush=True)
         subprocess.run([sys.executable, __file__, "--export-only", str(path), "--size", str(size)], check=True)
     return path
 
 
-def run_once(video: Path, model, threads: int, record: Path | None, jsonl: Path, um_per_px: float,
+def run_once(video: Path, model, record: Path | None, jsonl: Path, um_per_px: float,
              max_frames: int | None = None) -> dict:
     from leuk_edge.edge.detect import DetectorConfig
     from leuk_edge.edge.draw import VideoRecorder
@@ -96,7 +99,6 @@ def main() -> None:
         return
 
     import cv2
-    import onnxruntime as ort
 
     from leuk_edge import DISCLAIMER
     from leuk_edge.edge import Classifier
@@ -110,11 +112,11 @@ def main() -> None:
         cfg = FieldConfig(width=args.width, height=args.height, um_per_px=args.um_per_px, leukocytes=args.cells)
         write_fields(tmp / "fields", frames=0, video_frames=args.frames, fps=30.0, cfg=cfg, seed=0)
         video, truth = tmp / "fields" / "drift.mp4", tmp / "fields" / "drift.json"
-        run_once(video, clf, args.threads, None, tmp / "warm.jsonl", args.um_per_px, max_frames=10)  # warm-up
+        run_once(video, clf, None, tmp / "warm.jsonl", args.um_per_px, max_frames=10)  # warm-up
         rows, quality = {}, None
         for _ in range(args.repeats):  # alternate the variants so machine noise hits both alike
             for name, rec in (("stream + JSONL + recording", tmp / "rec.mp4"), ("stream + JSONL", None)):
-                s = run_once(video, clf, args.threads, rec, tmp / "ev.jsonl", args.um_per_px)
+                s = run_once(video, clf, rec, tmp / "ev.jsonl", args.um_per_px)
                 rows.setdefault(name, []).append(s)
                 if quality is None:
                     quality = detection_quality(tmp / "ev.jsonl", truth)
@@ -125,11 +127,12 @@ def main() -> None:
         table.append({"pipeline": name, "fps": med["fps"], "fps_runs": [r["fps"] for r in runs],
                       "cells_per_frame": round(cells, 2), **{f"{k}_ms": v for k, v in med["stage_ms"].items()},
                       "latency_p50_ms": med["latency_ms"]["p50"], "latency_p95_ms": med["latency_ms"]["p95"]})
+    machine = machine_info(STREAM_MODULES)  # no tensorflow/keras/tf2onnx: this process stays TensorFlow-free
     env = {"resolution": f"{args.width}x{args.height}", "um_per_px": args.um_per_px, "frames": args.frames,
            "model": f"cnn {args.size}x{args.size} (random weights)", "ort_threads": args.threads,
-           "opencv_threads": 1, "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-           "onnxruntime": ort.__version__, "opencv": cv2.__version__, "python": platform.python_version(),
-           "providers": clf.providers}
+           "opencv_threads": 1, "cpus": machine["logical_cores"], "cpu": machine["cpu"],
+           "onnxruntime": machine["versions"].get("onnxruntime", "?"), "opencv": machine["versions"].get("cv2", "?"),
+           "python": machine["python"], "providers": clf.providers, "machine": machine}
     result = {"environment": env, "rows": table, "detection_on_video": quality,
               "target": "15 fps at 1280x720 with ~5 cells and the 256 CNN on 2 CPU cores"}
     lines = [f"# stream benchmark ({env['resolution']}, ~{args.cells} cells in view, {env['model']}, "

@@ -7,7 +7,7 @@
 - models:  `save_random_model` (.keras + config.json, random weights), `save_run` (a built model + its
            config.json), `export_onnx` (export_model, gates included)
 - timing:  `time_calls` (warm-up excluded), `interleave` (rounds alternating between runners), `summarize`
-           (p50/p95/mean), `cpu_seconds`
+           (p50/p95/mean), `cpu_seconds`, `ort_runner` (a Classifier's predict over pre-cut batches)
 - machine: `cpu_peak` (peak FP32 FLOP/s estimate and its assumptions), `machine_info` (cores, CPU, versions)
 - graph:   `onnx_flops` (2 x MACs of Conv/MatMul/Gemm from an ONNX graph with shape inference at batch 1)
 - output:  `markdown_table`, `fmt`, `write_results`
@@ -160,6 +160,21 @@ def time_calls(fn: Callable[[], object], runs: int = 20, warmup: int = 3, min_ti
         fn()
         lat.append(time.perf_counter() - t0)
     return lat
+
+
+def ort_runner(clf, xb: Sequence[np.ndarray], warm_batches: int = 2):
+    """Model-only runner for `interleave`: `clf.predict` (a leuk_edge.edge.Classifier) over pre-cut batches `xb`.
+    -> (run, warm): run() -> (images, per-call seconds) over all of xb; warm() the same over the first
+    `warm_batches` (untimed warm-up: allocations, kernel choice)."""
+    def over(bs):
+        lat, n = [], 0
+        for b in bs:
+            t0 = time.perf_counter()
+            n += len(clf.predict(b))
+            lat.append(time.perf_counter() - t0)
+        return n, lat
+
+    return (lambda: over(xb)), (lambda: over(xb[:warm_batches]))
 
 
 def intervals(t_start: float, stamps: Iterable[float]) -> list[float]:
@@ -517,7 +532,7 @@ def write_results(out_dir: str | Path, stem: str, markdown: str, data: dict) -> 
 
 __all__ = [
     "RESULTS", "log", "write_cells", "preprocessed", "batches", "save_random_model", "save_run", "export_onnx",
-    "artifact", "export_summary", "cpu_seconds", "time_calls", "intervals", "Sample", "run_timed", "interleave",
+    "artifact", "export_summary", "cpu_seconds", "time_calls", "ort_runner", "intervals", "Sample", "run_timed", "interleave",
     "summarize", "percentiles", "logical_cores", "CpuPeak", "cpu_peak", "machine_info", "MAC_OPS", "onnx_flops",
     "fmt", "markdown_table", "write_results",
 ]

@@ -127,8 +127,7 @@ def test_crop_cnmc_is_square_centred_and_black_outside_the_cell():
     assert abs(xs.mean() - side / 2) < side * 0.1 and abs(ys.mean() - side / 2) < side * 0.1
     assert not lit[0].any() and not lit[:, 0].any()  # a black border like C-NMC's canvas
     # A cell near the frame edge still gets a full square crop (padded with black).
-    near = Detection(box=(0, 0, 20, 20), mask=np.ones((20, 20), bool), contour=np.zeros((1, 1, 2), np.int32),
-                     area=400, nucleus_area=100)
+    near = Detection(box=(0, 0, 20, 20), mask=np.ones((20, 20), bool))
     assert crop_cnmc(rgb, near).shape == (43, 43, 3)
 
 

@@ -294,13 +294,61 @@ def test_tracker_counts_a_drifting_cell_once():
     assert tracker.counts() == {"all": 2, "hem": 1}
 
 
+def test_tracker_lets_finished_tracks_go_and_keeps_their_counts():
+    from leuk_edge.edge.stream import Cell, CellTracker
+
+    tracker = CellTracker(threshold=0.5, max_missed=2)
+    for index in range(3):  # a blast (mean P 0.6) and a normal cell (mean P 0.45) drift by ...
+        tracker.update([Cell((100 + 5 * index, 50, 80, 80), "all", (0.9, 0.3, 0.6)[index]),
+                        Cell((400, 300, 60, 60), "hem", (0.4, 0.6, 0.35)[index])], index)
+    assert len(tracker.tracks) == 2 and tracker.counts() == {"all": 1, "hem": 1}
+    for index in range(3, 6):  # ... and are gone: missed 3 > max_missed times, their tracks are dropped
+        tracker.update([], index)
+    assert tracker.tracks == {} and tracker.counts() == {"all": 1, "hem": 1}
+    tracker.update([Cell((100, 50, 80, 80), "hem", 0.1)], 6)  # the same place again: a new cell
+    assert tracker.counts() == {"all": 1, "hem": 2}
+
+
+def test_live_source_waits_for_a_server_that_is_still_starting():
+    caps = [None, None, FakeCapture(n=3)]
+    src = LiveSource("fake", lambda: caps.pop(0), reconnect_s=2.0, backoff=0.05).start()
+    frames = [f.index for f in src]
+    src.close()
+    assert frames[-1] == 2 and not caps
+    with pytest.raises(SourceError, match="cannot open"):  # nobody ever answers: a bounded wait, then one error
+        LiveSource("fake", lambda: None, reconnect_s=0.2, backoff=0.05).start()
+
+
+def test_stride_skips_frames_without_decoding_them(tmp_path):
+    from leuk_edge.edge.stream import StreamOptions, iter_results
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(7):
+        cv2.imwrite(str(frames / f"f{i}.png"), np.full((40, 60, 3), 200 + i, np.uint8))
+    (frames / "f1.png").write_bytes(b"not an image")  # passed over by the stride: never decoded, never reported
+
+    class NoCells:
+        threshold = 0.5
+
+        def predict_rgb(self, crops):
+            return np.zeros(len(crops), np.float32)
+
+    src = open_source(str(frames))
+    got = [(r.frame.index, int(r.frame.image[0, 0, 0])) for r in iter_results(src, NoCells(), StreamOptions(stride=3))]
+    assert got == [(0, 200), (3, 203), (6, 206)]
+    assert src.errors == []
+    with pytest.raises(ValueError, match="--stride"):  # the options are checked when the iterator is made
+        iter_results(src, NoCells(), StreamOptions(stride=0))
+
+
 def test_annotation_boxes_coloured_by_class_and_hud():
     from leuk_edge.edge.draw import COLORS, annotate
     from leuk_edge.edge.sources import Frame
     from leuk_edge.edge.stream import Cell, FrameResult
 
     img = np.full((360, 640, 3), 235, np.uint8)
-    res = FrameResult(Frame(7, 0.5, img, "frame 7", 0.0), [],
+    res = FrameResult(Frame(7, 0.5, img, 0.0),
                       [Cell((100, 150, 60, 60), "all", 0.91), Cell((400, 200, 50, 50), "hem", 0.12)])
     bgr = annotate(res, counts={"all": 3, "hem": 1}, fps=20.0)
     assert bgr.shape == img.shape and (img == 235).all()  # the frame itself is untouched

@@ -1,4 +1,4 @@
-"""`leuk-edge data synth|inspect`."""
+"""`leuk-edge data synth|fields|inspect`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,36 @@ def synth(
                                        progress=lambda i, n: bar.update(task, completed=i, total=n))
     console.print(f"wrote {summary['train']} training + {summary['test']} labelled test + "
                   f"{summary['final']} unlabelled cells to {summary['root']} (synthetic)")
+
+
+@data_app.command("fields")
+def fields(
+    out: Path = typer.Argument(..., help="Folder for frames/, ground_truth.json, drift.mp4 and drift.json."),
+    frames: int = typer.Option(6, "--frames", min=0, help="Still fields to write."),
+    video_frames: int = typer.Option(60, "--video-frames", min=0, help="Frames of the drifting video (0: none)."),
+    fps: float = typer.Option(15.0, "--fps", min=1.0, help="Frame rate of the video."),
+    width: int = typer.Option(1280, "--width", min=64),
+    height: int = typer.Option(720, "--height", min=64),
+    um_per_px: float = typer.Option(0.15, "--um-per-px", help="Scale: micrometres per pixel (0.15 ~ 100x)."),
+    leukocytes: int = typer.Option(5, "--leukocytes", min=0, help="White cells per field."),
+    blast_fraction: float = typer.Option(0.5, "--blast-fraction", min=0.0, max=1.0,
+                                         help="Probability that a white cell is a blast (all)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+):
+    """Write synthetic microscope fields (red cells, platelets, a few white cells) with their ground truth."""
+    from rich.progress import Progress
+
+    from ..train.fields import FieldConfig, write_fields
+
+    with user_errors(), Progress(console=console, transient=True) as bar:
+        cfg = FieldConfig(width=width, height=height, um_per_px=um_per_px, leukocytes=leukocytes,
+                          blast_fraction=blast_fraction)
+        task = bar.add_task("rendering fields", total=None)
+        summary = write_fields(out, frames=frames, video_frames=video_frames, fps=fps, cfg=cfg, seed=seed,
+                               progress=lambda i, n: bar.update(task, completed=i, total=n))
+    video = f" and {video_frames}-frame video {summary['video']}" if summary["video"] else ""
+    console.print(f"wrote {summary['frames']} fields ({summary['cells']} white cells){video} to {summary['root']} "
+                  "(synthetic)", highlight=False)
 
 
 @data_app.command("inspect")

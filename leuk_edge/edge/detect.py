@@ -78,13 +78,10 @@ class DetectorConfig:
 
 @dataclass
 class Detection:
-    """One white cell: box (x, y, w, h) in source pixels, its mask inside the box, contour in source pixels."""
+    """One white cell: box (x, y, w, h) in source pixels and its mask inside the box."""
     box: tuple[int, int, int, int]
-    mask: np.ndarray = field(repr=False)     # bool (h, w): the cell (nucleus + cytoplasm) within box
-    contour: np.ndarray = field(repr=False)  # (N, 1, 2) int32, source-frame pixels
-    area: float                              # cell area, source pixels
-    nucleus_area: float                      # source pixels
-    touches_edge: bool = False
+    mask: np.ndarray = field(repr=False)  # bool (h, w): the cell (nucleus + cytoplasm) within box
+    touches_edge: bool = False            # cut by the frame edge (kept only with drop_edge=False)
 
 
 def _disk(diameter_px: float) -> np.ndarray:
@@ -132,11 +129,6 @@ class StainModel:
         `od_green` is the overall darkness."""
         od_r, od_g, od_b = (self.luts[c][rgb[..., c]] for c in range(3))
         return od_r - np.float32(self.rbc_ratio) * od_g + (np.float32(self.blue_ratio) * od_g - od_b), od_g
-
-
-def stain_maps(rgb: np.ndarray, rbc_ratio: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 -> (white-cell stain, od_green) float32 maps, with the stain model fitted on the image itself."""
-    return StainModel.fit(rgb, rbc_ratio).maps(rgb)
 
 
 def _cut_by_edge(rgb: np.ndarray, box, stain: StainModel, threshold: float) -> bool:
@@ -237,12 +229,7 @@ def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -
         ys, xs = np.nonzero(mask)  # tighten the box to the upsampled mask
         tx0, ty0, tx1, ty1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
         mask = mask[ty0:ty1, tx0:tx1]
-        bx0, by0 = bx0 + tx0, by0 + ty0
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        contour = max(contours, key=cv2.contourArea) + np.array([[bx0, by0]], np.int32)
-        out.append(Detection(box=(bx0, by0, tx1 - tx0, ty1 - ty0), mask=mask, contour=contour.astype(np.int32),
-                             area=float(mask.sum()), nucleus_area=float(stats[i, cv2.CC_STAT_AREA]) / (sx * sy),
-                             touches_edge=bool(edge)))
+        out.append(Detection(box=(bx0 + tx0, by0 + ty0, tx1 - tx0, ty1 - ty0), mask=mask, touches_edge=bool(edge)))
     out.sort(key=lambda d: (d.box[1], d.box[0]))
     return out
 

@@ -1,10 +1,11 @@
 """Where frames come from: one abstraction over a still image, a folder of frames, a video file, a camera index
 and a network URL (rtsp://, http://, udp://, ... through OpenCV's FFmpeg backend).
 
-`open_source(spec)` returns a Source; iterating it yields Frames (RGB uint8). Files are read frame by frame and
-never dropped. Live sources (camera, URL) run a capture thread that keeps only the newest frame, so a slow
-consumer sees the present rather than a stale backlog (the frames it skipped are counted in `dropped`); a lost
-live source is reopened with bounded exponential back-off and, when that fails for `reconnect_s` seconds, the
+`open_source(spec)` returns a Source; `read()` (or iterating it) gives Frames (RGB uint8) and `skip()` passes over
+one frame cheaply (no decode for a folder, `grab()` without the colour conversion for a video file). Files are read
+frame by frame and never dropped. Live sources (camera, URL) run a capture thread that keeps only the newest frame,
+so a slow consumer sees the present rather than a stale backlog (the frames it skipped are counted in `dropped`); a
+lost live source is reopened with bounded exponential back-off and, when that fails for `reconnect_s` seconds, the
 iteration simply ends with `lost = True`. No call blocks without a time bound.
 """
 
@@ -35,14 +36,19 @@ class Frame:
     index: int          # frame number in the source (live sources: capture counter, so drops leave gaps)
     time: float         # seconds: position in a video file; since opening for other sources
     image: np.ndarray = field(repr=False)  # RGB uint8 (H, W, 3)
-    name: str = ""      # file name for images, "frame N" otherwise
     captured: float = 0.0  # time.perf_counter() when the frame was taken (latency is measured from here)
 
 
+def _fps(cap) -> float | None:
+    """A capture's frame rate when it reports a plausible one."""
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return float(fps) if fps and 0 < fps < 1000 else None
+
+
 class Source:
-    """Base class: iterate for Frames; `close()` (or `with`) to release. Counters are read after the run."""
+    """Base class: `read()` the next Frame (None at the end), `skip()` one, or iterate for Frames; `close()` (or
+    `with`) to release. Counters are read after the run."""
     kind = "source"
-    live = False
 
     def __init__(self, spec: str):
         self.spec = spec
@@ -51,10 +57,19 @@ class Source:
         self.reconnects = 0       # live only: successful reopenings after a loss
         self.lost = False         # live only: ended because the source vanished and did not come back
         self.errors: list[tuple[str, str]] = []  # (name, reason) of frames that could not be read
-        self.total: int | None = None  # frames in the source, when known
+
+    def read(self) -> Frame | None:
+        """The next frame, or None when the source has ended."""
+        raise NotImplementedError
+
+    def skip(self) -> bool:
+        """Pass over the next frame without delivering it (cheaper than read() where the source allows it);
+        False when the source has ended."""
+        return self.read() is not None
 
     def __iter__(self) -> Iterator[Frame]:
-        raise NotImplementedError
+        while (frame := self.read()) is not None:
+            yield frame
 
     def close(self) -> None:
         pass
@@ -76,18 +91,32 @@ class ImageSource(Source):
         super().__init__(spec)
         self.kind = kind
         self.paths = paths
-        self.total = len(paths)
+        self._pos = 0
+        self._t0: float | None = None
 
-    def __iter__(self) -> Iterator[Frame]:
-        t0 = time.perf_counter()
-        for i, path in enumerate(self.paths):
+    def read(self) -> Frame | None:
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        while self._pos < len(self.paths):
+            i, path = self._pos, self.paths[self._pos]
+            self._pos += 1
             try:
                 rgb = decode_image(path)
             except ImageReadError as exc:
                 self.errors.append((path.name, str(exc)))
                 continue
             now = time.perf_counter()
-            yield Frame(i, now - t0, rgb, path.name, now)
+            return Frame(i, now - self._t0, rgb, now)
+        return None
+
+    def skip(self) -> bool:
+        """The next file is passed over undecoded (so an unreadable one there is not reported)."""
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        if self._pos >= len(self.paths):
+            return False
+        self._pos += 1
+        return True
 
 
 class VideoSource(Source):
@@ -97,21 +126,27 @@ class VideoSource(Source):
     def __init__(self, spec: str, cap: cv2.VideoCapture):
         super().__init__(spec)
         self.cap = cap
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and 0 < fps < 1000 else None
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self.total = n if n > 0 else None
+        self.fps = _fps(cap)
+        self._i = 0  # index of the next frame
 
-    def __iter__(self) -> Iterator[Frame]:
-        i = 0
-        while self.cap is not None:
-            ok, bgr = self.cap.read()
-            now = time.perf_counter()
-            if not ok or bgr is None:
-                return
-            t = i / self.fps if self.fps else self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-            yield Frame(i, t, to_rgb(bgr), f"frame {i}", now)
-            i += 1
+    def read(self) -> Frame | None:
+        if self.cap is None:
+            return None
+        ok, bgr = self.cap.read()
+        now = time.perf_counter()
+        if not ok or bgr is None:
+            return None
+        i = self._i
+        self._i += 1
+        t = i / self.fps if self.fps else self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        return Frame(i, t, to_rgb(bgr), now)
+
+    def skip(self) -> bool:
+        """grab(): the frame is decoded (later frames may depend on it) but never converted or copied out."""
+        if self.cap is None or not self.cap.grab():
+            return False
+        self._i += 1
+        return True
 
     def close(self) -> None:
         if self.cap is not None:
@@ -128,9 +163,9 @@ class LiveSource(Source):
     `opener()` returns an opened capture or None. When reading fails, the capture is reopened with exponential
     back-off (`backoff` s doubling up to `max_backoff`) for at most `reconnect_s` seconds; after that the
     iteration ends and `lost` is True. If no frame arrives for `stall_s` seconds at all (e.g. a read that hangs
-    beyond its own timeout), the iteration ends the same way.
+    beyond its own timeout), the iteration ends the same way. The first opening (in `start()`, unless a capture is
+    given) gets the same bounded patience as a reconnection, so a server that is still starting is waited for.
     """
-    live = True
 
     def __init__(self, spec: str, opener: Opener, kind: str = "stream", reconnect_s: float = 10.0,
                  backoff: float = 0.25, max_backoff: float = 4.0, stall_s: float | None = None,
@@ -149,15 +184,13 @@ class LiveSource(Source):
         self._stop = threading.Event()
         self._t0 = time.perf_counter()
         self._thread: threading.Thread | None = None
-        self.retries = 0  # failed reopen attempts
 
     def start(self) -> LiveSource:
         if self._cap is None:
-            self._cap = self.opener()
+            self._cap = self._reopen()
             if self._cap is None:
-                raise SourceError(f"cannot open {self.kind} {self.spec}")
-        fps = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and 0 < fps < 1000 else None
+                raise SourceError(f"cannot open {self.kind} {self.spec} (no answer within {self.reconnect_s:g} s)")
+        self.fps = _fps(self._cap)
         self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name=f"capture {self.spec}", daemon=True)
         self._thread.start()
@@ -174,7 +207,6 @@ class LiveSource(Source):
                 cap = None
             if cap is not None:
                 return cap
-            self.retries += 1
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -212,19 +244,28 @@ class LiveSource(Source):
                 self._ended = True
                 self._cond.notify_all()
 
-    def __iter__(self) -> Iterator[Frame]:
+    def _take(self):
+        """The newest unconsumed capture (waiting for one), or None when the source has ended or stalled."""
         if self._thread is None:
             self.start()
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._pending is not None or self._ended, timeout=self.stall_s)
-                item, self._pending = self._pending, None
-                if item is None:
-                    if not self._ended:  # nothing for stall_s seconds and the thread is stuck in a read
-                        self.lost = True
-                    return
-            index, t, bgr, captured = item
-            yield Frame(index, t, to_rgb(bgr), f"frame {index}", captured)
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending is not None or self._ended, timeout=self.stall_s)
+            item, self._pending = self._pending, None
+            if item is None and not self._ended:  # nothing for stall_s seconds and the thread is stuck in a read
+                self.lost = True
+            return item
+
+    def read(self) -> Frame | None:
+        item = self._take()
+        if item is None:
+            return None
+        index, t, bgr, captured = item
+        return Frame(index, t, to_rgb(bgr), captured)
+
+    def skip(self) -> bool:
+        """The newest frame is consumed without the colour conversion. The capture thread has decoded it already:
+        with newest-frame-wins it cannot know ahead which capture the consumer will take or pass over."""
+        return self._take() is not None
 
     def close(self) -> None:
         self._stop.set()
@@ -287,14 +328,8 @@ def open_source(spec: str, backend: str | None = None, reconnect_s: float = 10.0
     if URL_RE.match(spec) and not spec.lower().startswith("file://"):
         api = _api(backend, cv2.CAP_FFMPEG)
         opener = _capture_opener(spec, api, open_timeout_s, read_timeout_s)
-        src = LiveSource(spec, opener, kind="stream", reconnect_s=reconnect_s,
-                         stall_s=read_timeout_s + open_timeout_s + reconnect_s + 5.0)
-        # A server that is still starting gets the same bounded patience as a reconnection.
-        cap = opener() or src._reopen()
-        if cap is None:
-            raise SourceError(f"cannot open stream {spec} (no answer within {reconnect_s:g} s)")
-        src._cap = cap
-        return src.start()
+        return LiveSource(spec, opener, kind="stream", reconnect_s=reconnect_s,
+                          stall_s=read_timeout_s + open_timeout_s + reconnect_s + 5.0).start()
     path = Path(spec[7:] if spec.lower().startswith("file://") else spec).expanduser()
     if path.is_dir():
         frames = sorted((p for p in path.iterdir() if p.is_file() and is_image_file(p)), key=_natural_key)

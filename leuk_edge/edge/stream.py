@@ -3,13 +3,14 @@
 `iter_results(source, classifier, options)` is the generator at the core (one FrameResult per processed frame,
 with per-stage timings); `run_stream(...)` adds the sinks (JSONL events, annotated recording, window), counts
 cells once per track while the slide moves, and always returns a summary, whether the source ended, was lost,
-hit --max-frames or the user pressed Ctrl-C.
+hit --max-frames or the user pressed Ctrl-C; `render_summary(summary, console)` prints that summary.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,11 +18,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .. import DISCLAIMER
-from .detect import CNMC_CANVAS_UM, CNMC_CONTEXT, Detection, DetectorConfig, crop_cnmc, detect_leukocytes
+from .classify import opencv_threads
+from .detect import CNMC_CANVAS_UM, CNMC_CONTEXT, DetectorConfig, crop_cnmc, detect_leukocytes
 from .sources import Frame, Source
-from .summary import wilson_interval
+from .summary import _pct, wilson_interval
 
 STAGES = ("capture", "detect", "classify", "draw")
+LATENCY_WINDOW = 10_000  # p50/p95 latency over the last this many processed frames (bounded memory when live)
 
 
 @dataclass
@@ -39,7 +42,6 @@ class Cell:
 @dataclass
 class FrameResult:
     frame: Frame
-    detections: list[Detection]
     cells: list[Cell]
     timings: dict = field(default_factory=dict)  # ms per stage (capture, detect, classify, draw)
     latency_ms: float = 0.0                      # frame taken -> cells classified
@@ -80,23 +82,25 @@ def classify_frame(frame: Frame, classifier, options: StreamOptions) -> FrameRes
     t2 = time.perf_counter()
     cells = [Cell(d.box, classifier.label(float(p)), float(p)) for d, p in zip(dets, probs)]
     latency = (t2 - frame.captured) * 1000 if frame.captured else (t2 - t0) * 1000
-    return FrameResult(frame, dets, cells, {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000}, latency)
+    return FrameResult(frame, cells, {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000}, latency)
 
 
 def iter_results(source: Source, classifier, options: StreamOptions = StreamOptions()) -> Iterator[FrameResult]:
-    """The stream as a generator of FrameResults; `capture` is the time spent waiting for the source."""
+    """The stream as an iterator of FrameResults (the options are checked here, before the first frame);
+    `capture` is the time spent getting the frame from the source, the frames skipped by the stride included."""
     options.validate()
+    return _results(source, classifier, options)
+
+
+def _results(source: Source, classifier, options: StreamOptions) -> Iterator[FrameResult]:
     done = 0
-    it = iter(source)
-    seen = 0
     while options.max_frames is None or done < options.max_frames:
         t0 = time.perf_counter()
-        frame = next(it, None)
+        if done and not all(source.skip() for _ in range(options.stride - 1)):  # passed over cheaply
+            return
+        frame = source.read()
         if frame is None:
             return
-        seen += 1
-        if (seen - 1) % options.stride:
-            continue
         capture_ms = (time.perf_counter() - t0) * 1000
         result = classify_frame(frame, classifier, options)
         result.timings["capture"] = capture_ms
@@ -109,14 +113,20 @@ class CellTracker:
 
     Tracks are matched greedily by the distance between a cell's centre and the track's predicted centre
     (last centre + velocity x frames elapsed, so dropped frames and strides are bridged), relative to the cell
-    size. Each track is labelled by the mean P(all) of its sightings against the model's threshold.
+    size. Each track is labelled by the mean P(all) of its sightings against the model's threshold. A track
+    missed more than `max_missed` times in a row is over: its label goes into fixed totals and the track is
+    dropped, so the cost per frame and the memory stay bounded on an endless live source.
     """
 
     def __init__(self, threshold: float = 0.5, max_distance: float = 0.75, max_missed: int = 5):
         self.threshold, self.max_distance, self.max_missed = threshold, max_distance, max_missed
-        self.tracks: dict[int, dict] = {}
+        self.tracks: dict[int, dict] = {}  # the tracks still followed
+        self._ended = {"all": 0, "hem": 0}  # labels of the tracks that are over
         self._next = 0
         self._next_index = 0
+
+    def _label(self, track: dict) -> str:
+        return "all" if track["p_sum"] / track["n"] >= self.threshold else "hem"
 
     @staticmethod
     def _centre(box) -> np.ndarray:
@@ -125,7 +135,7 @@ class CellTracker:
     def update(self, cells: list[Cell], index: int | None = None) -> None:
         index = self._next_index if index is None else int(index)
         self._next_index = index + 1
-        active = {k: t for k, t in self.tracks.items() if t["missed"] <= self.max_missed}
+        active = dict(self.tracks)
         pairs = []
         for i, c in enumerate(cells):
             centre, size = self._centre(c.box), max(c.box[2], c.box[3], 1)
@@ -145,8 +155,8 @@ class CellTracker:
             centre = self._centre(c.box)
             if c.track is None:
                 c.track = self._next
-                self.tracks[self._next] = {"probs": [], "centre": centre, "velocity": np.zeros(2), "index": index,
-                                           "size": max(c.box[2], c.box[3], 1), "missed": 0}
+                self.tracks[self._next] = {"p_sum": 0.0, "n": 0, "centre": centre, "velocity": np.zeros(2),
+                                           "index": index, "size": max(c.box[2], c.box[3], 1), "missed": 0}
                 self._next += 1
             else:
                 t = self.tracks[c.track]
@@ -154,15 +164,19 @@ class CellTracker:
                 t["velocity"] = 0.5 * t["velocity"] + 0.5 * (centre - t["centre"]) / gap
             t = self.tracks[c.track]
             t.update(centre=centre, index=index, size=max(c.box[2], c.box[3], 1), missed=0)
-            t["probs"].append(c.probability)
+            t["p_sum"] += float(c.probability)
+            t["n"] += 1
             used_t.add(c.track)
         for k, t in active.items():
             if k not in used_t:
                 t["missed"] += 1
+                if t["missed"] > self.max_missed:  # never matched again: count it and let it go
+                    self._ended[self._label(t)] += 1
+                    del self.tracks[k]
 
     def counts(self) -> dict:
-        n_all = sum(1 for t in self.tracks.values() if np.mean(t["probs"]) >= self.threshold)
-        return {"all": n_all, "hem": len(self.tracks) - n_all}
+        n_all = self._ended["all"] + sum(1 for t in self.tracks.values() if self._label(t) == "all")
+        return {"all": n_all, "hem": self._ended["all"] + self._ended["hem"] + len(self.tracks) - n_all}
 
 
 @dataclass
@@ -171,9 +185,9 @@ class StreamStats:
     frames: int = 0
     observations: dict = field(default_factory=lambda: {"all": 0, "hem": 0})
     stage_ms: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})
-    latencies: list = field(default_factory=list)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # the last LATENCY_WINDOW
     started: float = field(default_factory=time.perf_counter)
-    _recent: list = field(default_factory=list)
+    _recent: deque = field(default_factory=deque)
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
@@ -183,7 +197,9 @@ class StreamStats:
             self.stage_ms[s] += result.timings.get(s, 0.0)
         self.latencies.append(result.latency_ms)
         now = time.perf_counter()
-        self._recent = [t for t in self._recent if now - t < 2.0] + [now]
+        while self._recent and now - self._recent[0] >= 2.0:
+            self._recent.popleft()
+        self._recent.append(now)
 
     @property
     def fps(self) -> float:
@@ -207,7 +223,9 @@ def summarize(stats: StreamStats, tracker: CellTracker, source: Source, ended: s
         "frames": stats.frames, "seconds": round(seconds, 3),
         "fps": round(stats.frames / seconds, 2) if seconds > 0 else 0.0,
         "stage_ms": {s: round(v / max(stats.frames, 1), 2) for s, v in stats.stage_ms.items()},
-        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1)},
+        # Percentiles over the last `frames` processed frames (at most LATENCY_WINDOW: bounded on live sources).
+        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
+                       "frames": len(stats.latencies)},
         "observations": dict(stats.observations),
         "cells": {**unique, "total": n},
         "blast_fraction": round(unique["all"] / n, 4) if n else None,
@@ -219,8 +237,8 @@ def summarize(stats: StreamStats, tracker: CellTracker, source: Source, ended: s
     }
 
 
-class JsonlWriter:
-    """One event per line, flushed per frame so `tail -f` follows a live run."""
+class EventWriter:
+    """Stream events as JSONL: one event per line, flushed per frame so `tail -f` follows a live run."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -241,38 +259,42 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
     """Run the whole stream with its sinks; always closes them and returns the summary.
 
     `recorder`: an object with write(bgr) and close() (draw.VideoRecorder); `window`: show(bgr) -> False to
-    stop, close() (draw.Window). Annotation is drawn only when one of them is given.
+    stop, close() (draw.Window). Annotation is drawn only when one of them is given. The options are checked
+    first (ValueError; the source is closed then too). Detection works on small images: OpenCV runs on one
+    thread meanwhile, leaving the cores to onnxruntime.
     """
     from .draw import annotate
 
-    options.validate()
     stats, tracker = StreamStats(), CellTracker(classifier.threshold)
-    writer = JsonlWriter(jsonl) if jsonl else None
+    writer = None
     ended = "end of source"
     try:
-        for result in iter_results(source, classifier, options):
-            tracker.update(result.cells, result.frame.index)
-            t0 = time.perf_counter()
-            closed = False
-            if recorder is not None or window is not None:
-                bgr = annotate(result, counts=tracker.counts(), fps=stats.fps, dropped=source.dropped)
-                if recorder is not None:
-                    recorder.write(bgr, fps=source.fps)
-                closed = window is not None and window.show(bgr) is False
-            result.timings["draw"] = (time.perf_counter() - t0) * 1000
-            stats.add(result)
-            if writer:
-                writer.write(result)
-            if on_result:
-                on_result(result, stats)
-            if closed:
-                ended = "closed by user"
-                break
-        else:
-            if options.max_frames is not None and stats.frames >= options.max_frames:
-                ended = "max frames"
-            elif source.lost:
-                ended = "source lost"
+        options.validate()
+        writer = EventWriter(jsonl) if jsonl else None
+        with opencv_threads(1):
+            for result in _results(source, classifier, options):
+                tracker.update(result.cells, result.frame.index)
+                t0 = time.perf_counter()
+                closed = False
+                if recorder is not None or window is not None:
+                    bgr = annotate(result, counts=tracker.counts(), fps=stats.fps, dropped=source.dropped)
+                    if recorder is not None:
+                        recorder.write(bgr, fps=source.fps)
+                    closed = window is not None and window.show(bgr) is False
+                result.timings["draw"] = (time.perf_counter() - t0) * 1000
+                stats.add(result)
+                if writer:
+                    writer.write(result)
+                if on_result:
+                    on_result(result, stats)
+                if closed:
+                    ended = "closed by user"
+                    break
+            else:
+                if options.max_frames is not None and stats.frames >= options.max_frames:
+                    ended = "max frames"
+                elif source.lost:
+                    ended = "source lost"
     except KeyboardInterrupt:
         ended = "interrupted"
     finally:
@@ -286,3 +308,34 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
     extra = {"model": str(getattr(classifier, "path", "")), "providers": list(getattr(classifier, "providers", [])),
              "jsonl": str(jsonl) if jsonl else None, "record": str(getattr(recorder, "path", "")) or None}
     return summarize(stats, tracker, source, ended, extra)
+
+
+def render_summary(s: dict, console) -> None:
+    """A `run_stream` summary as a rich table on `console` (stderr in the CLI), followed by the disclaimer."""
+    from rich.table import Table
+
+    t = Table(title="stream summary", show_header=False, title_justify="left")
+    t.add_row("source", f"{s['source_kind']} {s['source']}")
+    t.add_row("ended", s["ended"] + (f" (reconnects {s['reconnects']})" if s["reconnects"] else ""))
+    t.add_row("frames", f"{s['frames']} in {s['seconds']:.1f} s = {s['fps']:.1f} fps"
+              + (f", {s['dropped_frames']} dropped (newest frame kept)" if s["dropped_frames"] else ""))
+    t.add_row("per frame (ms)", "  ".join(f"{k} {v:.1f}" for k, v in s["stage_ms"].items()))
+    lat = s["latency_ms"]
+    t.add_row("latency (ms)", f"p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}"
+              + (f"  (last {lat['frames']} frames)" if lat["frames"] < s["frames"] else ""))
+    c = s["cells"]
+    t.add_row("cells (tracked)", f"{c['total']}: all {c['all']}, hem {c['hem']}")
+    if s["blast_fraction"] is not None:
+        lo, hi = s["blast_fraction_ci95"]
+        t.add_row("blast fraction", f"{_pct(s['blast_fraction'])}  (95 % Wilson CI {_pct(lo)} - {_pct(hi)})")
+    t.add_row("cell sightings", f"all {s['observations'].get('all', 0)}, hem {s['observations'].get('hem', 0)}")
+    if s["unreadable"]:
+        t.add_row("unreadable", f"{len(s['unreadable'])} frame(s), e.g. {s['unreadable'][0]['name']}: "
+                                f"{s['unreadable'][0]['error']}")
+    for key, name in (("jsonl", "events"), ("record", "recording")):
+        if s.get(key):
+            t.add_row(name, s[key])
+    console.print(t)
+    if s["ended"] == "source lost":
+        console.print("[yellow]the source was lost and did not come back; the run ended[/]")
+    console.print(f"[bold]{DISCLAIMER}[/]")

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from .. import SYNTHETIC_NOTE
-from .synth import Stain, render_cell
+from ..edge.draw import VideoRecorder
+from .synth import SYNTHETIC_MARKER, Stain, _write_bmp, render_cell
 
 # Light through an empty slide, and the absorbance (optical density per channel, RGB) of the stained objects.
 LIGHT = np.array([246.0, 240.0, 242.0], np.float32)
@@ -77,15 +78,22 @@ def _platelet_template(rng: np.random.Generator, radius: float) -> np.ndarray:
     return (body * (0.35 + 0.9 * core * grain)).astype(np.float32)
 
 
+def _clip(x0: int, y0: int, w: int, h: int, width: int, height: int):
+    """A w x h patch with its top-left corner at (x0, y0) on a width x height image -> (image slices, patch
+    slices) of the part that lies inside, or None when nothing does."""
+    ax0, ay0 = max(x0, 0), max(y0, 0)
+    ax1, ay1 = min(x0 + w, width), min(y0 + h, height)
+    if ax1 <= ax0 or ay1 <= ay0:
+        return None
+    return (slice(ay0, ay1), slice(ax0, ax1)), (slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0))
+
+
 def _stamp(acc: np.ndarray, tmpl: np.ndarray, cx: float, cy: float) -> None:
     """acc[...] += tmpl centred at (cx, cy), clipped to acc."""
     h, w = tmpl.shape
-    x0, y0 = int(round(cx)) - w // 2, int(round(cy)) - h // 2
-    ax0, ay0 = max(x0, 0), max(y0, 0)
-    ax1, ay1 = min(x0 + w, acc.shape[1]), min(y0 + h, acc.shape[0])
-    if ax1 <= ax0 or ay1 <= ay0:
-        return
-    acc[ay0:ay1, ax0:ax1] += tmpl[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0]
+    clip = _clip(int(round(cx)) - w // 2, int(round(cy)) - h // 2, w, h, acc.shape[1], acc.shape[0])
+    if clip is not None:
+        acc[clip[0]] += tmpl[clip[1]]
 
 
 def _place_leukocytes(rng, cfg: FieldConfig, width: int, height: int, count: int, margin: float):
@@ -114,7 +122,7 @@ def render_slide(rng: np.random.Generator, cfg: FieldConfig, width: int, height:
     `diameter_um`; platelets: dicts with `center` and `diameter_um`. `label_map` (uint8, height x width), when
     given, receives the pixel truth: 1 platelet, 2 white-cell cytoplasm, 3 nucleus.
     """
-    stain = stain or Stain(tuple(rng.uniform(0.95, 1.05, 3)), float(rng.uniform(0.97, 1.03)))
+    stain = stain or Stain.random(rng)
     od = np.zeros((height, width), np.float32)  # red-cell thickness (sum over overlapping cells)
     n_rbc = int(cfg.rbc_coverage * width * height / (math.pi * cfg.px(cfg.rbc_um / 2) ** 2))
     templates = [_rbc_template(rng, cfg.px(rng.normal(cfg.rbc_um, 0.45)) / 2) for _ in range(16)]
@@ -146,23 +154,21 @@ def render_slide(rng: np.random.Generator, cfg: FieldConfig, width: int, height:
     for cx, cy, radius, label in _place_leukocytes(rng, cfg, width, height, leukocytes, margin_px):
         rgb, cell, nuc = render_cell(rng, label, stain, radius=radius)
         size = rgb.shape[0]
-        x0, y0 = int(round(cx - size / 2)), int(round(cy - size / 2))
-        ax0, ay0 = max(x0, 0), max(y0, 0)
-        ax1, ay1 = min(x0 + size, width), min(y0 + size, height)
-        if ax1 <= ax0 or ay1 <= ay0:
+        clip = _clip(int(round(cx - size / 2)), int(round(cy - size / 2)), size, size, width, height)
+        if clip is None:
             continue
-        sub = (slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0))
+        dst, sub = clip
         alpha = cv2.GaussianBlur(cell, (0, 0), 0.7)[sub][..., None]
         cell_rgb = rgb[sub].astype(np.float32) * (LIGHT / 255.0)  # the same lamp as the rest of the field
-        region = img[ay0:ay1, ax0:ax1]
-        img[ay0:ay1, ax0:ax1] = region * (1 - alpha) + cell_rgb * alpha
+        img[dst] = img[dst] * (1 - alpha) + cell_rgb * alpha
         if label_map is not None:
-            lm = label_map[ay0:ay1, ax0:ax1]
+            lm = label_map[dst]
             lm[cell[sub] > 0.5] = 2
             lm[nuc[sub] > 0.5] = 3
         ys, xs = np.nonzero(cell[sub] > 0.5)
         if len(xs) == 0:
             continue
+        ax0, ay0 = dst[1].start, dst[0].start
         bx, by = int(xs.min()) + ax0, int(ys.min()) + ay0
         box = [bx, by, int(xs.max()) + ax0 - bx + 1, int(ys.max()) + ay0 - by + 1]
         cells.append({"box": box, "label": label, "center": [round(cx, 1), round(cy, 1)],
@@ -201,25 +207,6 @@ def drift_path(n: int, max_dx: int, max_dy: int, rng: np.random.Generator) -> li
         dy = max_dy * (0.5 + 0.45 * math.sin(2 * math.pi * t + phase))
         out.append((int(round(dx)), int(round(min(max(dy, 0), max_dy)))))
     return out
-
-
-def write_video(path: str | Path, frames_rgb, fps: float) -> Path:
-    """RGB frames -> an MP4 (mp4v) with OpenCV's writer."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = None
-    try:
-        for rgb in frames_rgb:
-            if writer is None:
-                h, w = rgb.shape[:2]
-                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-                if not writer.isOpened():
-                    raise OSError(f"cannot write video {path} (no mp4v encoder in this OpenCV)")
-            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    finally:
-        if writer is not None:
-            writer.release()
-    return path
 
 
 def render_drift(rng: np.random.Generator, cfg: FieldConfig, frames: int, drift_um=(40.0, 12.0)):
@@ -261,8 +248,7 @@ def write_fields(out: str | Path, frames: int = 6, video_frames: int = 60, fps: 
     for i in range(frames):
         rgb, cells, platelets = render_field(rng, cfg)
         name = f"field_{i:03d}.png"
-        if not cv2.imwrite(str(out / "frames" / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {out / 'frames' / name}")
+        _write_bmp(out / "frames" / name, rgb)  # any format cv2.imwrite knows by the suffix
         items.append({"name": name, "cells": [{**c, "cut": False} for c in cells], "platelets": platelets})
         if progress:
             progress(i + 1, total)
@@ -272,13 +258,18 @@ def write_fields(out: str | Path, frames: int = 6, video_frames: int = 60, fps: 
                "video": None}
     if video_frames:
         video, truth = render_drift(rng, cfg, video_frames)
-        write_video(out / "drift.mp4", video, fps)
+        recorder = VideoRecorder(out / "drift.mp4", fps)
+        try:
+            for rgb in video:
+                recorder.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        finally:
+            recorder.close()
         (out / "drift.json").write_text(json.dumps({**meta, "video": "drift.mp4", "fps": fps,
                                                     "width": cfg.width, "height": cfg.height,
                                                     "frames": truth}, indent=1))
         summary["video"] = str(out / "drift.mp4")
         if progress:
             progress(total, total)
-    (out / "SYNTHETIC.txt").write_text(f"Synthetic microscope fields written by leuk-edge (seed {seed}). "
+    (out / SYNTHETIC_MARKER).write_text(f"Synthetic microscope fields written by leuk-edge (seed {seed}). "
                                        "Not real blood: no medical claim can rest on it.\n")
     return summary

@@ -18,18 +18,10 @@ from typer.testing import CliRunner  # noqa: E402
 
 from leuk_edge.cli import app  # noqa: E402
 from leuk_edge.edge import Classifier  # noqa: E402
-from leuk_edge.edge.preprocess import preprocess  # noqa: E402
+from leuk_edge.export.parity import labelled_cells  # noqa: E402
 
 CNN_SIZE, INCEPTION_SIZE = 48, 75  # 75 = InceptionV3's smallest input
 runner = CliRunner()
-
-
-def _cells(n: int, size: int, seed: int):
-    from leuk_edge.train.synth import render_cnmc_image
-
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    return np.stack([preprocess(render_cnmc_image(rng, "all" if t else "hem"), size, size) for t in y]), y
 
 
 def _fit_head(model, size: int) -> float:
@@ -38,8 +30,8 @@ def _fit_head(model, size: int) -> float:
     something. Returns a threshold chosen on a separate validation set, as training does."""
     from leuk_edge.train.probe import fit_linear_probe
 
-    x, y = _cells(48, size, seed=11)
-    xv, yv = _cells(24, size, seed=12)
+    x, y = labelled_cells(48, size, seed=11)
+    xv, yv = labelled_cells(24, size, seed=12)
     return fit_linear_probe(model, x, y, xv, yv, bn_batch=len(x))[0]
 
 
@@ -152,7 +144,7 @@ def test_exported_model_is_valid_and_self_describing(arch, size, name, request):
     # the edge runner needs nothing but the file
     clf = Classifier(path, device="cpu")
     assert clf.size == (size, size) and clf.threshold == pytest.approx(config["threshold"])
-    x, _ = _cells(5, size, seed=0)
+    x, _ = labelled_cells(5, size, seed=0)
     p5, p1 = clf.predict(x), np.concatenate([clf.predict(x[i:i + 1]) for i in range(5)])
     assert p5.shape == (5,) and np.all((p5 >= 0) & (p5 <= 1))
     np.testing.assert_allclose(p1, p5, atol=1e-5)
@@ -273,6 +265,52 @@ def test_int8_agreement_gate_can_fail(cnn_export, tmp_path):
     int8 = next(v for v in cnn_export.variants if v.precision == "int8").path
     rep = check_variant(cnn_export.fp32.path, int8, min_agreement=1.01, n=10)
     assert not rep.passed and "decision agreement" in rep.failures[0]
+
+
+@pytest.mark.slow
+def test_variant_gate_follows_metadata_precision(cnn_export):
+    """`leuk-edge parity model.onnx model.int8.onnx` with no gate options judges like the exporter does."""
+    from leuk_edge.export.defaults import FP16_ATOL, INT8_MIN_AGREEMENT, MIN_AGREEMENT_N
+    from leuk_edge.export.parity import check_variant
+
+    fp32 = Classifier(cnn_export.fp32.path, device="cpu")  # one open model serves as the reference of both
+    by_precision = {v.precision: check_variant(fp32, v.path) for v in cnn_export.variants}
+    int8, fp16 = by_precision["int8"], by_precision["fp16"]
+    assert (int8.criterion, int8.atol, int8.min_agreement) == ("decision_agreement", None, INT8_MIN_AGREEMENT)
+    assert (fp16.criterion, fp16.atol, fp16.min_agreement) == ("max_abs_diff", FP16_ATOL, None)
+    assert int8.n == fp16.n == MIN_AGREEMENT_N
+    assert fp16.passed, fp16.failures
+    assert int8.passed == (int8.decision_agreement >= INT8_MIN_AGREEMENT)
+
+
+@pytest.mark.slow
+def test_keras_parity_agreement_gate_can_fail(cnn_export):
+    from leuk_edge.export.parity import check_parity
+
+    rep = check_parity(cnn_export.keras_path, cnn_export.fp32.path, n=4, pipeline=False, min_agreement=1.01)
+    assert rep.max_abs_diff <= rep.atol and not rep.passed
+    assert rep.criterion == "max_abs_diff+decision_agreement" and rep.min_agreement == 1.01
+    assert len(rep.failures) == 1 and "decision agreement" in rep.failures[0]
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+def test_calibration_and_parity_picks_are_disjoint(synth_cnmc):
+    from leuk_edge.export.defaults import CALIB_SEED
+    from leuk_edge.export.parity import parity_inputs, pick_images
+
+    total = len(list(synth_cnmc.rglob("*.bmp")))
+    parity = pick_images(synth_cnmc, 10)
+    assert parity == pick_images(synth_cnmc, 10) and len(set(parity)) == 10  # deterministic, no repeats
+    assert {"all", "hem"} <= {p.stem.rsplit("_", 1)[-1] for p in parity}  # a shuffle, not one class folder
+    calib = parity_inputs(8, 8, "area", synth_cnmc, 12, seed=CALIB_SEED, avoid=parity)
+    assert not set(calib.files) & set(parity) and "also parity" not in calib.description
+    # a folder too small for both: the calibration set is filled up with parity images, and says so
+    big = parity_inputs(8, 8, "area", synth_cnmc, total - 5, seed=CALIB_SEED, avoid=parity)
+    assert len(set(big.files) & set(parity)) == 5 and "5 of them also parity images" in big.description
+    # synthetic: calibration cells are other cells than the parity cells
+    a, b = parity_inputs(8, 8, "area", None, 4).x, parity_inputs(8, 8, "area", None, 4, seed=CALIB_SEED).x
+    assert not any(np.array_equal(u, v) for u in a for v in b)
 
 
 # -------------------------------------------------------------------------------------------------- safety

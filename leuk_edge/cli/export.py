@@ -11,44 +11,52 @@ from typing import Optional
 
 import typer
 
+from ..export.defaults import (DEFAULT_ATOL, DEFAULT_CALIB_SIZE, DEFAULT_N, DEFAULT_OPSET, FP16_ATOL,
+                               INT8_MIN_AGREEMENT, MIN_AGREEMENT_N)
 from .common import UsageError, console, echo_json, fail, user_errors
 
 
 def _artifact_line(a) -> str:
     p = a.parity
     verdict = "[green]passed[/]" if p.passed else "[bold red]FAILED[/]"
-    crit = (f"agreement {p.decision_agreement:.4f} (min {p.min_agreement:g})" if p.criterion == "decision_agreement"
-            else f"max |diff| {p.max_abs_diff:.3g} (atol {p.atol:g})")
+    crit = "  ".join(
+        ([f"max |diff| {p.max_abs_diff:.3g} (atol {p.atol:g})"] if p.atol is not None else [])
+        + ([f"agreement {p.decision_agreement:.4f} (min {p.min_agreement:g})"] if p.min_agreement is not None else []))
     return f"  {a.precision:<5} {verdict}  {crit}  ->  {a.path}  (report {a.parity_path.name})"
 
 
 def export_cmd(
     model: Path = typer.Argument(..., help="Keras model, e.g. RUN/model.keras (RUN/config.json is read if present)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="ONNX file to write (default: MODEL.onnx beside it)."),
-    opset: int = typer.Option(17, "--opset", min=13, help="ONNX opset (>= 13 for per-channel INT8)."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", min=13, help="ONNX opset (>= 13 for per-channel INT8)."),
     parity_data: Optional[Path] = typer.Option(
         None, "--parity-data", help="Image folder for the parity gate (default: synthetic cells)."),
-    parity_size: int = typer.Option(20, "--parity-size", min=1, help="Images in the FP32 parity gate."),
-    atol: float = typer.Option(1e-4, "--atol", min=0.0, help="Largest allowed |P_keras - P_onnx|."),
+    parity_size: int = typer.Option(
+        DEFAULT_N, "--parity-size", min=1,
+        help=f"Images in the FP32 parity gate (the FP16/INT8 gates use at least {MIN_AGREEMENT_N})."),
+    atol: float = typer.Option(DEFAULT_ATOL, "--atol", min=0.0, help="Largest allowed |P_keras - P_onnx|."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write MODEL.fp16.onnx (float16 weights, float32 I/O)."),
-    fp16_atol: float = typer.Option(2e-2, "--fp16-atol", min=0.0, help="FP16 gate: largest |P_fp16 - P_fp32|."),
+    fp16_atol: float = typer.Option(FP16_ATOL, "--fp16-atol", min=0.0, help="FP16 gate: largest |P_fp16 - P_fp32|."),
     int8: bool = typer.Option(False, "--int8", help="Also write MODEL.int8.onnx (static QDQ, per-channel)."),
     calib_data: Optional[Path] = typer.Option(
         None, "--calib-data", help="Image folder to calibrate INT8 on (default: synthetic cells)."),
-    calib_size: int = typer.Option(64, "--calib-size", min=1, help="Calibration images for INT8."),
-    min_agreement: float = typer.Option(0.98, "--min-agreement", min=0.0, max=1.0,
+    calib_size: Optional[int] = typer.Option(
+        None, "--calib-size", min=1, help=f"Calibration images for INT8 (default {DEFAULT_CALIB_SIZE}).",
+        show_default=False),
+    min_agreement: float = typer.Option(INT8_MIN_AGREEMENT, "--min-agreement", min=0.0, max=1.0,
                                         help="INT8 gate: least fraction of decisions equal to FP32's."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Convert a trained Keras model to ONNX with its preprocessing metadata, and gate it on Keras/ONNX parity."""
     with user_errors():
-        if (calib_data is not None or calib_size != 64) and not int8:
+        if (calib_data is not None or calib_size is not None) and not int8:
             raise UsageError("--calib-data/--calib-size only apply with --int8")
         from ..export.exporter import export_model
 
         result = export_model(model, out, opset=opset, parity_data=parity_data, atol=atol, parity_n=parity_size,
                               fp16=fp16, fp16_atol=fp16_atol, int8=int8, calib_data=calib_data,
-                              calib_size=calib_size, min_agreement=min_agreement,
+                              calib_size=DEFAULT_CALIB_SIZE if calib_size is None else calib_size,
+                              min_agreement=min_agreement,
                               log=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
     console.print(f"exported in {result.fp32.seconds:.1f} s (total {result.total_seconds:.1f} s with gates):")
     for a in result.artifacts:
@@ -70,29 +78,33 @@ def parity_cmd(
     model: Path = typer.Argument(..., help="The ONNX model to check (it carries the leuk_edge metadata)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder (default: synthetic cells)."),
     atol: Optional[float] = typer.Option(
-        None, "--atol", min=0.0, help="Largest allowed |difference| (default 1e-4; for an ONNX reference, none)."),
+        None, "--atol", min=0.0, show_default=False,
+        help=f"Largest allowed |difference|. Default {DEFAULT_ATOL:g} against Keras; against an ONNX reference "
+             f"the gate follows the model's metadata precision (fp16: atol {FP16_ATOL:g}; int8: decision "
+             f"agreement >= {INT8_MIN_AGREEMENT:g}, no atol; fp32: atol {DEFAULT_ATOL:g}) unless --atol or "
+             "--min-agreement is given."),
     min_agreement: Optional[float] = typer.Option(
-        None, "--min-agreement", min=0.0, max=1.0, help="Least decision agreement at the model's threshold."),
-    size: int = typer.Option(20, "--size", min=1, help="Number of images."),
+        None, "--min-agreement", min=0.0, max=1.0, show_default=False,
+        help="Least fraction of decisions at the model's threshold equal to the reference's (default: see "
+             "--atol). Against Keras it is checked in addition to --atol."),
+    size: Optional[int] = typer.Option(
+        None, "--size", min=1, show_default=False,
+        help=f"Number of images (default {DEFAULT_N} for a Keras reference, {MIN_AGREEMENT_N} for an ONNX one)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write MODEL.parity.json beside the model."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ):
     """Run the parity gate on any Keras/ONNX (or FP32/variant ONNX) pair; the exit code says pass (0) or fail (1)."""
     with user_errors():
-        from ..export.parity import DEFAULT_ATOL, check_parity, check_variant, report_path
+        from ..export.parity import check_parity, check_variant, report_path
 
         for p in (reference, model):
             if not p.is_file():
                 raise UsageError(f"file not found: {p}")
         if reference.suffix == ".onnx":
-            if atol is None and min_agreement is None:
-                atol = DEFAULT_ATOL
             rep = check_variant(reference, model, data=data, atol=atol, min_agreement=min_agreement, n=size)
         elif reference.suffix == ".keras":
-            rep = check_parity(reference, model, data=data, atol=DEFAULT_ATOL if atol is None else atol, n=size)
-            if min_agreement is not None and rep.decision_agreement < min_agreement:
-                rep.failures.append(f"decision agreement {rep.decision_agreement:.4f} < {min_agreement:g}")
-                rep.passed, rep.min_agreement = False, min_agreement
+            rep = check_parity(reference, model, data=data, atol=DEFAULT_ATOL if atol is None else atol,
+                               n=DEFAULT_N if size is None else size, min_agreement=min_agreement)
         else:
             raise UsageError(f"reference must be a .keras or .onnx file, got {reference.name}")
         if report:

@@ -6,8 +6,8 @@ P(all) named `p_all` with shape (N, 1); everything else the edge needs travels i
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,10 +15,10 @@ import onnx
 
 from .. import DISCLAIMER, __version__
 from ..edge.metadata import METADATA_KEY, InputSpec, ModelInfo
-from ..edge.model import make_session
+from ..edge.model import Classifier
+from .defaults import DEFAULT_OPSET
 from .keras_io import SourceInfo
 
-DEFAULT_OPSET = 17  # per-channel QDQ needs >= 13; 17 is supported by every onnxruntime >= 1.14
 INPUT_NAME = "image"
 OUTPUT_NAME = "p_all"
 BATCH_DIM = "N"
@@ -83,21 +83,15 @@ def set_metadata(proto: onnx.ModelProto, info_json: str) -> None:
     proto.doc_string = f"leuk-edge model. {DISCLAIMER}"
 
 
-def get_metadata(proto: onnx.ModelProto) -> dict:
-    for p in proto.metadata_props:
-        if p.key == METADATA_KEY:
-            return json.loads(p.value)
-    raise ValueError(f"model has no '{METADATA_KEY}' metadata entry")
+def metadata_with_precision(proto: onnx.ModelProto, precision: str) -> str:
+    """The model's `leuk_edge` metadata JSON with `precision` replaced (for a variant made from it)."""
+    info = ModelInfo.from_metadata_map({p.key: p.value for p in proto.metadata_props})
+    return replace(info, extra={**info.extra, "precision": precision}).to_json()
 
 
-def with_precision(info_json: str, precision: str) -> str:
-    d = json.loads(info_json)
-    d["precision"] = precision
-    return json.dumps(d, sort_keys=True)
-
-
-def check_onnx(path: str | Path) -> None:
-    """The ONNX checker with full shape/type inference, then an onnxruntime session at full optimisation (what
-    the edge does): a file that passes both loads everywhere leuk-edge runs."""
+def check_onnx(path: str | Path) -> Classifier:
+    """The ONNX checker with full shape/type inference, then the edge Classifier on CPU (an onnxruntime session at
+    full optimisation, and the metadata parsed): a file that passes both loads everywhere leuk-edge runs. The
+    Classifier is returned so the parity gate runs on this very session instead of opening another."""
     onnx.checker.check_model(str(path), full_check=True)
-    make_session(path, device="cpu")
+    return Classifier(path, device="cpu")

@@ -12,18 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .convert import DEFAULT_OPSET, build_model_info, check_onnx, convert_keras, set_metadata
+from .convert import build_model_info, check_onnx, convert_keras, set_metadata
+from .defaults import (CALIB_SEED, DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_CALIB_SIZE, DEFAULT_N,
+                       DEFAULT_OPSET, FP16_ATOL, INT8_MIN_AGREEMENT, MIN_AGREEMENT_N, onnx_sibling)
 from .keras_io import load_keras_model, sha256_file, source_info
-from .parity import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_N, ParityReport, check_parity, check_variant,
-                     report_path)
-from .variants import DEFAULT_CALIB_SIZE, calibration_images, make_fp16, make_int8, variant_path
-
-# P(all) through FP16 weights and activations moves by up to ~1e-2 on confident heads; 2e-2 still flags real breakage
-# (overflow, a wrong cast) without failing on rounding.
-FP16_ATOL = 2e-2
-INT8_MIN_AGREEMENT = 0.98
-# Agreement is a fraction: with fewer images one flipped decision already breaks a 0.98 gate by chance.
-MIN_AGREEMENT_N = 100
+from .parity import ParityReport, check_parity, check_variant, parity_inputs, pick_images, report_path
+from .variants import make_fp16, make_int8, variant_path
 
 
 @dataclass
@@ -59,8 +53,7 @@ class ExportResult:
 
 def failed_path(path: Path) -> Path:
     """MODEL.onnx -> MODEL.failed.onnx: a name nothing loads by accident."""
-    stem = path.name[:-5] if path.name.endswith(".onnx") else path.name
-    return path.with_name(f"{stem}.failed.onnx")
+    return onnx_sibling(path, ".failed.onnx")
 
 
 def _pending_path(path: Path) -> Path:
@@ -72,11 +65,13 @@ def _clear(*paths: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _finish(pending: Path, final: Path, report: ParityReport) -> tuple[Path, Path]:
-    """Rename the pending model by its verdict and write the report beside the requested name."""
+def _finish(pending: Path, final: Path, report: ParityReport, clf) -> tuple[Path, Path]:
+    """Rename the pending model by its verdict and write the report beside the requested name. `clf`, the
+    Classifier opened on the pending file (its session holds the model in memory), now names the new path."""
     where = final if report.passed else failed_path(final)
     os.replace(pending, where)
     report.model = str(where)
+    clf.path = where
     return where, report.write(report_path(final))
 
 
@@ -128,12 +123,12 @@ def export_model(
         import onnx
 
         onnx.save(proto, str(pending))
-        check_onnx(pending)
+        fp32_clf = check_onnx(pending)  # the one session on the FP32 model: its gate and the variants' reference
         seconds = time.perf_counter() - t0
         log(f"converted in {seconds:.1f} s; running the parity gate")
-        report = check_parity(model, pending, data=parity_data, atol=atol, n=parity_n, batch_sizes=batch_sizes,
+        report = check_parity(model, fp32_clf, data=parity_data, atol=atol, n=parity_n, batch_sizes=batch_sizes,
                               reference_name=f"keras:{keras_path}", train_resize=src.resize)
-        where, rpath = _finish(pending, out, report)
+        where, rpath = _finish(pending, out, report, fp32_clf)
     finally:
         _clear(pending)
     result = ExportResult(keras_path=keras_path, fp32=ArtifactResult("fp32", where, report, rpath, seconds),
@@ -147,34 +142,38 @@ def export_model(
 
     n_var = variant_n if variant_n is not None else max(parity_n, MIN_AGREEMENT_N)
     if fp16:
-        result.variants.append(_variant(out, "fp16", lambda dst: make_fp16(out, dst), parity_data, n_var,
+        result.variants.append(_variant(fp32_clf, "fp16", lambda dst: make_fp16(out, dst), parity_data, n_var,
                                         batch_sizes, atol=fp16_atol, log=log))
     if int8:
-        calib, calib_desc = calibration_images(src.height, src.width, src.resize, calib_data, calib_size)
-        log(f"calibrating INT8 on {calib_desc}")
-        result.variants.append(_variant(out, "int8", lambda dst: make_int8(out, dst, calib), parity_data, n_var,
-                                        batch_sizes, min_agreement=min_agreement, log=log,
-                                        extra={"calibration": calib_desc}))
+        # Calibrate on images the gates do not judge by: from the parity folder, the ones its picks leave over.
+        parity_files = pick_images(parity_data, max(parity_n, n_var)) if parity_data is not None else ()
+        calib = parity_inputs(src.height, src.width, src.resize, calib_data, calib_size, seed=CALIB_SEED,
+                              avoid=parity_files)
+        log(f"calibrating INT8 on {calib.description}")
+        result.variants.append(_variant(fp32_clf, "int8", lambda dst: make_int8(out, dst, calib.x), parity_data,
+                                        n_var, batch_sizes, min_agreement=min_agreement, log=log,
+                                        extra={"calibration": calib.description}))
     result.total_seconds = time.perf_counter() - t_start
     return result
 
 
-def _variant(fp32: Path, precision: str, make: Callable[[Path], Path], data, n: int, batch_sizes,
+def _variant(fp32, precision: str, make: Callable[[Path], Path], data, n: int, batch_sizes,
              atol: float | None = None, min_agreement: float | None = None, log=lambda m: None,
              extra: dict | None = None) -> ArtifactResult:
-    final = variant_path(fp32, precision)
+    """`fp32`: the Classifier open on the passed FP32 model, the reference (not opened again)."""
+    final = variant_path(fp32.path, precision)
     _clear(final, failed_path(final), report_path(final))
     pending = _pending_path(final)
     try:
         t0 = time.perf_counter()
         make(pending)
-        check_onnx(pending)
+        clf = check_onnx(pending)
         seconds = time.perf_counter() - t0
         log(f"{precision.upper()} model made in {seconds:.1f} s; checking it against FP32")
-        report = check_variant(fp32, pending, data=data, atol=atol, min_agreement=min_agreement, n=n,
+        report = check_variant(fp32, clf, data=data, atol=atol, min_agreement=min_agreement, n=n,
                                batch_sizes=batch_sizes)
         report.extra.update(extra or {})
-        where, rpath = _finish(pending, final, report)
+        where, rpath = _finish(pending, final, report, clf)
     finally:
         _clear(pending)
     return ArtifactResult(precision, where, report, rpath, seconds)

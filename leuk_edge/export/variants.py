@@ -13,25 +13,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .convert import get_metadata, set_metadata, with_precision
-from .parity import list_images, synthetic_cells
+from .convert import metadata_with_precision, set_metadata
+from .defaults import onnx_sibling
 
-DEFAULT_CALIB_SIZE = 64
-CALIB_SEED = 1000  # distinct from the parity seed, so INT8 is not judged on the images it was calibrated on
 CALIB_BATCH = 8
 
 
 def variant_path(fp32_path: str | Path, precision: str) -> Path:
     """MODEL.onnx -> MODEL.int8.onnx / MODEL.fp16.onnx."""
-    p = Path(fp32_path)
-    stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
-    return p.with_name(f"{stem}.{precision}.onnx")
-
-
-def _metadata_json(proto: onnx.ModelProto) -> str:
-    import json
-
-    return json.dumps(get_metadata(proto), sort_keys=True)
+    return onnx_sibling(fp32_path, f".{precision}.onnx")
 
 
 def make_fp16(src: str | Path, dst: str | Path) -> Path:
@@ -39,39 +29,27 @@ def make_fp16(src: str | Path, dst: str | Path) -> Path:
     from onnxconverter_common import float16
 
     model = onnx.load(str(src))
-    meta = _metadata_json(model)
+    meta = metadata_with_precision(model, "fp16")
     # Values beyond float16's range are clamped rather than turned into inf (max_finite_val default 1e4); tiny
     # weights flushed to 1e-7 are expected and would otherwise print one warning per tensor.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         model16 = float16.convert_float_to_float16(model, keep_io_types=True)
-    set_metadata(model16, with_precision(meta, "fp16"))
+    set_metadata(model16, meta)
     onnx.save(model16, str(dst))
     return Path(dst)
 
 
-def calibration_images(height: int, width: int, resize: str, data: str | Path | None = None,
-                       size: int = DEFAULT_CALIB_SIZE) -> tuple[np.ndarray, str]:
-    """Calibration tensors through THE preprocessing: images from `data`, or synthetic cells when None."""
-    from ..edge.preprocess import load_image, preprocess
-
-    if data is not None:
-        files = list_images(data, size)
-        return np.stack([load_image(f, height, width, resize) for f in files]), f"{len(files)} images from {data}"
-    cells = synthetic_cells(size, seed=CALIB_SEED)
-    return (np.stack([preprocess(c, height, width, resize) for c in cells]),
-            f"{size} synthetic cells (seed {CALIB_SEED})")
-
-
 def make_int8(src: str | Path, dst: str | Path, calib: np.ndarray, per_channel: bool = True) -> Path:
     """onnxruntime static quantization, QDQ format, per-channel int8 weights, uint8 activations (U8S8: the
-    fast path of onnxruntime's x86 kernels), MinMax ranges from `calib`."""
+    fast path of onnxruntime's x86 kernels), MinMax ranges from `calib`: NHWC float32 through THE preprocessing
+    (the exporter uses `parity_inputs(..., seed=CALIB_SEED)`)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     model = onnx.load(str(src))
-    meta = _metadata_json(model)
+    meta = metadata_with_precision(model, "int8")
     input_name = model.graph.input[0].name
 
     class Reader(CalibrationDataReader):
@@ -99,6 +77,6 @@ def make_int8(src: str | Path, dst: str | Path, calib: np.ndarray, per_channel: 
             calibrate_method=CalibrationMethod.MinMax,
         )
     q = onnx.load(str(dst))
-    set_metadata(q, with_precision(meta, "int8"))
+    set_metadata(q, meta)
     onnx.save(q, str(dst))
     return Path(dst)

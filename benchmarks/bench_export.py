@@ -28,25 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
+from leuk_edge.export.parity import labelled_cells  # noqa: E402
 from common import (RESULTS, artifact, export_onnx, fmt, log, machine_info, markdown_table, save_run,  # noqa: E402
                     time_calls, write_results)
-
-
-def cells(n: int, size: int, seed: int):
-    from leuk_edge.edge.preprocess import preprocess
-    from leuk_edge.train.synth import render_cnmc_image
-
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    return np.stack([preprocess(render_cnmc_image(rng, "all" if t else "hem"), size, size) for t in y]), y
 
 
 def fit_head(model, size: int, n_fit: int = 64, n_val: int = 48, bn_batch: int = 16) -> tuple[float, float]:
     """BatchNorm statistics from data + logistic head on the frozen random features; -> (threshold, val acc)."""
     from leuk_edge.train.probe import fit_linear_probe
 
-    x, y = cells(n_fit, size, seed=11)
-    xv, yv = cells(n_val, size, seed=12)
+    x, y = labelled_cells(n_fit, size, seed=11)
+    xv, yv = labelled_cells(n_val, size, seed=12)
     return fit_linear_probe(model, x, y, xv, yv, bn_batch=bn_batch)
 
 
@@ -100,7 +92,7 @@ def bench_one(keras_path: Path, info: dict, args) -> dict:
         row.update(fp16_max_abs_diff=fp16.parity.max_abs_diff, fp16_passed=fp16.passed,
                    fp16_agreement=fp16.parity.decision_agreement)
     if int8:
-        x, _ = cells(args.batch, src.input.height, seed=99)
+        x, _ = labelled_cells(args.batch, src.input.height, seed=99)
         clfs = {"fp32": clf32, "int8": Classifier(int8.path, device="cpu", threads=args.threads)}
         rates = throughput(clfs, x, args.batch, args.rounds, args.seconds)
         row.update(int8_seconds=int8.seconds, int8_mb=int8.path.stat().st_size / 2**20,

@@ -98,14 +98,11 @@ def main() -> None:
         export_cnn(args.export_only, args.size)
         return
 
-    import cv2
-
     from leuk_edge import DISCLAIMER
     from leuk_edge.edge import Classifier
     from leuk_edge.train.fields import FieldConfig, write_fields
 
     model_path = args.model or ensure_model(RESULTS / f"cnn{args.size}_random.onnx", args.size)
-    cv2.setNumThreads(1)  # as `leuk-edge stream` does: detection is small work, the cores go to onnxruntime
     clf = Classifier(model_path, device="cpu", threads=args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -28,30 +28,24 @@ def _version(value: bool):
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Show the version and exit.")):
-    pass
+    """Runs before every command. Unreadable images become one error row each, so OpenCV's own stderr log
+    about them is only noise; TensorFlow (imported lazily by train/export/demo) reads its C++ log level once,
+    at import, so it is set before any command runs."""
+    import os
 
-
-def _quiet_opencv() -> None:
-    """Unreadable images become one error row each; OpenCV's own stderr log about them is only noise here."""
     import cv2
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _register() -> None:
     import importlib
 
     for name in ("data", "train", "export", "classify", "stream", "demo"):
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{name}":  # that part of the CLI is not written (yet)
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(f"{__name__}.{name}").register(app)
 
 
-_quiet_opencv()
 _register()
 
 

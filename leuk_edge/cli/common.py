@@ -23,9 +23,8 @@ def fail(message: str, code: int = 2) -> None:
 
 @contextlib.contextmanager
 def user_errors():
-    """Turn expected problems (bad paths, bad models, unavailable devices, bad data) into one clear line."""
-    from ..edge import DeviceError, MetadataError, ModelError
-
+    """Turn expected problems (bad paths, bad models, unavailable devices, bad data) into one clear line.
+    The project's own error types (usage, model, metadata, device, data, weights) are all ValueErrors."""
     try:
         yield
     except typer.Exit:
@@ -33,8 +32,7 @@ def user_errors():
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         raise typer.Exit(130)
-    except (UsageError, ModelError, DeviceError, MetadataError, FileNotFoundError, NotADirectoryError,
-            ValueError) as exc:
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -15,7 +14,6 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="Smallest setting (tiny sizes, 1-2 epochs): a smoke test."),
 ):
     """Synthetic data -> train both models -> compare -> export (+INT8) -> classify -> stream -> report.md."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ..demo import DemoError, run_demo
 
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -23,10 +22,6 @@ class Strategy(str, Enum):
     mirrored = "mirrored"
 
 
-def _quiet_tf() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="C-NMC folder (or any folder holding that layout, or DIR/{all,hem})."),
     model: ModelName = typer.Option(ModelName.cnn, "--model", help="cnn (from scratch, 256 px) or inception (InceptionV3, 224 px)."),
@@ -43,7 +38,6 @@ def train_cmd(
     no_class_weight: bool = typer.Option(False, "--no-class-weight", help="Do not weight classes by frequency."),
 ):
     """Train a model on C-NMC-layout data into a run folder (model, metrics, plots, split)."""
-    _quiet_tf()
     with user_errors():
         if model == ModelName.inception and image_size is not None and image_size < 75:
             raise ValueError("InceptionV3 needs --image-size of at least 75")
@@ -68,7 +62,6 @@ def evaluate_cmd(
     batch_size: int = typer.Option(32, min=1),
 ):
     """Re-evaluate a saved model on a dataset (threshold and size from its run's config.json)."""
-    _quiet_tf()
     with user_errors():
         from ..train.evaluate import evaluate
 

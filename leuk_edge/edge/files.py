@@ -26,8 +26,7 @@ class FileList:
 
 
 def _walk(folder: Path) -> Iterable[Path]:
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs.sort()
+    for root, _, files in os.walk(folder, followlinks=False):  # order does not matter: the result is sorted
         for name in files:
             yield Path(root) / name
 

@@ -84,10 +84,10 @@ class Classifier:
             batch = batch[None]
         if len(batch) == 0:
             return np.zeros((0,), np.float32)
-        views = dihedral(batch) if tta else [batch]
-        probs = [self.session.run([self.output_name], {self.input_name: v})[0].reshape(len(batch), -1)[:, -1]
-                 for v in views]
-        return np.mean(probs, axis=0).astype(np.float32)
+        # TTA: the 8 views go through the model as one batch of 8n, then are averaged per image
+        x = np.concatenate(dihedral(batch)) if tta else batch
+        out = self.session.run([self.output_name], {self.input_name: x})[0].reshape(len(x), -1)[:, -1]
+        return out.reshape(-1, len(batch)).mean(axis=0).astype(np.float32)
 
     def predict_rgb(self, images: Sequence[np.ndarray], tta: bool = False) -> np.ndarray:
         """RGB uint8 images of any size -> P(all)."""

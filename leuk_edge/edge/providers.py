@@ -17,7 +17,7 @@ _PROVIDER = {
 _AUTO_ORDER = ("cuda", "openvino", "coreml", "directml", "cpu")
 
 
-class DeviceError(RuntimeError):
+class DeviceError(ValueError):
     """A device was asked for that this machine's onnxruntime cannot provide."""
 
 

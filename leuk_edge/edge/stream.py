@@ -21,7 +21,7 @@ from .. import DISCLAIMER
 from .classify import opencv_threads
 from .detect import CNMC_CANVAS_UM, CNMC_CONTEXT, DetectorConfig, crop_cnmc, detect_leukocytes
 from .sources import Frame, Source
-from .summary import _pct, wilson_interval
+from .summary import blast_fraction_text, wilson_interval
 
 STAGES = ("capture", "detect", "classify", "draw")
 LATENCY_WINDOW = 10_000  # p50/p95 latency over the last this many processed frames (bounded memory when live)
@@ -326,8 +326,7 @@ def render_summary(s: dict, console) -> None:
     c = s["cells"]
     t.add_row("cells (tracked)", f"{c['total']}: all {c['all']}, hem {c['hem']}")
     if s["blast_fraction"] is not None:
-        lo, hi = s["blast_fraction_ci95"]
-        t.add_row("blast fraction", f"{_pct(s['blast_fraction'])}  (95 % Wilson CI {_pct(lo)} - {_pct(hi)})")
+        t.add_row("blast fraction", blast_fraction_text(s["blast_fraction"], *s["blast_fraction_ci95"]))
     t.add_row("cell sightings", f"all {s['observations'].get('all', 0)}, hem {s['observations'].get('hem', 0)}")
     if s["unreadable"]:
         t.add_row("unreadable", f"{len(s['unreadable'])} frame(s), e.g. {s['unreadable'][0]['name']}: "

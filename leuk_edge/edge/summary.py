@@ -79,6 +79,13 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
+def blast_fraction_text(fraction: float | None, lo: float, hi: float) -> str:
+    """The summaries' blast-fraction line: fraction with its 95 % Wilson interval."""
+    if fraction is None:
+        return "n/a (nothing classified)"
+    return f"{_pct(fraction)}  (95 % Wilson CI {_pct(lo)} - {_pct(hi)})"
+
+
 def render_summary(summary: ClassifySummary, console) -> None:
     """A rich table on `console` (stderr in the CLI), followed by the disclaimer."""
     from rich.table import Table
@@ -93,11 +100,7 @@ def render_summary(summary: ClassifySummary, console) -> None:
     table.add_row("all (blast)", str(summary.counts["all"]))
     table.add_row("hem (normal)", str(summary.counts["hem"]))
     table.add_row("errors", f"[red]{summary.errors}[/]" if summary.errors else "0")
-    if summary.blast_fraction is None:
-        table.add_row("blast fraction", "n/a (nothing classified)")
-    else:
-        lo, hi = summary.blast_interval
-        table.add_row("blast fraction", f"{_pct(summary.blast_fraction)}  (95 % Wilson CI {_pct(lo)} - {_pct(hi)})")
+    table.add_row("blast fraction", blast_fraction_text(summary.blast_fraction, *summary.blast_interval))
     table.add_row("throughput", f"{t.throughput:.1f} images/s  ({t.wall_s:.2f} s wall)")
     table.add_row("decode+preprocess", f"{t.ms_per_image('decode'):.2f} ms/image (worker threads, overlapped)")
     table.add_row("inference", f"{t.ms_per_image('infer'):.2f} ms/image  (batch {summary.batch_size}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,11 +44,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _quiet_tensorflow() -> None:
-    # TF's C++ logging is configured at import time; set it before the first import so CLI output stays readable.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 def load_keras_model(path: str | Path):
     """Load a .keras file in Keras' safe mode. A model carrying Python code (Lambda layer) is refused, never run.
 
@@ -60,7 +54,6 @@ def load_keras_model(path: str | Path):
         raise ModelLoadError(f"Keras model not found: {path}")
     if path.suffix != ".keras":
         raise ModelLoadError(f"expected a Keras v3 '.keras' file, got {path.name}")
-    _quiet_tensorflow()
     import keras
 
     try:

@@ -127,11 +127,11 @@ def labelled_cells(n: int, size: int, seed: int = PARITY_SEED, resize: str = "ar
 
 def write_cells(cells: Sequence[np.ndarray], folder: Path) -> list[Path]:
     """Save RGB cells as BMP (lossless) so the file route and the array route see the same pixels."""
-    from ..train.synth import _write_bmp
+    from ..train.synth import write_bmp
 
     paths = [Path(folder) / f"cell_{i:04d}.bmp" for i in range(len(cells))]
     for path, rgb in zip(paths, cells):
-        _write_bmp(path, rgb)
+        write_bmp(path, rgb)
     return paths
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..edge.preprocess import ImageReadError, decode_image, is_image_file
+from ..edge.files import expand_paths
+from ..edge.preprocess import ImageReadError, decode_image
 
 LABELS = {"hem": 0, "all": 1}
 NAME_RE = re.compile(r"^UID_(?P<subject>H?\d+|[^_]+)_(?P<image>[^_]+)_(?P<cell>[^_]+)_(?P<label>all|hem)\.[a-z]+$",
@@ -49,6 +51,7 @@ class Dataset:
     final: list[str] = field(default_factory=list)  # unlabelled final-phase images
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     synthetic: bool = False  # written by `leuk-edge data synth`
+    image_sizes: Counter = field(default_factory=Counter)  # "WxH" -> count, of the checked labelled images
 
 
 def subject_of(name: str) -> str:
@@ -73,7 +76,7 @@ def find_root(data: str | Path) -> tuple[Path, str]:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    return expand_paths([folder]).images
 
 
 def _class_items(folder: Path, fold: str) -> list[Item]:
@@ -97,19 +100,25 @@ def _prelim_items(root: Path) -> list[Item]:
     return items
 
 
-def _check_readable(items: list[Item], workers: int = 4) -> tuple[list[Item], list[tuple[str, str]]]:
-    """Decode every image once (threads: OpenCV releases the GIL); unreadable ones are listed, not fatal."""
-    def probe(item: Item):
+def probe_images(paths: list[str], workers: int = 4) -> list[tuple[str | None, str | None]]:
+    """Decode every image once (threads: OpenCV releases the GIL) -> (error reason, "WxH") per path."""
+    def probe(path: str):
         try:
-            decode_image(item.path)
-            return None
+            img = decode_image(path)
+            return None, f"{img.shape[1]}x{img.shape[0]}"
         except ImageReadError as exc:
-            return str(exc)
+            return str(exc), None
 
     with ThreadPoolExecutor(workers) as pool:
-        reasons = list(pool.map(probe, items))
-    good = [it for it, r in zip(items, reasons) if r is None]
-    bad = [(it.path, r) for it, r in zip(items, reasons) if r is not None]
+        return list(pool.map(probe, paths))
+
+
+def _check_readable(items: list[Item], sizes: Counter) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Unreadable images are listed, not fatal; the sizes of the readable ones are counted into `sizes`."""
+    results = probe_images([it.path for it in items])
+    sizes.update(size for _, size in results if size)
+    good = [it for it, (err, _) in zip(items, results) if err is None]
+    bad = [(it.path, err) for it, (err, _) in zip(items, results) if err is not None]
     return good, bad
 
 
@@ -125,8 +134,8 @@ def load_dataset(data: str | Path, check_images: bool = True) -> Dataset:
         if (root / FINAL_DIR).is_dir():
             ds.final = [str(p) for p in _images(root / FINAL_DIR)]
     if check_images:
-        ds.train, bad_train = _check_readable(ds.train)
-        ds.test, bad_test = _check_readable(ds.test)
+        ds.train, bad_train = _check_readable(ds.train, ds.image_sizes)
+        ds.test, bad_test = _check_readable(ds.test, ds.image_sizes)
         ds.unreadable = bad_train + bad_test
     if not ds.train:
         raise DataError(f"no readable training images under {root}")

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import SYNTHETIC_NOTE
 from ..edge.draw import VideoRecorder
-from .synth import SYNTHETIC_MARKER, Stain, _write_bmp, render_cell
+from .synth import SYNTHETIC_MARKER, Stain, write_bmp, render_cell
 
 # Light through an empty slide, and the absorbance (optical density per channel, RGB) of the stained objects.
 LIGHT = np.array([246.0, 240.0, 242.0], np.float32)
@@ -248,7 +248,7 @@ def write_fields(out: str | Path, frames: int = 6, video_frames: int = 60, fps: 
     for i in range(frames):
         rgb, cells, platelets = render_field(rng, cfg)
         name = f"field_{i:03d}.png"
-        _write_bmp(out / "frames" / name, rgb)  # any format cv2.imwrite knows by the suffix
+        write_bmp(out / "frames" / name, rgb)  # any format cv2.imwrite knows by the suffix
         items.append({"name": name, "cells": [{**c, "cut": False} for c in cells], "platelets": platelets})
         if progress:
             progress(i + 1, total)

@@ -82,22 +82,14 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-class _EpochTimer:
-    def __init__(self):
-        import keras
+def _epoch_timer(seconds: list[float]):
+    """A callback appending each epoch's wall time (train + validation pass) to `seconds`."""
+    import keras
 
-        class Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds: list[float] = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._t = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._t)
-
-        self.callback = Timer()
+    started = []
+    return keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: started.append(time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - started[-1]))
 
 
 def _compile(model, lr: float):
@@ -108,7 +100,7 @@ def _compile(model, lr: float):
 
 
 def _fit_phase(model, train_ds, val_ds, cfg: TrainConfig, run: Path, epochs: int, initial_epoch: int,
-               cw, timer) -> int:
+               cw, epoch_seconds: list[float]) -> int:
     import keras
 
     callbacks = [
@@ -116,7 +108,7 @@ def _fit_phase(model, train_ds, val_ds, cfg: TrainConfig, run: Path, epochs: int
         keras.callbacks.EarlyStopping("val_loss", patience=cfg.patience, restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(run / "model.keras", monitor="val_loss", save_best_only=True),
         keras.callbacks.CSVLogger(run / "history.csv", append=initial_epoch > 0),
-        timer.callback,
+        _epoch_timer(epoch_seconds),
     ]
     hist = model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
                      class_weight=cw, callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
@@ -167,20 +159,21 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
     log(f"{cfg.model} @ {size}px: train {len(tr)} / val {len(va)} / test {len(splits.get('test', []))} images; "
         f"class weights {cw}")
 
-    timer = _EpochTimer()
+    epoch_seconds: list[float] = []
+    strategy = _strategy(cfg.strategy)  # one strategy for both phases: the variables live in its scope
     t0 = time.perf_counter()
-    with _strategy(cfg.strategy).scope():
+    with strategy.scope():
         model, base = build(cfg.model, size, weights=weights)
         if base is not None:
             base.trainable = False  # phase 1: train only the new head on frozen ImageNet features
         _compile(model, cfg.learning_rate)
     head_epochs = cfg.epochs if base is None else max(1, math.ceil(cfg.epochs / 2))
-    done = _fit_phase(model, train_ds, val_ds, cfg, run, head_epochs, 0, cw, timer)
+    done = _fit_phase(model, train_ds, val_ds, cfg, run, head_epochs, 0, cw, epoch_seconds)
     if base is not None and cfg.epochs - head_epochs > 0:
-        with _strategy(cfg.strategy).scope():
+        with strategy.scope():
             unfreeze_top(base)  # phase 2: fine-tune mixed9/mixed10 at a low learning rate
             _compile(model, cfg.fine_tune_learning_rate)
-        done = _fit_phase(model, train_ds, val_ds, cfg, run, cfg.epochs - head_epochs, done, cw, timer)
+        done = _fit_phase(model, train_ds, val_ds, cfg, run, cfg.epochs - head_epochs, done, cw, epoch_seconds)
     train_seconds = time.perf_counter() - t0
     if not (run / "model.keras").is_file():  # val_loss never finite: keep the last weights rather than nothing
         model.save(run / "model.keras")
@@ -200,7 +193,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
         "threshold": threshold, "classes": list(CLASSES), "data_root": str(ds.root), "layout": ds.layout,
         "synthetic": ds.synthetic, "class_weights": cw, "n": {k: len(v) for k, v in splits.items()},
         "epochs_run": done, "train_seconds": round(train_seconds, 2),
-        "epoch_seconds": [round(s, 2) for s in timer.callback.seconds], "skipped_images": len(ds.unreadable),
+        "epoch_seconds": [round(s, 2) for s in epoch_seconds], "skipped_images": len(ds.unreadable),
         "leuk_edge_version": __version__, "keras_version": keras.__version__,
         "note": DISCLAIMER + (" " + SYNTHETIC_NOTE if ds.synthetic else ""),
     }

@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
-import cv2
-
-from .data import load_dataset
-
-
-def _size(path: str):
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # header-only reads are not portable across formats
-    return None if img is None else f"{img.shape[1]}x{img.shape[0]}"
+from .data import load_dataset, probe_images
 
 
 def inspect_dataset(data) -> dict:
@@ -31,7 +23,7 @@ def inspect_dataset(data) -> dict:
                      for (s, lab), n in sorted(Counter((i.subject, i.label) for i in labelled).items())},
         "unreadable": [{"path": p, "reason": r} for p, r in ds.unreadable],
     }
-    with ThreadPoolExecutor(4) as pool:
-        sizes = Counter(s for s in pool.map(_size, [i.path for i in labelled] + ds.final) if s)
+    # labelled images were decoded once by load_dataset; only the unlabelled final set is read here
+    sizes = ds.image_sizes + Counter(size for _, size in probe_images(ds.final) if size)
     report["image_sizes"] = dict(sizes.most_common())
     return report

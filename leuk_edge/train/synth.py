@@ -113,7 +113,8 @@ def render_cnmc_image(rng: np.random.Generator, label: str, stain: Stain | None 
     return canvas
 
 
-def _write_bmp(path: Path, rgb: np.ndarray) -> None:
+def write_bmp(path: Path, rgb: np.ndarray) -> None:
+    """RGB -> image file (format from the suffix; BMP and PNG are lossless), parent folders created."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
@@ -162,7 +163,7 @@ def write_synthetic_cnmc(out: str | Path, subjects: int = 12, cells_per_subject:
                     prelim_rows.append((name, label, img))
                     summary["test"] += 1
                 else:
-                    _write_bmp(root / "training_data" / f"fold_{k % 3}" / label / name, img)
+                    write_bmp(root / "training_data" / f"fold_{k % 3}" / label / name, img)
                     summary["train"] += 1
                 done += 1
                 if progress:
@@ -176,13 +177,13 @@ def write_synthetic_cnmc(out: str | Path, subjects: int = 12, cells_per_subject:
         w.writerow(["Patient_ID", "new_names", "labels"])
         for new, j in enumerate(order, start=1):
             name, label, img = prelim_rows[j]
-            _write_bmp(pdir / f"{new}.bmp", img)
+            write_bmp(pdir / f"{new}.bmp", img)
             w.writerow([name, f"{new}.bmp", 1 if label == "all" else 0])
     fdir = root / "testing_data" / "C-NMC_test_final_phase_data"
     fdir.mkdir(parents=True, exist_ok=True)
     for i in range(final_cells):
         label = "all" if rng.random() < 0.68 else "hem"
-        _write_bmp(fdir / f"{i + 1}.bmp", render_cnmc_image(rng, label, Stain.random(rng)))
+        write_bmp(fdir / f"{i + 1}.bmp", render_cnmc_image(rng, label, Stain.random(rng)))
         done += 1
         if progress:
             progress(done, total)

@@ -370,7 +370,7 @@ def main(argv=None) -> dict:
                   "settings": {"n": args.n, "batch_size": args.batch_size, "repeats": args.repeats,
                                "models": models, "workers": args.workers, "calib_size": args.calib_size,
                                "tensorflow_threads": tf_threads,
-                               "images": "synthetic 450x450 BMP (leuk_edge.train.synth.render_cnmc_image)",
+                               "images": "synthetic 450x450 BMP (leuk_edge.synth.cells.render_cnmc_image)",
                                "weights": "random (speed only)"},
                   "models": {}}
         for name in models:

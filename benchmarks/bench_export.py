@@ -28,14 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from leuk_edge.export.parity import labelled_cells  # noqa: E402
+from leuk_edge.testing.cells import labelled_cells  # noqa: E402
 from common import (RESULTS, artifact, export_onnx, fmt, log, machine_info, markdown_table, save_run,  # noqa: E402
                     time_calls, write_results)
 
 
 def fit_head(model, size: int, n_fit: int = 64, n_val: int = 48, bn_batch: int = 16) -> tuple[float, float]:
     """BatchNorm statistics from data + logistic head on the frozen random features; -> (threshold, val acc)."""
-    from leuk_edge.train.probe import fit_linear_probe
+    from leuk_edge.testing.probe import fit_linear_probe
 
     x, y = labelled_cells(n_fit, size, seed=11)
     xv, yv = labelled_cells(n_val, size, seed=12)

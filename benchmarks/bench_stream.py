@@ -2,7 +2,7 @@
 
     python benchmarks/bench_stream.py [--frames 150] [--width 1280] [--height 720] [--cells 5] [--threads 2]
 
-Renders a synthetic drifting-field video (leuk_edge.train.fields), exports the from-scratch CNN at 256x256
+Renders a synthetic drifting-field video (leuk_edge.synth.fields), exports the from-scratch CNN at 256x256
 (random weights: speed does not depend on them) to ONNX with the `leuk_edge` metadata (in a child process, so the
 timed process is TensorFlow-free like an edge install), then runs the real stream pipeline on the video:
 
@@ -68,7 +68,7 @@ def run_once(video: Path, model, record: Path | None, jsonl: Path, um_per_px: fl
 
 
 def detection_quality(jsonl: Path, truth_path: Path) -> dict:
-    from leuk_edge.edge.detect import match_boxes
+    from leuk_edge.testing.boxes import match_boxes
 
     truth = json.loads(truth_path.read_text())["frames"]
     tp = fp = fn = 0
@@ -100,7 +100,7 @@ def main() -> None:
 
     from leuk_edge import DISCLAIMER
     from leuk_edge.edge import Classifier
-    from leuk_edge.train.fields import FieldConfig, write_fields
+    from leuk_edge.synth.fields import FieldConfig, write_fields
 
     model_path = args.model or ensure_model(RESULTS / f"cnn{args.size}_random.onnx", args.size)
     clf = Classifier(model_path, device="cpu", threads=args.threads)

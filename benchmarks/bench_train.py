@@ -37,7 +37,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from leuk_edge.train.fit import TrainConfig, train
-    from leuk_edge.train.synth import write_synthetic_cnmc
+    from leuk_edge.synth.cells import write_synthetic_cnmc
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:

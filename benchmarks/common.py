@@ -43,11 +43,11 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------------------------------- data
 
 def write_cells(folder: str | Path, n: int, seed: int = 0, p_all: float = 0.68, prefix: str = "cell") -> list[Path]:
-    """N synthetic 450x450 C-NMC-style cell images as BMP (`leuk_edge.train.synth.render_cnmc_image`), ~68 % `all`
+    """N synthetic 450x450 C-NMC-style cell images as BMP (`leuk_edge.synth.cells.render_cnmc_image`), ~68 % `all`
     as in C-NMC. Files already there (same name) are kept, so a `--work` folder can be reused. -> sorted paths."""
     import cv2
 
-    from leuk_edge.train.synth import render_cnmc_image
+    from leuk_edge.synth.cells import render_cnmc_image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

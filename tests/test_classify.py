@@ -19,7 +19,7 @@ BAD = {"empty.bmp", "truncated.png", "text.bmp", "random.jpg"}
 
 
 def _cell(seed: int, label: str = "all") -> np.ndarray:
-    from leuk_edge.train.synth import render_cnmc_image
+    from leuk_edge.synth.cells import render_cnmc_image
 
     return render_cnmc_image(np.random.default_rng(seed), label)  # RGB 450x450
 

@@ -85,7 +85,7 @@ def test_corrupt_image_is_listed_and_skipped(tmp_path, synth_cnmc):
 def test_missing_class_and_missing_folder_are_clear_errors(tmp_path):
     (tmp_path / "all").mkdir()
     (tmp_path / "hem").mkdir()
-    from leuk_edge.train.synth import write_bmp, render_cnmc_image
+    from leuk_edge.synth.cells import write_bmp, render_cnmc_image
     import numpy as np
 
     write_bmp(tmp_path / "all" / "UID_1_1_1_all.bmp", render_cnmc_image(np.random.default_rng(0), "all"))

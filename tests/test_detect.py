@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from leuk_edge.cli import app
-from leuk_edge.edge.detect import (CNMC_CONTEXT, Detection, DetectorConfig, box_iou, crop_cnmc,
-                                   detect_leukocytes, match_boxes)
-from leuk_edge.train.fields import FieldConfig, render_field, render_slide
+from leuk_edge.edge.detect import CNMC_CONTEXT, Detection, DetectorConfig, crop_cnmc, detect_leukocytes
+from leuk_edge.testing.boxes import box_iou, match_boxes
+from leuk_edge.synth.fields import FieldConfig, render_field, render_slide
 
 
 def _inside(point, box):

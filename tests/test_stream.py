@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from leuk_edge import DISCLAIMER
 from leuk_edge.cli import app
-from leuk_edge.edge.detect import match_boxes
+from leuk_edge.testing.boxes import match_boxes
 from leuk_edge.edge.sources import LiveSource, SourceError, open_source
-from leuk_edge.train.fields import FieldConfig, write_fields
+from leuk_edge.synth.fields import FieldConfig, write_fields
 
 SCALE = ["--um-per-px", "0.3"]
 CLI = [sys.executable, "-c", "from leuk_edge.cli import main; main()"]

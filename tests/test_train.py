@@ -1,4 +1,4 @@
-"""Both models build and train; the CNN learns the synthetic task; run folders follow DESIGN.md."""
+"""Both models build and train; the CNN learns the synthetic task; run folders follow docs/contracts.md."""
 
 import json
 import os
@@ -22,7 +22,7 @@ RUN_FILES = {"model.keras", "config.json", "history.csv", "curves.png", "split.j
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory):
     """15 subjects (5 normal) x 24 cells: enough subjects per class for honest subject-disjoint splits."""
-    from leuk_edge.train.synth import write_synthetic_cnmc
+    from leuk_edge.synth.cells import write_synthetic_cnmc
 
     out = tmp_path_factory.mktemp("learnable")
     return write_synthetic_cnmc(out, subjects=15, cells_per_subject=24, final_cells=2, seed=5)["root"]

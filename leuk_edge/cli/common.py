@@ -29,9 +29,11 @@ def user_errors():
         yield
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
-        raise typer.Exit(130)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM inside edge.signals.graceful_stop()
+        from ..edge.signals import Terminated, exit_code_for
+
+        console.print("[yellow]terminated[/]" if isinstance(exc, Terminated) else "[yellow]interrupted[/]")
+        raise typer.Exit(exit_code_for(exc))
     except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 

@@ -22,7 +22,7 @@ def synth(
     """Write a synthetic dataset in the Kaggle C-NMC layout (stand-in data, not for medical claims)."""
     from rich.progress import Progress
 
-    from ..train.synth import write_synthetic_cnmc
+    from ..synth.cells import write_synthetic_cnmc
 
     with user_errors(), Progress(console=console, transient=True) as bar:
         task = bar.add_task("synthesising cells", total=None)
@@ -50,7 +50,7 @@ def fields(
     """Write synthetic microscope fields (red cells, platelets, a few white cells) with their ground truth."""
     from rich.progress import Progress
 
-    from ..train.fields import FieldConfig, write_fields
+    from ..synth.fields import FieldConfig, write_fields
 
     with user_errors(), Progress(console=console, transient=True) as bar:
         cfg = FieldConfig(width=width, height=height, um_per_px=um_per_px, leukocytes=leukocytes,

@@ -14,7 +14,7 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="Smallest setting (tiny sizes, 1-2 epochs): a smoke test."),
 ):
     """Synthetic data -> train both models -> compare -> export (+INT8) -> classify -> stream -> report.md."""
-    from ..demo import DemoError, run_demo
+    from .demo_job import DemoError, run_demo
 
     try:
         report = run_demo(out, quick=quick, log=lambda m: console.print(m, highlight=False))

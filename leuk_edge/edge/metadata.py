@@ -1,4 +1,4 @@
-"""The `leuk_edge` ONNX metadata contract (see DESIGN.md): everything the edge needs to use a model.
+"""The `leuk_edge` ONNX metadata contract (docs/contracts.md): everything the edge needs to use a model.
 
 `export` writes it (with the onnx package); the edge reads it through onnxruntime alone.
 """

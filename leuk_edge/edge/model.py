@@ -8,9 +8,13 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
+from .labels import label_for
 from .metadata import MetadataError, ModelInfo
 from .preprocess import preprocess
 from .providers import check_session_providers, providers_for
+
+
+CAM_OUTPUT = "cam"  # name of the optional explanation output (docs/contracts.md)
 
 
 class ModelError(ValueError):
@@ -62,7 +66,12 @@ class Classifier:
         except MetadataError as exc:
             raise ModelError(str(exc)) from None
         self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        # P(all) is the output named in the metadata (the first output for older models); the optional second
+        # output `cam` is the class-activation map of the "all" logit on the last feature-map grid.
+        named = self.info.output.get("name")
+        self.output_name = named if named in outputs else outputs[0]
+        self.cam_name = CAM_OUTPUT if CAM_OUTPUT in outputs and CAM_OUTPUT != self.output_name else None
         self.providers = self.session.get_providers()
 
     @property
@@ -77,23 +86,45 @@ class Classifier:
         h, w = self.size
         return preprocess(rgb, h, w, self.info.input.resize)
 
-    def predict(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
-        """Preprocessed NHWC float32 batch -> P(all) per image, shape (n,)."""
+    @property
+    def has_cam(self) -> bool:
+        """True when the model carries the `cam` explanation output."""
+        return self.cam_name is not None
+
+    @property
+    def calibration(self) -> dict | None:
+        """The metadata's calibration entry ({"method", "temperature", "fitted_on"}), None for older models."""
+        return self.info.extra.get("calibration")
+
+    def predict(self, batch: np.ndarray, tta: bool = False, cam: bool = False):
+        """Preprocessed NHWC float32 batch -> P(all) per image, shape (n,).
+
+        `cam=True` returns (P(all), cam) with cam of shape (n, h, w) float32 on the model's feature-map grid
+        (for TTA, the map of the unrotated view); a model without the `cam` output is a ModelError."""
+        if cam and not self.has_cam:
+            raise ModelError(f"{self.path.name} has no '{CAM_OUTPUT}' output; export it with `leuk-edge export --cam`")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim == 3:
             batch = batch[None]
-        if len(batch) == 0:
-            return np.zeros((0,), np.float32)
-        # TTA: the 8 views go through the model as one batch of 8n, then are averaged per image
+        n = len(batch)
+        if n == 0:
+            p = np.zeros((0,), np.float32)
+            return (p, np.zeros((0, 0, 0), np.float32)) if cam else p
+        # TTA: the 8 views go through the model as one batch of 8n, then are averaged per image;
+        # the first n rows are the unrotated view.
         x = np.concatenate(dihedral(batch)) if tta else batch
-        out = self.session.run([self.output_name], {self.input_name: x})[0].reshape(len(x), -1)[:, -1]
-        return out.reshape(-1, len(batch)).mean(axis=0).astype(np.float32)
+        names = [self.output_name, self.cam_name] if cam else [self.output_name]
+        outs = self.session.run(names, {self.input_name: x})
+        p = outs[0].reshape(len(x), -1)[:, -1].reshape(-1, n).mean(axis=0).astype(np.float32)
+        if not cam:
+            return p
+        return p, np.asarray(outs[1][:n], np.float32).reshape(n, *outs[1].shape[-2:])
 
-    def predict_rgb(self, images: Sequence[np.ndarray], tta: bool = False) -> np.ndarray:
-        """RGB uint8 images of any size -> P(all)."""
-        if not len(images):
-            return np.zeros((0,), np.float32)
-        return self.predict(np.stack([self.preprocess(im) for im in images]), tta=tta)
+    def predict_rgb(self, images: Sequence[np.ndarray], tta: bool = False, cam: bool = False):
+        """RGB uint8 images of any size -> P(all) (and the cam maps with `cam=True`, as `predict`)."""
+        h, w = self.size
+        batch = np.stack([self.preprocess(im) for im in images]) if len(images) else np.zeros((0, h, w, 3), np.float32)
+        return self.predict(batch, tta=tta, cam=cam)
 
     def label(self, probability: float) -> str:
-        return self.info.classes[1] if probability >= self.threshold else self.info.classes[0]
+        return label_for(probability, self.threshold, self.info.classes)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import DISCLAIMER
 from .classify import opencv_threads
+from .labels import label_for
 from .detect import CNMC_CANVAS_UM, CNMC_CONTEXT, DetectorConfig, crop_cnmc, detect_leukocytes
 from .sources import Frame, Source
 from .summary import blast_fraction_text, wilson_interval
@@ -47,7 +48,7 @@ class FrameResult:
     latency_ms: float = 0.0                      # frame taken -> cells classified
 
     def event(self) -> dict:
-        """The DESIGN.md stream event for this frame."""
+        """The docs/contracts.md stream event for this frame."""
         return {"frame": int(self.frame.index), "time": round(float(self.frame.time), 3),
                 "cells": [c.to_event() for c in self.cells], "latency_ms": round(float(self.latency_ms), 1)}
 
@@ -126,7 +127,7 @@ class CellTracker:
         self._next_index = 0
 
     def _label(self, track: dict) -> str:
-        return "all" if track["p_sum"] / track["n"] >= self.threshold else "hem"
+        return label_for(track["p_sum"] / track["n"], self.threshold)
 
     @staticmethod
     def _centre(box) -> np.ndarray:

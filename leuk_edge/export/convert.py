@@ -76,7 +76,7 @@ def build_model_info(src: SourceInfo, source_sha256: str, opset: int, precision:
 
 
 def set_metadata(proto: onnx.ModelProto, info_json: str) -> None:
-    """The one metadata_props entry, `leuk_edge` (DESIGN.md); anything a converter or quantizer left is dropped."""
+    """The one metadata_props entry, `leuk_edge` (docs/contracts.md); anything a converter or quantizer left is dropped."""
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info_json

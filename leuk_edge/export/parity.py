@@ -24,6 +24,7 @@ from typing import Callable, Collection, NamedTuple, Sequence
 import numpy as np
 
 from ..edge.files import expand_paths
+from ..edge.labels import is_all
 from ..edge.metadata import InputSpec
 from ..edge.model import Classifier
 from ..edge.preprocess import IMAGE_SUFFIXES, load_image, preprocess
@@ -109,7 +110,7 @@ def pick_images(data_dir: str | Path, n: int, avoid: Collection[str | Path] = ()
 
 def synthetic_cells(n: int, seed: int = PARITY_SEED) -> list[np.ndarray]:
     """n synthetic C-NMC-like cells (RGB uint8 450x450), alternating blast / normal (labels: `_cell_labels`)."""
-    from ..train.synth import render_cnmc_image
+    from ..synth.cells import render_cnmc_image
 
     rng = np.random.default_rng(seed)
     return [render_cnmc_image(rng, "all" if t else "hem") for t in _cell_labels(n)]
@@ -119,15 +120,9 @@ def _cell_labels(n: int) -> np.ndarray:
     return (np.arange(n) % 2 == 0).astype(np.int64)  # 1 = all (blast) first, then 0 = hem, alternating
 
 
-def labelled_cells(n: int, size: int, seed: int = PARITY_SEED, resize: str = "area") -> tuple[np.ndarray, np.ndarray]:
-    """`synthetic_cells` through THE preprocessing at size x size, with their labels (1 = all, 0 = hem)."""
-    x = np.stack([preprocess(c, size, size, resize) for c in synthetic_cells(n, seed)])
-    return x, _cell_labels(n)
-
-
 def write_cells(cells: Sequence[np.ndarray], folder: Path) -> list[Path]:
     """Save RGB cells as BMP (lossless) so the file route and the array route see the same pixels."""
-    from ..train.synth import write_bmp
+    from ..synth.cells import write_bmp
 
     paths = [Path(folder) / f"cell_{i:04d}.bmp" for i in range(len(cells))]
     for path, rgb in zip(paths, cells):
@@ -148,7 +143,7 @@ def parity_inputs(height: int, width: int, resize: str, data: str | Path | None 
         return ParityInputs(x, files, None, f"{len(files)} images from {data}{note}")
     cells = synthetic_cells(n, seed)
     x = np.stack([preprocess(c, height, width, resize) for c in cells])
-    return ParityInputs(x, None, cells, f"{n} synthetic cells (leuk_edge.train.synth, seed {seed})")
+    return ParityInputs(x, None, cells, f"{n} synthetic cells (leuk_edge.synth.cells, seed {seed})")
 
 
 # --------------------------------------------------------------------------------------------------- runners
@@ -174,7 +169,7 @@ def _stats(ref: np.ndarray, got: np.ndarray, threshold: float) -> dict:
     return {
         "max_abs_diff": float(diff.max()) if diff.size else 0.0,
         "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
-        "decision_agreement": float(np.mean((ref >= threshold) == (got >= threshold))) if diff.size else 1.0,
+        "decision_agreement": float(np.mean(is_all(ref, threshold) == is_all(got, threshold))) if diff.size else 1.0,
     }
 
 

@@ -7,6 +7,8 @@ import math
 import numpy as np
 from sklearn import metrics as skm
 
+from ..edge.labels import is_all
+
 
 def choose_threshold(y_true, prob) -> float:
     """The threshold maximising Youden's J (= balanced accuracy) on the validation split.
@@ -25,7 +27,7 @@ def choose_threshold(y_true, prob) -> float:
 def compute_metrics(y_true, prob, threshold: float = 0.5) -> dict:
     y_true = np.asarray(y_true).astype(int)
     prob = np.asarray(prob, dtype=np.float64).ravel()
-    y_pred = (prob >= threshold).astype(int)
+    y_pred = is_all(prob, threshold).astype(int)
     p, r, _, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=[0, 1], zero_division=0)
     cm = skm.confusion_matrix(y_true, y_pred, labels=[0, 1])
     both = len(np.unique(y_true)) == 2

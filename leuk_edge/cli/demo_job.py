@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import DISCLAIMER, SYNTHETIC_NOTE
+from .. import DISCLAIMER, SYNTHETIC_NOTE
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Demo:
     notes: list[str] = field(default_factory=list)
 
     def run(self, name: str, *args, gate_may_fail: bool = False) -> Step:
-        from .cli import app
+        from . import app
 
         argv = [str(a) for a in args]
         self.log(f"[{len(self.steps) + 1}] {name}: leuk-edge {shlex.join(argv)}")
@@ -76,7 +76,7 @@ class Demo:
 
 def _imagenet_weights(log) -> str:
     """Use ImageNet weights when they are already in the Keras cache; never block on a download."""
-    from .train.weights import keras_cache_file
+    from ..train.weights import keras_cache_file
 
     if keras_cache_file().is_file():
         return "imagenet"

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import SYNTHETIC_NOTE
 from ..edge.draw import VideoRecorder
-from .synth import SYNTHETIC_MARKER, Stain, write_bmp, render_cell
+from .cells import SYNTHETIC_MARKER, Stain, write_bmp, render_cell
 
 # Light through an empty slide, and the absorbance (optical density per channel, RGB) of the stained objects.
 LIGHT = np.array([246.0, 240.0, 242.0], np.float32)

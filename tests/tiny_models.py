@@ -47,3 +47,45 @@ def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, met
     path = Path(path)
     onnx.save(model, str(path))
     return path
+
+
+def make_tiny_cam_onnx(path: str | Path, size: int = 32, grid: int = 4, threshold: float = 0.5) -> Path:
+    """`make_tiny_onnx`'s P(all), plus a second output `cam` (N x grid x grid): the darkness (1 - mean RGB)
+    averaged over each grid cell, so a test knows exactly where the map is hot (where the image is dark)."""
+    if size % grid:
+        raise ValueError("size must be a multiple of grid")
+    k = size // grid
+    w = numpy_helper.from_array(np.array([[-4.0], [-8.0], [2.0]], np.float32), "w")
+    b = numpy_helper.from_array(np.array([1.5], np.float32), "b")
+    axes = numpy_helper.from_array(np.array([1, 2], np.int64), "axes")
+    ch_axis = numpy_helper.from_array(np.array([1], np.int64), "ch_axis")
+    shape = numpy_helper.from_array(np.array([-1, 3], np.int64), "shape")
+    cam_shape = numpy_helper.from_array(np.array([-1, grid, grid], np.int64), "cam_shape")
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    nodes = [
+        helper.make_node("ReduceMean", ["image", "axes"], ["m"], keepdims=1),
+        helper.make_node("Reshape", ["m", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["z0"]),
+        helper.make_node("Add", ["z0", "b"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["p_all"]),
+        helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("ReduceMean", ["nchw", "ch_axis"], ["gray"], keepdims=1),
+        helper.make_node("Sub", ["one", "gray"], ["dark"]),
+        helper.make_node("AveragePool", ["dark"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
+        helper.make_node("Reshape", ["pooled", "cam_shape"], ["cam"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_cam",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
+        [helper.make_tensor_value_info("p_all", TensorProto.FLOAT, ["N", 1]),
+         helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["N", grid, grid])],
+        initializer=[w, b, axes, ch_axis, shape, cam_shape, one],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    meta = {**tiny_metadata(size, threshold), "cam": {"output": "cam", "grid": [grid, grid]}}
+    helper.set_model_props(model, {"leuk_edge": json.dumps(meta)})
+    onnx.checker.check_model(model)
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path

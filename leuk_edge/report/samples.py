@@ -1,0 +1,114 @@
+"""Samples of a report: the cells of one folder or subject (classify tables) or of one stream run, with their
+counts, blast fraction and 95 % Wilson interval. Counts are the inputs' own labels, never recomputed."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..edge.summary import wilson_interval
+from .inputs import Inputs, TableRow
+
+GROUP_BY = ("folder", "subject", "none")
+SUBJECT = re.compile(r"^UID_([^_]+)_")  # C-NMC cell names: UID_<subject>_<image>_<cell>_<all|hem>.bmp
+NO_SUBJECT = "(no subject in name)"
+
+
+@dataclass
+class Sample:
+    name: str
+    unit: str                      # what is counted: "cells", "tracked cells" or "cell sightings"
+    all: int = 0
+    hem: int = 0
+    errors: int = 0
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0))  # P(all) of what the histogram shows
+    rows: list[TableRow] = field(default_factory=list)
+    frames: int | None = None      # stream samples
+
+    @property
+    def classified(self) -> int:
+        return self.all + self.hem
+
+    @property
+    def blast_fraction(self) -> float | None:
+        return self.all / self.classified if self.classified else None
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.all, self.classified)
+
+
+def subject_of(path: str) -> str:
+    m = SUBJECT.match(os.path.basename(path))
+    return m.group(1) if m else NO_SUBJECT
+
+
+def folder_of(path: str) -> str:
+    return os.path.dirname(path) or "."
+
+
+def _table_sample(name: str, rows: list[TableRow]) -> Sample:
+    counts = defaultdict(int)
+    for r in rows:
+        counts[r.label] += 1
+    probs = np.array([r.probability for r in rows if r.ok], np.float64)
+    return Sample(name, "cells", counts["all"], counts["hem"], counts["error"], probs, rows)
+
+
+def table_samples(rows: list[TableRow], group_by: str = "folder") -> list[Sample]:
+    """One sample per folder / subject (in order of first appearance), or one for everything ("none")."""
+    if group_by not in GROUP_BY:
+        raise ValueError(f"unknown --group-by {group_by!r}; choose {', '.join(GROUP_BY)}")
+    if not rows:
+        return []
+    key = {"folder": lambda r: folder_of(r.path), "subject": lambda r: subject_of(r.path),
+           "none": lambda r: "all files"}[group_by]
+    groups: dict[str, list[TableRow]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return [_table_sample(name, g) for name, g in groups.items()]
+
+
+def _same_file(a: str | None, b: str) -> bool:
+    if not a:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def stream_samples(inputs: Inputs) -> list[Sample]:
+    """A stream summary counts tracked cells (each cell once); its events file (matched by the summary's `jsonl`)
+    adds the per-sighting P(all) for the histogram. Events without a summary are counted per sighting."""
+    out, used = [], set()
+    for file, s in inputs.summaries:
+        ev = next((e for e in inputs.events if _same_file(s.get("jsonl"), e.source)), None)
+        if ev is not None:
+            used.add(id(ev))
+        cells = s["cells"]
+        out.append(Sample(f"stream: {s.get('source', file)}", "tracked cells", int(cells.get("all", 0)),
+                          int(cells.get("hem", 0)), 0,
+                          np.asarray(ev.probabilities if ev else [], np.float64), frames=s.get("frames")))
+    for ev in inputs.events:
+        if id(ev) not in used:
+            out.append(Sample(f"stream events: {os.path.basename(ev.source)}", "cell sightings",
+                              ev.labels.get("all", 0), ev.labels.get("hem", 0), 0,
+                              np.asarray(ev.probabilities, np.float64), frames=ev.frames))
+    return out
+
+
+def total(samples: list[Sample]) -> Sample:
+    units = sorted({s.unit for s in samples}) or ["cells"]
+    t = Sample("all samples", " + ".join(units))
+    for s in samples:
+        t.all += s.all
+        t.hem += s.hem
+        t.errors += s.errors
+    t.probabilities = np.concatenate([s.probabilities for s in samples]) if samples else np.zeros(0)
+    t.rows = [r for s in samples for r in s.rows]
+    return t

@@ -49,7 +49,8 @@ def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, met
     return path
 
 
-def make_tiny_cam_onnx(path: str | Path, size: int = 32, grid: int = 4, threshold: float = 0.5) -> Path:
+def make_tiny_cam_onnx(path: str | Path, size: int = 32, grid: int = 4, threshold: float = 0.5,
+                       extra_metadata: dict | None = None) -> Path:
     """`make_tiny_onnx`'s P(all), plus a second output `cam` (N x grid x grid): the darkness (1 - mean RGB)
     averaged over each grid cell, so a test knows exactly where the map is hot (where the image is dark)."""
     if size % grid:
@@ -83,7 +84,7 @@ def make_tiny_cam_onnx(path: str | Path, size: int = 32, grid: int = 4, threshol
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    meta = {**tiny_metadata(size, threshold), "cam": {"output": "cam", "grid": [grid, grid]}}
+    meta = {**tiny_metadata(size, threshold), "cam": {"output": "cam", "grid": [grid, grid]}, **(extra_metadata or {})}
     helper.set_model_props(model, {"leuk_edge": json.dumps(meta)})
     onnx.checker.check_model(model)
     path = Path(path)

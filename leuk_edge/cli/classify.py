@@ -25,6 +25,10 @@ def classify(
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per inference batch."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decode/preprocess threads."),
     tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/90-degree rotations (slower)."),
+    cam: Optional[Path] = typer.Option(None, "--cam", help="Write a CAM overlay PNG per flagged image into this "
+                                                           "folder (a model exported with its cam output)."),
+    cam_all: bool = typer.Option(False, "--cam-all", help="With --cam: an overlay for every classified image."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write the HTML report of the run here."),
 ):
     """Classify cell images: one row per file (path,label,probability,error); P(all) = blast probability."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -45,6 +49,11 @@ def classify(
             raise UsageError(f"no images found in {', '.join(paths)} (looked for bmp, png, jpg/jpeg, tif/tiff)")
         # Decode threads share the cores with onnxruntime: its idle threads sleep rather than spin.
         clf = Classifier(model, device=device, threads=threads, spinning=False)
+        if cam_all and cam is None:
+            raise UsageError("--cam-all needs --cam DIR")
+        if cam is not None and not clf.has_cam:
+            raise UsageError(f"--cam: {model.name} has no 'cam' output; export it with `leuk-edge export --cam`")
+        kept: list | None = [] if (cam or report) else None  # rows for the --cam / --report post-passes
         times = StageTimes()
         summary = ClassifySummary(skipped=files.skipped, providers=list(clf.providers),
                                   threads=session_threads(clf),
@@ -55,16 +64,28 @@ def classify(
         try:
             with open_writer(out, fmt) as writer, progress:
                 task = progress.add_task("classify", total=len(files.images))
-                for row in classify_paths(clf, files.images, batch_size=batch_size, workers=workers, tta=tta,
-                                          times=times):
+                for row in _keep(classify_paths(clf, files.images, batch_size=batch_size, workers=workers,
+                                                tta=tta, times=times), kept):
                     writer.write(row)
                     summary.add(row)
                     progress.advance(task)
         except KeyboardInterrupt:
             summary.interrupted = True
         render_summary(summary, console)
+        if kept is not None:
+            from .report import after_classify
+
+            after_classify(clf, kept, cam, cam_all, report, str(out or "stdout"), summary.interrupted)
         if summary.interrupted:
             raise typer.Exit(130)
+
+
+def _keep(rows, kept: list | None):
+    """Pass rows through, keeping them in `kept` (when a list) for the post-passes."""
+    for row in rows:
+        if kept is not None:
+            kept.append(row)
+        yield row
 
 
 def bench(

@@ -37,3 +37,52 @@ def report(
 
 def register(app: typer.Typer) -> None:
     app.command("report")(report)
+
+
+def after_classify(classifier, rows: list, cam: Path | None, cam_all: bool, report_path: Path | None,
+                   table: str, interrupted: bool) -> None:
+    """`classify --cam DIR [--cam-all]` and `--report FILE`: post-passes over the finished rows (the classify loop
+    only keeps them). An interrupted run still gets its report (of the rows it finished); its CAM pass is skipped."""
+    from ..edge.explain import write_cam_overlays
+    from ..report import ReportOptions, write_report
+    from ..report.inputs import inputs_from_rows
+
+    written = {}
+    if cam is not None and interrupted:
+        console.print("[yellow]--cam: skipped, the run was interrupted[/]")
+    elif cam is not None:
+        written = write_cam_overlays(classifier, rows, cam, all_rows=cam_all)
+        console.print(f"CAM overlays: {len(written)} written to {cam}", highlight=False)
+    if report_path is not None:
+        path = write_report(None, report_path, ReportOptions(model=classifier.path, overlays=written),
+                            classifier=classifier, inputs=inputs_from_rows(rows, table))
+        console.print(f"report: {path}", highlight=False)
+
+
+def stream_collector(report_path: Path | None, inner):
+    """(on_result callback, events or None): with --report, P(all) and label of every sighting are kept (a few
+    bytes each, so a long live run stays small) for the report's histogram; `inner` still runs."""
+    from ..report.inputs import StreamEvents
+
+    if report_path is None:
+        return inner, None
+    events = StreamEvents("stream run")
+
+    def on_result(result, stats):
+        events.frames += 1
+        for cell in result.cells:
+            events.add(cell.label, cell.probability)
+        if inner is not None:
+            inner(result, stats)
+    return on_result, events
+
+
+def after_stream(classifier, summary: dict, events, report_path: Path | None) -> None:
+    if report_path is None:
+        return
+    from ..report import ReportOptions, write_report
+    from ..report.inputs import inputs_from_stream
+
+    path = write_report(None, report_path, ReportOptions(model=classifier.path), classifier=classifier,
+                        inputs=inputs_from_stream(summary, events, f"stream of {summary.get('source')}"))
+    console.print(f"report: {path}", highlight=False)

@@ -43,6 +43,7 @@ def stream(
                                     help="Seconds a camera/stream may take to open or to deliver a frame before "
                                          "it counts as lost."),
     summary_json: Optional[Path] = typer.Option(None, "--summary", help="Also write the summary as JSON here."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write the HTML report of the run here."),
 ):
     """Find the white cells in every frame, classify each (P(all) = blast probability), live.
 
@@ -80,9 +81,13 @@ def stream(
                           read_timeout_s=timeout_s)
         console.print(f"streaming {src.describe()} through {model.name} ({', '.join(clf.providers)}); "
                       "Ctrl-C stops", highlight=False)
+        from .report import after_stream, stream_collector
+
+        on_result, events = stream_collector(report, _progress_printer())
         summary = run_stream(src, clf, options, jsonl=jsonl, recorder=recorder, window=window,
-                             on_result=_progress_printer())
+                             on_result=on_result)
         render_summary(summary, console)
+        after_stream(clf, summary, events, report)
         if summary_json:
             summary_json.parent.mkdir(parents=True, exist_ok=True)
             summary_json.write_text(json.dumps(summary, indent=2))

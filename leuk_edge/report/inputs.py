@@ -41,6 +41,7 @@ class StreamEvents:
 
     source: str
     frames: int = 0
+    summary: dict | None = None  # the stream summary of the same run, when known (else matched by its `jsonl`)
     labels: dict = field(default_factory=dict)
     probabilities: array = field(default_factory=lambda: array("d"))
 
@@ -181,6 +182,8 @@ def inputs_from_rows(rows, name: str = "classify run") -> Inputs:
 
 def inputs_from_stream(summary: dict, events: StreamEvents | None, name: str = "stream run") -> Inputs:
     """A stream run's summary (and its events, when they were collected) without reading files back."""
+    if events is not None:
+        events.summary = summary
     inputs = Inputs(summaries=[(name, summary)], events=[events] if events else [])
     inputs.files.append((name, "stream summary"))
     return inputs

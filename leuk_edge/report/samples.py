@@ -70,7 +70,19 @@ def table_samples(rows: list[TableRow], group_by: str = "folder") -> list[Sample
     groups: dict[str, list[TableRow]] = {}
     for r in rows:
         groups.setdefault(key(r), []).append(r)
-    return [_table_sample(name, g) for name, g in groups.items()]
+    names = _short_folders(list(groups)) if group_by == "folder" else list(groups)
+    return [_table_sample(name, g) for name, g in zip(names, groups.values())]
+
+
+def _short_folders(folders: list[str]) -> list[str]:
+    """Folders shown relative to what they share (`…/cells/A`, `…/cells/B` -> `A`, `B`); one folder stays whole."""
+    if len(folders) < 2:
+        return folders
+    try:
+        common = os.path.commonpath(folders)
+    except ValueError:  # absolute and relative paths mixed
+        return folders
+    return [os.path.relpath(f, common) if common else f for f in folders]
 
 
 def _same_file(a: str | None, b: str) -> bool:
@@ -87,7 +99,7 @@ def stream_samples(inputs: Inputs) -> list[Sample]:
     adds the per-sighting P(all) for the histogram. Events without a summary are counted per sighting."""
     out, used = [], set()
     for file, s in inputs.summaries:
-        ev = next((e for e in inputs.events if _same_file(s.get("jsonl"), e.source)), None)
+        ev = next((e for e in inputs.events if e.summary is s or _same_file(s.get("jsonl"), e.source)), None)
         if ev is not None:
             used.add(id(ev))
         cells = s["cells"]

@@ -37,6 +37,8 @@ def test_quick_demo_writes_everything(tmp_path):
     assert sum(len(e["cells"]) for e in events) > 0
     assert (out / "stream.mp4").stat().st_size > 10_000
 
+    html = (out / "report.html").read_text()  # the slide report: self-contained, the disclaimer included
+    assert "not a diagnostic device" in html and "https://" not in html and 'id="all-count"' in html
     report = (out / "report.md").read_text()
     assert "not a diagnostic device" in report and "Synthetic" in report and "quick mode" in report
     for artefact in ("classify.csv", "stream.jsonl", "stream.mp4", "compare/comparison.png", "models/cnn.onnx"):

@@ -333,3 +333,19 @@ def test_stream_report_counts_equal_its_summary_and_events(tiny_onnx, tmp_path):
     page = Page(text)
     assert (int(page.value("all-count")), int(page.value("hem-count"))) == (s["cells"]["all"], s["cells"]["hem"])
     assert sum(int(a["data-count"]) for t, a in page.tags if t == "rect" and "data-count" in a) == len(sightings)
+
+
+def test_report_runs_on_the_edge_install(table, cam_model, tmp_path):
+    """No TensorFlow, Keras, tf2onnx or matplotlib is loaded by `report` (nor by the CAM overlays it draws)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.html"
+    code = (f"import sys, json; from leuk_edge.cli import app; "
+            f"app(['report', {str(table)!r}, '--model', {str(cam_model)!r}, '--out', {str(out)!r}], "
+            f"standalone_mode=False); "
+            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            f"('tensorflow', 'keras', 'tf2onnx', 'matplotlib'))))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == [] and out.is_file()

@@ -1,8 +1,8 @@
 """`leuk-edge demo`: the whole toolkit on synthetic data, step by step through the real CLI commands.
 
 data synth -> train cnn + inception -> compare -> export (parity gate, INT8) -> classify a held-out folder ->
-synthetic microscope video -> stream -> report.md. Each step is exactly what a user would type, run in-process,
-so the demo exercises the product rather than a parallel code path.
+synthetic microscope video -> stream -> report.html (the slide report) -> report.md. Each step is exactly what a
+user would type, run in-process, so the demo exercises the product rather than a parallel code path.
 """
 
 from __future__ import annotations
@@ -148,6 +148,8 @@ def run_demo(out: str | Path, quick: bool = False, log: Callable[[str], None] = 
     d.run("stream mode over the video", "stream", "--source", fields / "drift.mp4", "--model", models / "cnn.onnx",
           "--jsonl", out / "stream.jsonl", "--record", out / "stream.mp4", "--summary", out / "stream_summary.json",
           "--device", "cpu")
+    d.run("slide report (self-contained HTML)", "report", out / "classify.csv", out / "stream.jsonl",
+          out / "stream_summary.json", "--model", edge_model, "--run", runs / "cnn", "--out", out / "report.html")
     report = write_report(d, time.perf_counter() - t_start)
     log(f"demo finished in {time.perf_counter() - t_start:.0f} s; report: {report}")
     return report
@@ -173,6 +175,11 @@ def _parity_lines(models: Path) -> list[str]:
     return lines
 
 
+def _cards(out: Path) -> str:
+    cards = sorted((out / "models").glob("*.card.md"))
+    return ", ".join(f"`{p.relative_to(out)}`" for p in cards) if cards else "none written by this export."
+
+
 def write_report(d: Demo, seconds: float) -> Path:
     out = d.out
     arts = sorted(p for p in out.rglob("*") if p.is_file() and "data" not in p.relative_to(out).parts[:1])
@@ -186,6 +193,10 @@ def write_report(d: Demo, seconds: float) -> Path:
         "## Models (held-out synthetic subjects)", "", *_metrics_table(out), "",
         "![comparison](compare/comparison.png)", "",
         "## Export parity gates", "", *_parity_lines(out / "models"), "",
+        "## Slide report and model card", "",
+        "`report.html`: counts and blast fraction with its 95 % Wilson interval per sample, the P(all) histogram, "
+        "the flagged and uncertain cells (with CAM overlays when the model has a cam output), the model card and "
+        "the CNN run's metrics; one file, opens offline. Model card: " + _cards(out), "",
         "## Stream mode", "",
         "```json", json.dumps(stream, indent=2)[:3000], "```", "",
         "## Steps", "", "| # | step | command | seconds |", "|---|---|---|---|",

@@ -349,3 +349,26 @@ def test_report_runs_on_the_edge_install(table, cam_model, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1]) == [] and out.is_file()
+
+
+def test_summary_finds_its_events_by_name_when_run_elsewhere(tmp_path):
+    events = _events(tmp_path / "session.jsonl", FRAMES)
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"source": "0", "ended": "interrupted", "frames": 4,
+                                   "cells": {"all": 2, "hem": 2, "total": 4}, "jsonl": "elsewhere/session.jsonl"}))
+    out = tmp_path / "r.html"
+    assert invoke("report", events, summary, "--out", out).exit_code == 0
+    page = Page(out.read_text())
+    assert (page.value("all-count"), page.value("hem-count")) == ("2", "2") and "samples" not in page.ids
+
+
+def test_threshold_comes_from_the_labels_without_a_model(tmp_path):
+    t = tmp_path / "t.csv"
+    t.write_text("path,label,probability,error\na.png,all,0.9,\nb.png,all,0.72,\nc.png,hem,0.6,\nd.png,hem,0.2,\n")
+    out = tmp_path / "r.html"
+    assert invoke("report", t, "--band", "0.15", "--out", out).exit_code == 0
+    u = Page(out.read_text()).ids["uncertain-count"]
+    assert float(u["data-threshold"]) == 0.72 and u["data-value"] == "2"  # 0.72 and 0.6 lie within 0.15
+    assert invoke("report", t, "--threshold", "0.3", "--out", out).exit_code == 0
+    u = Page(out.read_text()).ids["uncertain-count"]
+    assert float(u["data-threshold"]) == 0.3 and u["data-value"] == "1"  # only 0.2 within 0.1 of 0.3

@@ -42,13 +42,15 @@ class ReportOptions:
         return self
 
 
-def resolve_threshold(rows: list[TableRow], inputs: Inputs, given: float | None, classifier) -> tuple[float, str]:
+def resolve_threshold(rows: list[TableRow], given: float | None, classifier) -> tuple[float, str]:
     """The threshold to draw: given > the model's > 0.5 when the labels agree with it > the lowest P(all) that is
     labelled `all` (the labels were made by p >= threshold, so that is the tightest value they allow)."""
     if given is not None:
         return given, "given"
     if classifier is not None:
         return classifier.threshold, "the model's"
+    if not any(r.ok for r in rows):
+        return 0.5, "assumed 0.5; pass --model or --threshold to be sure"
     p_all = [r.probability for r in rows if r.ok and r.label == "all"]
     p_hem = [r.probability for r in rows if r.ok and r.label == "hem"]
     if (not p_all or min(p_all) >= 0.5) and (not p_hem or max(p_hem) < 0.5):
@@ -74,7 +76,7 @@ def build_report(inputs: Inputs, options: ReportOptions | None = None, classifie
     opts = (options or ReportOptions()).validate()
     samples: list[Sample] = table_samples(inputs.rows, opts.group_by) + stream_samples(inputs)
     t = total(samples)
-    threshold, how = resolve_threshold(inputs.rows, inputs, opts.threshold, classifier)
+    threshold, how = resolve_threshold(inputs.rows, opts.threshold, classifier)
     probs = t.probabilities
     uncertain = int(np.count_nonzero(np.abs(probs - threshold) <= opts.band))
     flagged, near = _gallery_rows(inputs.rows, threshold, opts.band, opts.gallery)

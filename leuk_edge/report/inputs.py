@@ -140,7 +140,7 @@ def read_input(path: str | Path, into: Inputs) -> None:
     if not path.is_file():
         raise ReportInputError(f"no such input file: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's BOM is not part of the header
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportInputError(f"cannot read {path}: {exc}") from None
     stripped = text.lstrip()

@@ -94,12 +94,23 @@ def _same_file(a: str | None, b: str) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
+def _events_of(summary: dict, events: list):
+    """The events of this summary's run: the same object, the same file, else the only file of the same name (the
+    summary's `jsonl` is relative to where the stream ran)."""
+    for e in events:
+        if e.summary is summary or _same_file(summary.get("jsonl"), e.source):
+            return e
+    name = os.path.basename(summary.get("jsonl") or "")
+    same = [e for e in events if name and os.path.basename(e.source) == name]
+    return same[0] if len(same) == 1 else None
+
+
 def stream_samples(inputs: Inputs) -> list[Sample]:
     """A stream summary counts tracked cells (each cell once); its events file (matched by the summary's `jsonl`)
     adds the per-sighting P(all) for the histogram. Events without a summary are counted per sighting."""
     out, used = [], set()
     for file, s in inputs.summaries:
-        ev = next((e for e in inputs.events if e.summary is s or _same_file(s.get("jsonl"), e.source)), None)
+        ev = _events_of(s, inputs.events)
         if ev is not None:
             used.add(id(ev))
         cells = s["cells"]

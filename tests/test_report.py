@@ -372,3 +372,29 @@ def test_threshold_comes_from_the_labels_without_a_model(tmp_path):
     assert invoke("report", t, "--threshold", "0.3", "--out", out).exit_code == 0
     u = Page(out.read_text()).ids["uncertain-count"]
     assert float(u["data-threshold"]) == 0.3 and u["data-value"] == "1"  # only 0.2 within 0.1 of 0.3
+
+
+@pytest.mark.browser
+def test_report_opens_offline_in_chromium(table, cam_model, tmp_path):
+    """Chromium renders the page from the file alone: no request but the page itself, every image decodes."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed")
+    out = tmp_path / "r.html"
+    assert invoke("report", table, "--model", cam_model, "--out", out).exit_code == 0
+    requests = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(out.as_uri())
+            decoded = page.eval_on_selector_all("img", "els => els.map(e => e.complete && e.naturalWidth > 0)")
+            shown = page.inner_text("#all-count")
+        finally:
+            browser.close()
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    assert decoded and all(decoded) and shown == "5"

@@ -30,7 +30,8 @@ h1{font-size:22px;margin:8px 0}h2{font-size:18px;border-bottom:1px solid #ccd;pa
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccd;padding:3px 8px;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;width:136px;font-size:11px;word-break:break-all}
-figure img{display:inline-block;margin-right:4px;width:128px;height:128px;object-fit:contain;background:#000;border:1px solid #ccd}
+figure img{display:inline-block;margin-right:4px;width:128px;height:128px;object-fit:contain;background:#000;
+border:1px solid #ccd}
 figure.all figcaption b{color:#b22}figure.hem figcaption b{color:#272}
 svg text{font-size:11px;fill:#334}svg .bar.all{fill:#c94040}svg .bar.hem{fill:#3c8c3c}
 svg .band{fill:#f3d27a;opacity:.45}svg .threshold{stroke:#222;stroke-width:2;stroke-dasharray:5 3}
@@ -75,9 +76,10 @@ def samples_table(samples: list[Sample], group_by: str) -> str:
     for s in samples:
         lo, hi = s.interval
         frac = s.blast_fraction
+        frac_attr = "" if frac is None else f"{frac:.6f}"
         rows.append(
             f'<tr class="sample" data-name="{esc(s.name)}" data-cells="{s.classified}" data-all="{s.all}" '
-            f'data-hem="{s.hem}" data-errors="{s.errors}" data-blast-fraction="{"" if frac is None else f"{frac:.6f}"}" '
+            f'data-hem="{s.hem}" data-errors="{s.errors}" data-blast-fraction="{frac_attr}" '
             f'data-ci-low="{lo:.6f}" data-ci-high="{hi:.6f}"><td>{esc(s.name)}</td><td>{esc(s.unit)}</td>'
             f'<td class="n">{s.classified}</td><td class="n">{s.all}</td><td class="n">{s.hem}</td>'
             f'<td class="n">{s.errors}</td><td class="n">{pct(frac)}</td><td class="n">{pct(lo)} – {pct(hi)}</td>'
@@ -101,7 +103,8 @@ def _figure(row, thumbs: dict, cams: dict) -> str:
                                                                 ("class-activation map", cams.get(row.path))) if uri]
     img = "".join(imgs) or '<div class="muted">(image not readable here)</div>'
     wide = ' style="width:270px"' if len(imgs) > 1 else ""
-    return (f'<figure{wide} class="{esc(row.label)}" data-path="{esc(row.path)}" data-probability="{row.probability:.6f}" '
+    return (f'<figure{wide} class="{esc(row.label)}" data-path="{esc(row.path)}" '
+            f'data-probability="{row.probability:.6f}" '
             f'data-cam="{1 if row.path in cams else 0}">{img}<figcaption><b>{esc(row.label)}</b> '
             f'P(all) {row.probability:.3f}<br>{esc(row.path)}</figcaption></figure>')
 

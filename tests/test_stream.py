@@ -58,7 +58,8 @@ def test_stream_video_file_end_to_end(field_dir, tiny_onnx, tmp_path):
     assert [e["frame"] for e in events] == list(range(24))  # a file is read frame by frame, nothing dropped
     tp = fp = fn = 0
     for e, t in zip(events, truth):
-        assert list(e) == ["frame", "time", "cells", "latency_ms"]
+        assert list(e)[:4] == ["frame", "time", "cells", "latency_ms"]  # the contract's fields first ...
+        assert e["um_per_px"] == 0.3 and e["scale_from"] == "given"      # ... then the frame's scale
         assert e["time"] == pytest.approx(e["frame"] / 12.0, abs=1e-3) and e["latency_ms"] > 0
         for c in e["cells"]:
             assert list(c) == ["box", "label", "probability"]
@@ -376,3 +377,77 @@ def test_ctrl_c_stops_cleanly_with_a_summary(field_dir, tiny_onnx, tmp_path):
     s = json.loads(summ.read_text())
     assert s["ended"] == "interrupted" and 1 <= s["frames"] < 600
     assert "Traceback" not in err
+
+
+class CropSpy:
+    """A classifier stand-in with a 256x256 input that keeps the crops `stream` hands it."""
+    threshold = 0.5
+    size = (256, 256)
+
+    def __init__(self):
+        self.crops = []
+
+    def predict_rgb(self, crops):
+        self.crops += list(crops)
+        return np.zeros(len(crops), np.float32)
+
+    def label(self, p):
+        return "hem"
+
+
+def _span_at_input(rgb, side=256):
+    """Width in model-input pixels of the lit (non-black) cell: sqrt of its area after the model's resize."""
+    from leuk_edge.edge.preprocess import preprocess
+
+    x = preprocess(rgb, side, side, "area")
+    return float(np.sqrt((x.max(axis=2) > 20 / 255).sum()))
+
+
+@pytest.mark.parametrize("um, size, given", [(0.15, (1280, 720), False), (0.1, (1280, 720), False),
+                                             (0.08, (1280, 720), True), (0.3, (640, 360), True)])
+def test_stream_crops_are_at_the_training_scale(um, size, given):
+    """After the resize to the model input, a blast (16 um) and a normal lymphocyte (12 um) cut by `stream` from a
+    field span as many pixels (+-10 %) as the same cells do in C-NMC-layout tiles (synth.cells, 450 px = 30 um),
+    at any camera scale: measured on the red cells (no scale given: the 0.1 um/px field is not the assumed
+    192 um wide one) or given."""
+    from leuk_edge.edge.detect import CNMC_UM_PER_PX, DetectorConfig
+    from leuk_edge.edge.sources import Frame
+    from leuk_edge.edge.stream import StreamOptions, classify_frame
+    from leuk_edge.synth.cells import render_cnmc_image
+    from leuk_edge.synth.fields import render_field
+
+    rng = np.random.default_rng(5)
+    diam = {"all": 16.0, "hem": 12.0}
+    tiles = {lab: np.median([_span_at_input(render_cnmc_image(rng, lab, radius=d / 2 / CNMC_UM_PER_PX))
+                             for _ in range(8)]) for lab, d in diam.items()}
+    cfg = FieldConfig(width=size[0], height=size[1], um_per_px=um, leukocytes=5,
+                      blast_um=(diam["all"],) * 2, lymphocyte_um=(diam["hem"],) * 2)
+    options = StreamOptions(detector=DetectorConfig(um_per_px=um if given else None))
+    spans = {"all": [], "hem": []}
+    for i in range(2):
+        rgb, cells, _ = render_field(rng, cfg)
+        spy = CropSpy()
+        result = classify_frame(Frame(i, 0.0, rgb), spy, options)
+        assert result.scale.source == ("given" if given else "red cells")
+        _, _, _, pairs = match_boxes([c.box for c in result.cells], [c["box"] for c in cells])
+        for p, t, _ in pairs:
+            spans[cells[t]["label"]].append(_span_at_input(spy.crops[p]))
+    assert sum(map(len, spans.values())) >= 6, spans
+    for lab, got in spans.items():
+        for span in got:
+            assert span == pytest.approx(tiles[lab], rel=0.10), (lab, span, tiles)
+
+
+def test_undersampling_camera_is_warned_once(tmp_path, field_dir):
+    from leuk_edge.edge.detect import DetectorConfig
+    from leuk_edge.edge.stream import StreamOptions, run_stream, undersampling_note
+
+    assert undersampling_note(0.3, CropSpy()) and "up-sampled" in undersampling_note(0.3, CropSpy())
+    assert undersampling_note(0.1, CropSpy()) is None  # 300 px per 30 um crop >= 256: down-sampled, as in training
+    heard = []
+    s = run_stream(open_source(str(field_dir / "drift.mp4")), CropSpy(),
+                   StreamOptions(detector=DetectorConfig(um_per_px=0.3), max_frames=5), on_warning=heard.append)
+    assert len(heard) == 1 and "under-samples" in heard[0] and s["warnings"] == heard
+    s = run_stream(open_source(str(field_dir / "drift.mp4")), CropSpy(),
+                   StreamOptions(detector=DetectorConfig(um_per_px=0.1), max_frames=2), on_warning=heard.append)
+    assert len(heard) == 1 and s["warnings"] == []

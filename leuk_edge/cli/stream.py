@@ -46,7 +46,8 @@ def stream(
 ):
     """Find the white cells in every frame, classify each (P(all) = blast probability), live.
 
-    Sizes scale with --um-per-px or --magnification; without them a 100x field ~192 um wide is assumed.
+    Sizes scale with --um-per-px or --magnification; without them the scale is measured on the red cells in the
+    frame (~7.5 um each), and only a frame with too few of them is taken as a 100x field ~192 um wide.
     """
     import json
     import os
@@ -81,7 +82,8 @@ def stream(
         console.print(f"streaming {src.describe()} through {model.name} ({', '.join(clf.providers)}); "
                       "Ctrl-C stops", highlight=False)
         summary = run_stream(src, clf, options, jsonl=jsonl, recorder=recorder, window=window,
-                             on_result=_progress_printer())
+                             on_result=_progress_printer(),
+                             on_warning=lambda text: console.print(f"[yellow]warning:[/] {text}", highlight=False))
         render_summary(summary, console)
         if summary_json:
             summary_json.parent.mkdir(parents=True, exist_ok=True)

@@ -357,26 +357,69 @@ def test_annotation_boxes_coloured_by_class_and_hud():
     assert bgr[5:25, 5:200].mean() < 120  # the HUD panel with counts, blast fraction and fps
 
 
-def test_ctrl_c_stops_cleanly_with_a_summary(field_dir, tiny_onnx, tmp_path):
-    """SIGINT mid-run: the summary is still written and the exit code is 130."""
-    summ = tmp_path / "s.json"
+def _default_sigint():
+    """In the child: SIGINT back to its default. A child inherits "ignore" for SIGINT from a test run started as a
+    background job (`pytest &`, CI runners), and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _long_stream(field_dir, tiny_onnx, tmp_path, *extra):
+    """`leuk-edge stream` on a long folder source (~25 s), started and streaming (>= 1 event written)."""
     frames = tmp_path / "many"
     frames.mkdir()
-    for i in range(3000):  # a long folder source (~25 s), so the run is still going when interrupted
-        (frames / f"f{i:03d}.png").symlink_to(field_dir / "frames" / "field_000.png")
+    for i in range(3000):
+        (frames / f"f{i:04d}.png").symlink_to(field_dir / "frames" / "field_000.png")
+    jsonl = tmp_path / "ev.jsonl"
     proc = subprocess.Popen([*CLI, "stream", "-s", str(frames), "-m", str(tiny_onnx), *SCALE,
-                             "--summary", str(summ), "--jsonl", str(tmp_path / "ev.jsonl")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--summary", str(tmp_path / "s.json"), "--jsonl", str(jsonl), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
-    while not (tmp_path / "ev.jsonl").exists() or not (tmp_path / "ev.jsonl").read_text():
-        assert time.monotonic() < deadline and proc.poll() is None
+    while not jsonl.exists() or len(jsonl.read_text().splitlines()) < 3:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"the stream never started: {proc.communicate()[1][-2000:]}")
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    return proc
+
+
+def _finish(proc, sig):
+    proc.send_signal(sig)
+    try:
+        return proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary(field_dir, tiny_onnx, tmp_path):
+    """SIGINT mid-run: the summary is still written and the exit code is 130."""
+    proc = _long_stream(field_dir, tiny_onnx, tmp_path)
+    out, err = _finish(proc, signal.SIGINT)
     assert proc.returncode == 130, err[-2000:]
-    s = json.loads(summ.read_text())
+    s = json.loads((tmp_path / "s.json").read_text())
     assert s["ended"] == "interrupted" and 1 <= s["frames"] < 600
     assert "Traceback" not in err
+
+
+def test_sigterm_stops_like_ctrl_c_and_leaves_a_playable_recording(field_dir, tiny_onnx, tmp_path):
+    """docker stop / systemd / Kubernetes send SIGTERM: the frame in hand is finished, the MP4 closed (playable:
+    it reopens with every frame), the JSONL closed, the summary written, exit 143."""
+    rec = tmp_path / "rec.mp4"
+    proc = _long_stream(field_dir, tiny_onnx, tmp_path, "--record", str(rec))
+    out, err = _finish(proc, signal.SIGTERM)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "stream summary" in err
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["ended"] == "terminated" and 3 <= s["frames"] < 600
+    events = _events(tmp_path / "ev.jsonl")  # every line whole
+    cap = cv2.VideoCapture(str(rec))
+    assert cap.isOpened()
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == len(events) == s["frames"]  # events, recording and summary agree
 
 
 class CropSpy:

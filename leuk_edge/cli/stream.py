@@ -54,6 +54,7 @@ def stream(
 
     from ..edge import Classifier
     from ..edge.draw import VideoRecorder, Window, display_available
+    from ..edge.signals import EXIT_SIGINT, EXIT_SIGTERM, graceful_stop
     from ..edge.sources import open_source
     from ..edge.stream import StreamOptions, render_summary, run_stream
 
@@ -81,15 +82,16 @@ def stream(
                           read_timeout_s=timeout_s)
         console.print(f"streaming {src.describe()} through {model.name} ({', '.join(clf.providers)}); "
                       "Ctrl-C stops", highlight=False)
-        summary = run_stream(src, clf, options, jsonl=jsonl, recorder=recorder, window=window,
-                             on_result=_progress_printer(),
-                             on_warning=lambda text: console.print(f"[yellow]warning:[/] {text}", highlight=False))
+        with graceful_stop():  # SIGTERM (docker stop, systemd, Kubernetes) stops like Ctrl-C: exit 143
+            summary = run_stream(src, clf, options, jsonl=jsonl, recorder=recorder, window=window,
+                                 on_result=_progress_printer(),
+                                 on_warning=lambda text: console.print(f"[yellow]warning:[/] {text}", highlight=False))
         render_summary(summary, console)
         if summary_json:
             summary_json.parent.mkdir(parents=True, exist_ok=True)
             summary_json.write_text(json.dumps(summary, indent=2))
-        if summary["ended"] == "interrupted":
-            raise typer.Exit(130)
+        if summary["ended"] in ("interrupted", "terminated"):
+            raise typer.Exit(EXIT_SIGTERM if summary["ended"] == "terminated" else EXIT_SIGINT)
 
 
 def _progress_printer():

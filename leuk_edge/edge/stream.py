@@ -8,7 +8,10 @@ hit --max-frames or the user pressed Ctrl-C; `render_summary(summary, console)` 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ import numpy as np
 from .. import DISCLAIMER
 from .classify import opencv_threads
 from .labels import label_for
+from .signals import Terminated
 from .detect import (CNMC_CANVAS_UM, CNMC_CONTEXT, CNMC_TILE_PX, DetectorConfig, FrameScale, crop_cnmc,
                      detect_leukocytes, frame_scale)
 from .sources import Frame, Source
@@ -342,6 +346,50 @@ class EventWriter:
             self._fh.close()
 
 
+class FrameGuard:
+    """Stop signals wait for the frame in hand: inside `frame()`, SIGINT (Ctrl-C) and SIGTERM (when
+    `signals.graceful_stop` routes it) are held until the frame's event is written and its picture recorded, then
+    raised as the handler in force would have (KeyboardInterrupt / Terminated). Outside, e.g. while waiting for the
+    source, they act at once. Handlers that are not Python callables (SIGINT ignored in a background job, SIGTERM
+    left at its default) are left alone. Main thread only; elsewhere a no-op."""
+
+    def __init__(self):
+        self._previous: dict = {}
+        self._pending = None
+        self._in_frame = False
+
+    def __enter__(self) -> FrameGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.getsignal(sig)
+                if callable(previous):
+                    self._previous[sig] = previous
+                    signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self._in_frame:
+            self._pending = (signum, frame)
+        else:
+            self._previous[signum](signum, frame)
+
+    @contextlib.contextmanager
+    def frame(self):
+        self._in_frame = True
+        try:
+            yield
+        finally:
+            self._in_frame = False
+        if self._pending is not None:
+            (signum, frame), self._pending = self._pending, None
+            self._previous[signum](signum, frame)
+
+
 class ScaleNotes:
     """Warnings about the frames' scale, each given once per run: a camera that under-samples the C-NMC crops,
     and frames with too few red cells to measure the scale (the assumed field of view is used)."""
@@ -377,9 +425,12 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
     first (ValueError; the source is closed then too). Detection works on small images: OpenCV runs on one
     thread meanwhile, leaving the cores to onnxruntime. `on_warning(text)` hears each scale warning once (they
     are also in the summary's "warnings").
-    """
-    from .draw import annotate
 
+    Ctrl-C (KeyboardInterrupt) ends the run as "interrupted"; SIGTERM inside `signals.graceful_stop()` (the CLI,
+    the station) as "terminated". Either way the frame in hand is finished first (FrameGuard): its event is
+    written and its picture recorded, so events, recording and summary agree, and the recording is closed
+    playable.
+    """
     stats, tracker = StreamStats(), CellTracker(classifier.threshold)
     notes = ScaleNotes(classifier, options.crop_um, on_warning)
     writer = None
@@ -387,23 +438,10 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
     try:
         options.validate()
         writer = EventWriter(jsonl) if jsonl else None
-        with opencv_threads(1):
+        with opencv_threads(1), FrameGuard() as guard:
             for result in _results(source, classifier, options):
-                notes.check(result.scale)
-                tracker.update(result.cells, result.frame.index)
-                t0 = time.perf_counter()
-                closed = False
-                if recorder is not None or window is not None:
-                    bgr = annotate(result, counts=tracker.counts(), fps=stats.fps, dropped=source.dropped)
-                    if recorder is not None:
-                        recorder.write(bgr, fps=source.fps)
-                    closed = window is not None and window.show(bgr) is False
-                result.timings["draw"] = (time.perf_counter() - t0) * 1000
-                stats.add(result)
-                if writer:
-                    writer.write(result)
-                if on_result:
-                    on_result(result, stats)
+                with guard.frame():
+                    closed = _emit(result, stats, tracker, notes, source, writer, recorder, window, on_result)
                 if closed:
                     ended = "closed by user"
                     break
@@ -412,8 +450,8 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
                     ended = "max frames"
                 elif source.lost:
                     ended = "source lost"
-    except KeyboardInterrupt:
-        ended = "interrupted"
+    except KeyboardInterrupt as exc:
+        ended = "terminated" if isinstance(exc, Terminated) else "interrupted"
     finally:
         source.close()
         for sink in (writer, recorder, window):
@@ -426,6 +464,30 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
              "jsonl": str(jsonl) if jsonl else None, "record": str(getattr(recorder, "path", "")) or None,
              "warnings": notes.notes}
     return summarize(stats, tracker, source, ended, extra)
+
+
+def _emit(result: FrameResult, stats: StreamStats, tracker: CellTracker, notes: ScaleNotes, source: Source,
+          writer: EventWriter | None, recorder, window, on_result) -> bool:
+    """One processed frame into the sinks (tracker, recording/window, totals, JSONL, callback); True when the
+    window was closed by the user."""
+    from .draw import annotate
+
+    notes.check(result.scale)
+    tracker.update(result.cells, result.frame.index)
+    t0 = time.perf_counter()
+    closed = False
+    if recorder is not None or window is not None:
+        bgr = annotate(result, counts=tracker.counts(), fps=stats.fps, dropped=source.dropped)
+        if recorder is not None:
+            recorder.write(bgr, fps=source.fps)
+        closed = window is not None and window.show(bgr) is False
+    result.timings["draw"] = (time.perf_counter() - t0) * 1000
+    stats.add(result)
+    if writer:
+        writer.write(result)
+    if on_result:
+        on_result(result, stats)
+    return closed
 
 
 def render_summary(s: dict, console) -> None:
@@ -456,6 +518,8 @@ def render_summary(s: dict, console) -> None:
         if s.get(key):
             t.add_row(name, s[key])
     console.print(t)
+    if s["ended"] in ("interrupted", "terminated"):
+        console.print(f"[yellow]{s['ended']}: the last frame was finished, events and recording closed[/]")
     if s["ended"] == "source lost":
         console.print("[yellow]the source was lost and did not come back; the run ended[/]")
     console.print(f"[bold]{DISCLAIMER}[/]")

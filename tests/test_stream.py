@@ -494,3 +494,29 @@ def test_undersampling_camera_is_warned_once(tmp_path, field_dir):
     s = run_stream(open_source(str(field_dir / "drift.mp4")), CropSpy(),
                    StreamOptions(detector=DetectorConfig(um_per_px=0.1), max_frames=2), on_warning=heard.append)
     assert len(heard) == 1 and s["warnings"] == []
+
+
+def test_labels_follow_the_model_threshold(field_dir, tmp_path):
+    """A model exported with threshold 0.3: a cell is "all" from P(all) 0.3 up, in the events, the per-sighting
+    counts and the tracked totals (not from 0.5)."""
+    import onnx
+    from onnx import numpy_helper
+    from tiny_models import make_tiny_onnx
+
+    model = make_tiny_onnx(tmp_path / "t03.onnx", size=32, threshold=0.3)
+    m = onnx.load(str(model))  # a lower bias puts the cells' P(all) between 0.3 and 0.5 (0.6 with the default)
+    bias = next(t for t in m.graph.initializer if t.name == "b")
+    bias.CopyFrom(numpy_helper.from_array(np.array([0.6], np.float32), "b"))
+    onnx.save(m, str(model))
+    jsonl, summ = tmp_path / "ev.jsonl", tmp_path / "s.json"
+    res = CliRunner().invoke(app, ["stream", "-s", str(field_dir / "drift.mp4"), "-m", str(model), *SCALE,
+                                   "--jsonl", str(jsonl), "--summary", str(summ), "--max-frames", "8"])
+    assert res.exit_code == 0, _all_output(res)
+    cells = [c for e in _events(jsonl) for c in e["cells"]]
+    assert cells
+    for c in cells:
+        assert c["label"] == ("all" if c["probability"] >= 0.3 else "hem"), c
+    between = [c for c in cells if 0.3 <= c["probability"] < 0.5]
+    assert between, sorted(c["probability"] for c in cells)  # cells that a 0.5 rule would have called "hem"
+    s = json.loads(summ.read_text())
+    assert s["observations"]["all"] == sum(c["probability"] >= 0.3 for c in cells)

@@ -72,7 +72,9 @@ def stream(
             detector=DetectorConfig(um_per_px=um_per_px, magnification=magnification,
                                     camera_pixel_um=camera_pixel_um, drop_edge=not keep_edge),
             stride=stride, max_frames=max_frames, crop_um=crop_um or None)  # checked by run_stream
-        clf = Classifier(model, device=device, threads=threads)
+        # Idle onnxruntime threads sleep rather than spin: between the model calls the same cores detect, crop and
+        # draw (spinning costs more CPU per frame on 2 shared cores: benchmarks/bench_stream.py, its "spinning" row).
+        clf = Classifier(model, device=device, threads=threads, spinning=False)
         # Whatever was opened is closed on every way out, a source that never opens included (close() is
         # idempotent: run_stream closes them too).
         recorder = VideoRecorder(record) if record else None

@@ -520,3 +520,23 @@ def test_labels_follow_the_model_threshold(field_dir, tmp_path):
     assert between, sorted(c["probability"] for c in cells)  # cells that a 0.5 rule would have called "hem"
     s = json.loads(summ.read_text())
     assert s["observations"]["all"] == sum(c["probability"] >= 0.3 for c in cells)
+
+
+def test_scale_measured_without_options_shows_in_events_and_summary(field_dir, tiny_onnx, tmp_path):
+    """No --um-per-px: a portrait (rotated) still at 0.3 um/px is measured on its red cells, not read as a field
+    192 um wide (which would be 0.53 um/px for its 360 px width), and the estimate is in the events and summary."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rgb = cv2.imread(str(field_dir / "frames" / "field_000.png"))
+    cv2.imwrite(str(frames / "portrait.png"), np.ascontiguousarray(np.rot90(rgb)))
+    jsonl, summ = tmp_path / "ev.jsonl", tmp_path / "s.json"
+    res = CliRunner().invoke(app, ["stream", "-s", str(frames), "-m", str(tiny_onnx), "--jsonl", str(jsonl),
+                                   "--summary", str(summ)])
+    assert res.exit_code == 0, _all_output(res)
+    (e,) = _events(jsonl)
+    assert e["scale_from"] == "red cells" and e["um_per_px"] == pytest.approx(0.3, rel=0.12)
+    truth = json.loads((field_dir / "ground_truth.json").read_text())["frames"][0]["cells"]
+    assert len(e["cells"]) == len(truth)
+    s = json.loads(summ.read_text())
+    assert s["um_per_px"] == e["um_per_px"] and s["scale_from"] == {"red cells": 1}
+    assert "um/px" in _all_output(res)  # the summary table shows it

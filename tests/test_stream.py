@@ -540,3 +540,30 @@ def test_scale_measured_without_options_shows_in_events_and_summary(field_dir, t
     s = json.loads(summ.read_text())
     assert s["um_per_px"] == e["um_per_px"] and s["scale_from"] == {"red cells": 1}
     assert "um/px" in _all_output(res)  # the summary table shows it
+
+
+def test_scale_keeper_measures_video_frames_now_and_then_and_keeps_the_measurement(monkeypatch):
+    import leuk_edge.edge.stream as stream_mod
+    from leuk_edge.edge.detect import DetectorConfig
+    from leuk_edge.edge.stream import ScaleKeeper
+    from leuk_edge.synth.fields import render_field
+
+    rng = np.random.default_rng(3)
+    field, _, _ = render_field(rng, FieldConfig(width=640, height=360, um_per_px=0.3, leukocytes=2))
+    blank = np.full_like(field, 235)  # no red cells: nothing to measure
+    calls = []
+    keeper = ScaleKeeper(DetectorConfig(), every=4)
+    real = stream_mod.frame_scale
+
+    def counting(rgb, cfg):
+        calls.append(rgb is field)
+        return real(rgb, cfg)
+
+    monkeypatch.setattr(stream_mod, "frame_scale", counting)
+    got = [keeper(img) for img in [field, field, field, field, blank, blank, field]]
+    monkeypatch.undo()
+    assert calls == [True, False]  # frames 0 and 4 measured, the others reuse it
+    assert all(s.source == "red cells" and s.um_per_px == pytest.approx(0.3, rel=0.12) for s in got)
+    # Stills are measured one by one: a blank one falls back to the assumed field of view.
+    stills = ScaleKeeper(DetectorConfig(), per_frame=True)
+    assert stills(field).source == "red cells" and stills(blank).source == "assumed"

@@ -138,29 +138,33 @@ def classify_frame(frame: Frame, classifier, options: StreamOptions, scale: Fram
 class ScaleKeeper:
     """The scale of each frame of a stream. Stills (a folder, an image) are measured one by one; the frames of
     a video or live source share one microscope, so its scale is measured every `every`-th frame (and whenever
-    the frame size changes), and a frame with too few red cells keeps the stream's last measurement instead of
-    falling back to the assumed field of view."""
+    the frame size changes), the median of the last `history` measurements is used (steadier crop sizes), and a
+    frame with too few red cells keeps the stream's measurement instead of falling back to the assumed field."""
 
-    def __init__(self, cfg: DetectorConfig, every: int = 15, per_frame: bool = False):
+    def __init__(self, cfg: DetectorConfig, every: int = 15, per_frame: bool = False, history: int = 5):
         self.cfg, self.every, self.per_frame = cfg, max(1, int(every)), per_frame
-        self._last: FrameScale | None = None  # the last scale measured on red cells
+        self._measured: deque = deque(maxlen=max(1, int(history)))  # um/px of the last red-cell measurements
+        self._last: FrameScale | None = None  # what the last measured frame was given
         self._shape = None
         self._count = 0
 
     def __call__(self, rgb: np.ndarray) -> FrameScale:
-        due = self.per_frame or self._count % self.every == 0 or rgb.shape != self._shape
+        if self.per_frame:
+            return frame_scale(rgb, self.cfg)
+        if rgb.shape != self._shape:  # another camera mode: earlier measurements do not apply
+            self._measured.clear()
+            self._last, self._shape, self._count = None, rgb.shape, 0
+        due = self._count % self.every == 0 or self._last is None
         self._count += 1
-        if not due and self._last is not None:
+        if not due:
             return self._last
         scale = frame_scale(rgb, self.cfg)
         if scale.source == "red cells":
-            self._last, self._shape = scale, rgb.shape
-        elif scale.source == "assumed" and self._last is not None and rgb.shape == self._shape \
-                and not self.per_frame:
-            return self._last
-        else:
-            self._shape = rgb.shape
-        return scale
+            self._measured.append(scale.um_per_px)
+            self._last = FrameScale(float(np.median(self._measured)), "red cells", scale.red_cells)
+        elif scale.source != "assumed" or not self._measured:
+            self._last = scale  # given, from the magnification, or assumed with nothing measured yet
+        return self._last
 
 
 def iter_results(source: Source, classifier, options: StreamOptions = StreamOptions()) -> Iterator[FrameResult]:

@@ -88,7 +88,8 @@ def fps_stats(frame_ms: list[float]) -> dict:
     import numpy as np
 
     t = np.asarray(frame_ms[1:] or frame_ms, np.float64)  # the first frame also opens the decoder
-    return {"fps_median": round(1000.0 / float(np.median(t)), 1), "fps_p5": round(1000.0 / float(np.percentile(t, 95)), 1)}
+    return {"fps_median": round(1000.0 / float(np.median(t)), 1),
+            "fps_p5": round(1000.0 / float(np.percentile(t, 95)), 1)}
 
 
 def detection_quality(jsonl: Path, truth_path: Path) -> dict:

@@ -33,7 +33,7 @@ def test_quick_demo_writes_everything(tmp_path):
     assert len(rows) == len(images) and {r["label"] for r in rows} <= {"all", "hem"}
 
     events = [json.loads(line) for line in open(out / "stream.jsonl")]
-    assert events and all(set(e) == {"frame", "time", "cells", "latency_ms"} for e in events)
+    assert events and all(list(e)[:4] == ["frame", "time", "cells", "latency_ms"] for e in events)  # + the scale
     assert sum(len(e["cells"]) for e in events) > 0
     assert (out / "stream.mp4").stat().st_size > 10_000
 

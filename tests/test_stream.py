@@ -58,7 +58,8 @@ def test_stream_video_file_end_to_end(field_dir, tiny_onnx, tmp_path):
     assert [e["frame"] for e in events] == list(range(24))  # a file is read frame by frame, nothing dropped
     tp = fp = fn = 0
     for e, t in zip(events, truth):
-        assert list(e) == ["frame", "time", "cells", "latency_ms"]
+        assert list(e)[:4] == ["frame", "time", "cells", "latency_ms"]  # the contract's fields first ...
+        assert e["um_per_px"] == 0.3 and e["scale_from"] == "given"      # ... then the frame's scale
         assert e["time"] == pytest.approx(e["frame"] / 12.0, abs=1e-3) and e["latency_ms"] > 0
         for c in e["cells"]:
             assert list(c) == ["box", "label", "probability"]
@@ -356,23 +357,213 @@ def test_annotation_boxes_coloured_by_class_and_hud():
     assert bgr[5:25, 5:200].mean() < 120  # the HUD panel with counts, blast fraction and fps
 
 
-def test_ctrl_c_stops_cleanly_with_a_summary(field_dir, tiny_onnx, tmp_path):
-    """SIGINT mid-run: the summary is still written and the exit code is 130."""
-    summ = tmp_path / "s.json"
+def _default_sigint():
+    """In the child: SIGINT back to its default. A child inherits "ignore" for SIGINT from a test run started as a
+    background job (`pytest &`, CI runners), and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _long_stream(field_dir, tiny_onnx, tmp_path, *extra):
+    """`leuk-edge stream` on a long folder source (~25 s), started and streaming (>= 1 event written)."""
     frames = tmp_path / "many"
     frames.mkdir()
-    for i in range(3000):  # a long folder source (~25 s), so the run is still going when interrupted
-        (frames / f"f{i:03d}.png").symlink_to(field_dir / "frames" / "field_000.png")
+    for i in range(3000):
+        (frames / f"f{i:04d}.png").symlink_to(field_dir / "frames" / "field_000.png")
+    jsonl = tmp_path / "ev.jsonl"
     proc = subprocess.Popen([*CLI, "stream", "-s", str(frames), "-m", str(tiny_onnx), *SCALE,
-                             "--summary", str(summ), "--jsonl", str(tmp_path / "ev.jsonl")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--summary", str(tmp_path / "s.json"), "--jsonl", str(jsonl), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
-    while not (tmp_path / "ev.jsonl").exists() or not (tmp_path / "ev.jsonl").read_text():
-        assert time.monotonic() < deadline and proc.poll() is None
+    while not jsonl.exists() or len(jsonl.read_text().splitlines()) < 3:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"the stream never started: {proc.communicate()[1][-2000:]}")
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    return proc
+
+
+def _finish(proc, sig):
+    proc.send_signal(sig)
+    try:
+        return proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary(field_dir, tiny_onnx, tmp_path):
+    """SIGINT mid-run: the summary is still written and the exit code is 130."""
+    proc = _long_stream(field_dir, tiny_onnx, tmp_path)
+    out, err = _finish(proc, signal.SIGINT)
     assert proc.returncode == 130, err[-2000:]
-    s = json.loads(summ.read_text())
+    s = json.loads((tmp_path / "s.json").read_text())
     assert s["ended"] == "interrupted" and 1 <= s["frames"] < 600
     assert "Traceback" not in err
+
+
+def test_sigterm_stops_like_ctrl_c_and_leaves_a_playable_recording(field_dir, tiny_onnx, tmp_path):
+    """docker stop / systemd / Kubernetes send SIGTERM: the frame in hand is finished, the MP4 closed (playable:
+    it reopens with every frame), the JSONL closed, the summary written, exit 143."""
+    rec = tmp_path / "rec.mp4"
+    proc = _long_stream(field_dir, tiny_onnx, tmp_path, "--record", str(rec))
+    out, err = _finish(proc, signal.SIGTERM)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "stream summary" in err
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["ended"] == "terminated" and 3 <= s["frames"] < 600
+    events = _events(tmp_path / "ev.jsonl")  # every line whole
+    cap = cv2.VideoCapture(str(rec))
+    assert cap.isOpened()
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == len(events) == s["frames"]  # events, recording and summary agree
+
+
+class CropSpy:
+    """A classifier stand-in with a 256x256 input that keeps the crops `stream` hands it."""
+    threshold = 0.5
+    size = (256, 256)
+
+    def __init__(self):
+        self.crops = []
+
+    def predict_rgb(self, crops):
+        self.crops += list(crops)
+        return np.zeros(len(crops), np.float32)
+
+    def label(self, p):
+        return "hem"
+
+
+def _span_at_input(rgb, side=256):
+    """Width in model-input pixels of the lit (non-black) cell: sqrt of its area after the model's resize."""
+    from leuk_edge.edge.preprocess import preprocess
+
+    x = preprocess(rgb, side, side, "area")
+    return float(np.sqrt((x.max(axis=2) > 20 / 255).sum()))
+
+
+@pytest.mark.parametrize("um, size, given", [(0.15, (1280, 720), False), (0.1, (1280, 720), False),
+                                             (0.08, (1280, 720), True), (0.3, (640, 360), True)])
+def test_stream_crops_are_at_the_training_scale(um, size, given):
+    """After the resize to the model input, a blast (16 um) and a normal lymphocyte (12 um) cut by `stream` from a
+    field span as many pixels (+-10 %) as the same cells do in C-NMC-layout tiles (synth.cells, 450 px = 30 um),
+    at any camera scale: measured on the red cells (no scale given: the 0.1 um/px field is not the assumed
+    192 um wide one) or given."""
+    from leuk_edge.edge.detect import CNMC_UM_PER_PX, DetectorConfig
+    from leuk_edge.edge.sources import Frame
+    from leuk_edge.edge.stream import StreamOptions, classify_frame
+    from leuk_edge.synth.cells import render_cnmc_image
+    from leuk_edge.synth.fields import render_field
+
+    rng = np.random.default_rng(5)
+    diam = {"all": 16.0, "hem": 12.0}
+    tiles = {lab: np.median([_span_at_input(render_cnmc_image(rng, lab, radius=d / 2 / CNMC_UM_PER_PX))
+                             for _ in range(8)]) for lab, d in diam.items()}
+    cfg = FieldConfig(width=size[0], height=size[1], um_per_px=um, leukocytes=5,
+                      blast_um=(diam["all"],) * 2, lymphocyte_um=(diam["hem"],) * 2)
+    options = StreamOptions(detector=DetectorConfig(um_per_px=um if given else None))
+    spans = {"all": [], "hem": []}
+    for i in range(2):
+        rgb, cells, _ = render_field(rng, cfg)
+        spy = CropSpy()
+        result = classify_frame(Frame(i, 0.0, rgb), spy, options)
+        assert result.scale.source == ("given" if given else "red cells")
+        _, _, _, pairs = match_boxes([c.box for c in result.cells], [c["box"] for c in cells])
+        for p, t, _ in pairs:
+            spans[cells[t]["label"]].append(_span_at_input(spy.crops[p]))
+    assert sum(map(len, spans.values())) >= 6, spans
+    for lab, got in spans.items():
+        for span in got:
+            assert span == pytest.approx(tiles[lab], rel=0.10), (lab, span, tiles)
+
+
+def test_undersampling_camera_is_warned_once(tmp_path, field_dir):
+    from leuk_edge.edge.detect import DetectorConfig
+    from leuk_edge.edge.stream import StreamOptions, run_stream, undersampling_note
+
+    assert undersampling_note(0.3, CropSpy()) and "up-sampled" in undersampling_note(0.3, CropSpy())
+    assert undersampling_note(0.1, CropSpy()) is None  # 300 px per 30 um crop >= 256: down-sampled, as in training
+    heard = []
+    s = run_stream(open_source(str(field_dir / "drift.mp4")), CropSpy(),
+                   StreamOptions(detector=DetectorConfig(um_per_px=0.3), max_frames=5), on_warning=heard.append)
+    assert len(heard) == 1 and "under-samples" in heard[0] and s["warnings"] == heard
+    s = run_stream(open_source(str(field_dir / "drift.mp4")), CropSpy(),
+                   StreamOptions(detector=DetectorConfig(um_per_px=0.1), max_frames=2), on_warning=heard.append)
+    assert len(heard) == 1 and s["warnings"] == []
+
+
+def test_labels_follow_the_model_threshold(field_dir, tmp_path):
+    """A model exported with threshold 0.3: a cell is "all" from P(all) 0.3 up, in the events, the per-sighting
+    counts and the tracked totals (not from 0.5)."""
+    import onnx
+    from onnx import numpy_helper
+    from tiny_models import make_tiny_onnx
+
+    model = make_tiny_onnx(tmp_path / "t03.onnx", size=32, threshold=0.3)
+    m = onnx.load(str(model))  # a lower bias puts the cells' P(all) between 0.3 and 0.5 (0.6 with the default)
+    bias = next(t for t in m.graph.initializer if t.name == "b")
+    bias.CopyFrom(numpy_helper.from_array(np.array([0.6], np.float32), "b"))
+    onnx.save(m, str(model))
+    jsonl, summ = tmp_path / "ev.jsonl", tmp_path / "s.json"
+    res = CliRunner().invoke(app, ["stream", "-s", str(field_dir / "drift.mp4"), "-m", str(model), *SCALE,
+                                   "--jsonl", str(jsonl), "--summary", str(summ), "--max-frames", "8"])
+    assert res.exit_code == 0, _all_output(res)
+    cells = [c for e in _events(jsonl) for c in e["cells"]]
+    assert cells
+    for c in cells:
+        assert c["label"] == ("all" if c["probability"] >= 0.3 else "hem"), c
+    between = [c for c in cells if 0.3 <= c["probability"] < 0.5]
+    assert between, sorted(c["probability"] for c in cells)  # cells that a 0.5 rule would have called "hem"
+    s = json.loads(summ.read_text())
+    assert s["observations"]["all"] == sum(c["probability"] >= 0.3 for c in cells)
+
+
+def test_scale_measured_without_options_shows_in_events_and_summary(field_dir, tiny_onnx, tmp_path):
+    """No --um-per-px: a portrait (rotated) still at 0.3 um/px is measured on its red cells, not read as a field
+    192 um wide (which would be 0.53 um/px for its 360 px width), and the estimate is in the events and summary."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rgb = cv2.imread(str(field_dir / "frames" / "field_000.png"))
+    cv2.imwrite(str(frames / "portrait.png"), np.ascontiguousarray(np.rot90(rgb)))
+    jsonl, summ = tmp_path / "ev.jsonl", tmp_path / "s.json"
+    res = CliRunner().invoke(app, ["stream", "-s", str(frames), "-m", str(tiny_onnx), "--jsonl", str(jsonl),
+                                   "--summary", str(summ)])
+    assert res.exit_code == 0, _all_output(res)
+    (e,) = _events(jsonl)
+    assert e["scale_from"] == "red cells" and e["um_per_px"] == pytest.approx(0.3, rel=0.12)
+    truth = json.loads((field_dir / "ground_truth.json").read_text())["frames"][0]["cells"]
+    assert len(e["cells"]) == len(truth)
+    s = json.loads(summ.read_text())
+    assert s["um_per_px"] == e["um_per_px"] and s["scale_from"] == {"red cells": 1}
+    assert "um/px" in _all_output(res)  # the summary table shows it
+
+
+def test_scale_keeper_measures_video_frames_now_and_then_and_keeps_the_measurement(monkeypatch):
+    import leuk_edge.edge.stream as stream_mod
+    from leuk_edge.edge.detect import DetectorConfig
+    from leuk_edge.edge.stream import ScaleKeeper
+    from leuk_edge.synth.fields import render_field
+
+    rng = np.random.default_rng(3)
+    field, _, _ = render_field(rng, FieldConfig(width=640, height=360, um_per_px=0.3, leukocytes=2))
+    blank = np.full_like(field, 235)  # no red cells: nothing to measure
+    calls = []
+    keeper = ScaleKeeper(DetectorConfig(), every=4)
+    real = stream_mod.frame_scale
+
+    def counting(rgb, cfg):
+        calls.append(rgb is field)
+        return real(rgb, cfg)
+
+    monkeypatch.setattr(stream_mod, "frame_scale", counting)
+    got = [keeper(img) for img in [field, field, field, field, blank, blank, field]]
+    monkeypatch.undo()
+    assert calls == [True, False]  # frames 0 and 4 measured, the others reuse it
+    assert all(s.source == "red cells" and s.um_per_px == pytest.approx(0.3, rel=0.12) for s in got)
+    # Stills are measured one by one: a blank one falls back to the assumed field of view.
+    stills = ScaleKeeper(DetectorConfig(), per_frame=True)
+    assert stills(field).source == "red cells" and stills(blank).source == "assumed"

@@ -47,20 +47,24 @@ def stream(
 ):
     """Find the white cells in every frame, classify each (P(all) = blast probability), live.
 
-    Sizes scale with --um-per-px or --magnification; without them a 100x field ~192 um wide is assumed.
+    Sizes scale with --um-per-px or --magnification; without them the scale is measured on the red cells in the
+    frame (~7.5 um each), and only a frame with too few of them is taken as a 100x field ~192 um wide.
     """
+    import contextlib
     import json
     import os
 
     from ..edge import Classifier
     from ..edge.draw import VideoRecorder, Window, display_available
+    from ..edge.signals import EXIT_SIGINT, EXIT_SIGTERM, graceful_stop
     from ..edge.sources import open_source
     from ..edge.stream import StreamOptions, render_summary, run_stream
 
     # FFmpeg warns on every stream hiccup (timeouts, broken packets); the summary reports what matters. Read when
     # FFmpeg is first used, so set before any capture opens. (OpenCV's own log: silenced by the CLI's root callback.)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    with user_errors():
+    # SIGTERM (docker stop, systemd, Kubernetes) stops like Ctrl-C, from the first moment: exit 143.
+    with user_errors(), graceful_stop(), contextlib.ExitStack() as opened:
         if backend is not None and backend not in ("auto", *BACKENDS):
             raise UsageError(f"unknown --backend {backend!r}; choose {', '.join(BACKENDS)}")
         if um_per_px is not None and magnification is not None:
@@ -69,30 +73,39 @@ def stream(
             detector=DetectorConfig(um_per_px=um_per_px, magnification=magnification,
                                     camera_pixel_um=camera_pixel_um, drop_edge=not keep_edge),
             stride=stride, max_frames=max_frames, crop_um=crop_um or None)  # checked by run_stream
-        clf = Classifier(model, device=device, threads=threads)
+        # Idle onnxruntime threads sleep rather than spin: between the model calls the same cores detect, crop and
+        # draw (spinning costs more CPU per frame on 2 shared cores: benchmarks/bench_stream.py, its "spinning" row).
+        clf = Classifier(model, device=device, threads=threads, spinning=False)
+        # Whatever was opened is closed on every way out, a source that never opens included (close() is
+        # idempotent: run_stream closes them too).
         recorder = VideoRecorder(record) if record else None
+        if recorder is not None:
+            opened.callback(recorder.close)
         window = None
         if show:
             if display_available():
                 window = Window()
+                opened.callback(window.close)
             else:
                 console.print("[yellow]--show: no display or no GUI in this OpenCV; running headless[/]")
         src = open_source(source, backend=backend, reconnect_s=reconnect_s, open_timeout_s=timeout_s,
                           read_timeout_s=timeout_s)
+        opened.callback(src.close)
         console.print(f"streaming {src.describe()} through {model.name} ({', '.join(clf.providers)}); "
                       "Ctrl-C stops", highlight=False)
         from .report import after_stream, stream_collector
 
         on_result, events = stream_collector(report, _progress_printer())
         summary = run_stream(src, clf, options, jsonl=jsonl, recorder=recorder, window=window,
-                             on_result=on_result)
+                             on_result=on_result,
+                             on_warning=lambda text: console.print(f"[yellow]warning:[/] {text}", highlight=False))
         render_summary(summary, console)
         after_stream(clf, summary, events, report)
         if summary_json:
             summary_json.parent.mkdir(parents=True, exist_ok=True)
             summary_json.write_text(json.dumps(summary, indent=2))
-        if summary["ended"] == "interrupted":
-            raise typer.Exit(130)
+        if summary["ended"] in ("interrupted", "terminated"):
+            raise typer.Exit(EXIT_SIGTERM if summary["ended"] == "terminated" else EXIT_SIGINT)
 
 
 def _progress_printer():

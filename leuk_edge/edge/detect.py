@@ -15,7 +15,18 @@ small to be a leukocyte (platelets and their clumps) and, by default, cells cut 
 Detection runs on the frame downscaled to about `work_um_per_px` (0.5 um/px: ~25 px across a lymphocyte) and the
 boxes are mapped back to source pixels, so a 1280x720 frame costs a few milliseconds. Sizes are in micrometres,
 converted with the frame's scale: `um_per_px`, or `camera_pixel_um / magnification`, or, when neither is known,
-a field of view `reference_um_per_px * reference_width` micrometres wide.
+measured on the red cells in the frame (edge.scale: their median diameter is ~7.5 um); only a frame with too few
+red cells falls back to an assumed field of view `reference_um_per_px * reference_width` micrometres wide.
+
+The physical scale of the C-NMC tiles (what the models are trained on): each tile is one segmented cell centred on
+a 450 x 450 px black canvas, cut from 2560 x 1920 px photographs taken through a 100x oil objective (Nikon
+Eclipse 200 with a Nikon camera; SBILab/AIIMS, C-NMC 2019). The dataset papers do not state micrometres per pixel;
+it follows from the cells themselves and from the optics: the tiles hold normal lymphocytes (~8-12 um) and
+lymphoblasts (~10-18 um) about 150-300 px across, i.e. ~0.05-0.08 um/px, and a 2560 px camera with 3.4 um
+pixels (the Nikon DS-Fi1 class, 2/3") behind a 100x objective and the usual 0.5x video adapter gives
+3.4 / 50 = 0.068 um/px. leuk-edge takes CNMC_UM_PER_PX = 30 um / 450 px = 0.0667 um/px: a tile is a field
+CNMC_CANVAS_UM = 30 um wide, and synth.cells draws its cells at that scale. `stream` cuts every cell as such a
+30 um square, so that after the model's resize a cell spans as many input pixels as the same cell does in a tile.
 """
 
 from __future__ import annotations
@@ -27,10 +38,12 @@ import cv2
 import numpy as np
 
 # C-NMC cells sit centred on a 450x450 black canvas, about 210 px across: the crop side is ~2.15 cell widths.
-CNMC_CONTEXT = 450 / 210
-# ... and that canvas is a fixed physical field: ~30 um (a ~16 um blast spans ~236 px of it, a ~12 um lymphocyte
-# ~184 px, as in leuk_edge.synth.cells).
+CNMC_TILE_PX = 450
+CNMC_CONTEXT = CNMC_TILE_PX / 210
+# ... and that canvas is a fixed physical field (see the module docstring): ~30 um, 0.0667 um/px (a ~16 um blast
+# spans ~236 px of it, a ~12 um lymphocyte ~184 px, as in leuk_edge.synth.cells).
 CNMC_CANVAS_UM = 30.0
+CNMC_UM_PER_PX = CNMC_CANVAS_UM / CNMC_TILE_PX
 RBC_RATIO_DEFAULT = 0.2  # red cells' OD_red / OD_green when a frame has too few of them to measure
 RBC_RATIO_MAX = 0.42
 BLUE_RATIO_DEFAULT = 0.8  # red cells' OD_blue / OD_green, likewise
@@ -57,9 +70,11 @@ class DetectorConfig:
     rbc_ratio: float | None = None          # red cells' OD_red / OD_green; None = measure it in each frame
     drop_edge: bool = True                  # drop cells cut by the frame edge
     edge_margin_px: int = 4                 # boxes this close to the border are checked at full resolution
+    estimate_scale: bool = True             # neither scale given: measure it on the red cells of each frame
 
     def scale(self, width: int) -> float:
-        """Micrometres per source pixel for a frame `width` pixels wide."""
+        """Micrometres per source pixel for a frame `width` pixels wide, from the options alone (the assumed field
+        of view when neither scale option is given; `frame_scale` measures it on the frame instead)."""
         if self.um_per_px:
             return float(self.um_per_px)
         if self.magnification:
@@ -167,10 +182,36 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return mask | cv2.bitwise_not(flood[1:-1, 1:-1])
 
 
-def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> list[Detection]:
-    """All white cells in an RGB uint8 field, as Detections in source-frame pixels (sorted top-left first)."""
+@dataclass(frozen=True)
+class FrameScale:
+    """The scale a frame was analysed at, and where it came from."""
+    um_per_px: float
+    source: str          # "given" (--um-per-px), "magnification", "red cells" (measured) or "assumed"
+    red_cells: int = 0   # with "red cells": how many (equivalent) were measured
+
+
+def frame_scale(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> FrameScale:
+    """The frame's micrometres per pixel: given, from the magnification, measured on its red cells, or (too few
+    red cells, or estimate_scale=False) the assumed field of view."""
+    if cfg.um_per_px:
+        return FrameScale(float(cfg.um_per_px), "given")
+    if cfg.magnification:
+        return FrameScale(cfg.scale(rgb.shape[1]), "magnification")
+    if cfg.estimate_scale:
+        from .scale import estimate_um_per_px
+
+        est = estimate_um_per_px(rgb)
+        if est is not None:
+            return FrameScale(est.um_per_px, "red cells", est.red_cells)
+    return FrameScale(cfg.scale(rgb.shape[1]), "assumed")
+
+
+def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig(), um_per_px: float | None = None
+                      ) -> list[Detection]:
+    """All white cells in an RGB uint8 field, as Detections in source-frame pixels (sorted top-left first).
+    `um_per_px`: the frame's scale when already known (else `frame_scale(rgb, cfg)`)."""
     H, W = rgb.shape[:2]
-    um = cfg.scale(W)
+    um = float(um_per_px) if um_per_px else frame_scale(rgb, cfg).um_per_px
     s = min(1.0, um / cfg.work_um_per_px)  # work pixels per source pixel
     small = _downscale(rgb, max(1, round(W * s)), max(1, round(H * s))) if s < 1.0 else rgb
     sy, sx = small.shape[0] / H, small.shape[1] / W

@@ -165,11 +165,17 @@ class LiveSource(Source):
     iteration ends and `lost` is True. If no frame arrives for `stall_s` seconds at all (e.g. a read that hangs
     beyond its own timeout), the iteration ends the same way. The first opening (in `start()`, unless a capture is
     given) gets the same bounded patience as a reconnection, so a server that is still starting is waited for.
+
+    `close()` waits for the capture thread as long as one read may block (`read_timeout_s`, the backend's own
+    bound, plus a second): a read cannot be cancelled from outside, and releasing a capture under a read that is
+    still running crashes some backends. A thread stuck beyond that is left to finish on its own ("detached":
+    it releases its capture itself when the read returns and touches nothing else); `detached` says so.
+    The counters (`dropped`, `reconnects`, `lost`) are written under the source's lock.
     """
 
     def __init__(self, spec: str, opener: Opener, kind: str = "stream", reconnect_s: float = 10.0,
                  backoff: float = 0.25, max_backoff: float = 4.0, stall_s: float | None = None,
-                 cap: "cv2.VideoCapture | None" = None):
+                 cap: "cv2.VideoCapture | None" = None, read_timeout_s: float = 5.0):
         super().__init__(spec)
         self.kind = kind
         self.opener = opener
@@ -177,6 +183,8 @@ class LiveSource(Source):
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
         self.stall_s = float(stall_s) if stall_s else self.reconnect_s + 15.0
+        self.read_timeout_s = float(read_timeout_s)
+        self.detached = False  # close() returned while the capture thread was still blocked in a read
         self._cap = cap
         self._cond = threading.Condition()
         self._pending = None  # (index, time, bgr, perf_counter) of the newest unconsumed frame
@@ -234,9 +242,11 @@ class LiveSource(Source):
                     cap.release()
                 cap = self._reopen()
                 if cap is None:
-                    self.lost = not self._stop.is_set()
+                    with self._cond:
+                        self.lost = not self._stop.is_set()
                     break
-                self.reconnects += 1
+                with self._cond:
+                    self.reconnects += 1
         finally:
             if cap is not None:
                 cap.release()
@@ -267,12 +277,16 @@ class LiveSource(Source):
         with newest-frame-wins it cannot know ahead which capture the consumer will take or pass over."""
         return self._take() is not None
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the capture thread and wait for it (at most `timeout` s, default read_timeout_s + 1): it releases
+        the capture itself once its read returns. Idempotent."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)  # a read blocked in the backend is left to its own timeout (daemon)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.read_timeout_s + 1.0 if timeout is None else timeout)
+            self.detached = thread.is_alive()
 
 
 def _natural_key(path: Path):
@@ -324,11 +338,11 @@ def open_source(spec: str, backend: str | None = None, reconnect_s: float = 10.0
     if spec.isdigit():  # camera index
         api = _api(backend, cv2.CAP_ANY)
         return LiveSource(spec, _capture_opener(int(spec), api, open_timeout_s, read_timeout_s), kind="camera",
-                          reconnect_s=reconnect_s).start()
+                          reconnect_s=reconnect_s, read_timeout_s=read_timeout_s).start()
     if URL_RE.match(spec) and not spec.lower().startswith("file://"):
         api = _api(backend, cv2.CAP_FFMPEG)
         opener = _capture_opener(spec, api, open_timeout_s, read_timeout_s)
-        return LiveSource(spec, opener, kind="stream", reconnect_s=reconnect_s,
+        return LiveSource(spec, opener, kind="stream", reconnect_s=reconnect_s, read_timeout_s=read_timeout_s,
                           stall_s=read_timeout_s + open_timeout_s + reconnect_s + 5.0).start()
     path = Path(spec[7:] if spec.lower().startswith("file://") else spec).expanduser()
     if path.is_dir():
@@ -347,5 +361,5 @@ def open_source(spec: str, backend: str | None = None, reconnect_s: float = 10.0
         return VideoSource(spec, cap)
     if backend == "gstreamer" and "!" in spec:  # a GStreamer pipeline
         return LiveSource(spec, _capture_opener(spec, cv2.CAP_GSTREAMER, open_timeout_s, read_timeout_s),
-                          kind="pipeline", reconnect_s=reconnect_s).start()
+                          kind="pipeline", reconnect_s=reconnect_s, read_timeout_s=read_timeout_s).start()
     raise SourceError(f"source not found: {spec} (expected a camera index, URL, image, folder or video file)")

@@ -8,19 +8,25 @@ hit --max-frames or the user pressed Ctrl-C; `render_summary(summary, console)` 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 
 from .. import DISCLAIMER
 from .classify import opencv_threads
 from .labels import label_for
-from .detect import CNMC_CANVAS_UM, CNMC_CONTEXT, DetectorConfig, crop_cnmc, detect_leukocytes
+from .signals import Terminated
+from .detect import (CNMC_CANVAS_UM, CNMC_CONTEXT, CNMC_TILE_PX, DetectorConfig, FrameScale, crop_cnmc,
+                     detect_leukocytes, frame_scale)
 from .sources import Frame, Source
 from .summary import blast_fraction_text, wilson_interval
 
@@ -46,11 +52,16 @@ class FrameResult:
     cells: list[Cell]
     timings: dict = field(default_factory=dict)  # ms per stage (capture, detect, classify, draw)
     latency_ms: float = 0.0                      # frame taken -> cells classified
+    scale: FrameScale | None = None              # the um/px the frame was analysed at, and its origin
 
     def event(self) -> dict:
-        """The docs/contracts.md stream event for this frame."""
-        return {"frame": int(self.frame.index), "time": round(float(self.frame.time), 3),
-                "cells": [c.to_event() for c in self.cells], "latency_ms": round(float(self.latency_ms), 1)}
+        """The docs/contracts.md stream event for this frame (the contract's four fields first, then the scale)."""
+        out = {"frame": int(self.frame.index), "time": round(float(self.frame.time), 3),
+               "cells": [c.to_event() for c in self.cells], "latency_ms": round(float(self.latency_ms), 1)}
+        if self.scale is not None:
+            out["um_per_px"] = round(float(self.scale.um_per_px), 4)
+            out["scale_from"] = self.scale.source
+        return out
 
 
 @dataclass
@@ -60,6 +71,7 @@ class StreamOptions:
     max_frames: int | None = None   # stop after this many processed frames
     crop_um: float | None = CNMC_CANVAS_UM  # crop side in micrometres (C-NMC's fixed canvas); None: relative
     context: float = CNMC_CONTEXT   # with crop_um None: crop side / cell size
+    scale_every: int = 15           # video/live: measure the scale on the red cells every Nth processed frame
 
     def validate(self) -> StreamOptions:
         if self.stride < 1:
@@ -68,22 +80,91 @@ class StreamOptions:
             raise ValueError("--max-frames must be at least 1")
         if self.crop_um is not None and self.crop_um <= 0:
             raise ValueError("--crop-um must be positive")
+        if self.scale_every < 1:
+            raise ValueError("scale_every must be at least 1")
         self.detector.validate()
         return self
 
 
-def classify_frame(frame: Frame, classifier, options: StreamOptions) -> FrameResult:
-    """Detect, crop and classify the cells of one frame (one batched model call)."""
+def _input_side(classifier) -> int | None:
+    size = getattr(classifier, "size", None)
+    return int(min(size)) if size else None
+
+
+def undersampling_note(um_per_px: float, classifier, crop_um: float | None = CNMC_CANVAS_UM) -> str | None:
+    """A one-line warning when a crop of `crop_um` at this scale has fewer pixels than the model's input: the
+    training tiles were *down*-sampled (450 px -> input), such crops must be *up*-sampled and hold less detail."""
+    side = _input_side(classifier)
+    if not side or not crop_um:
+        return None
+    crop_px = crop_um / um_per_px
+    if crop_px >= side:
+        return None
+    return (f"the camera under-samples the cells: {um_per_px:.3f} um/px gives {crop_px:.0f} px per {crop_um:g} um "
+            f"crop, fewer than the model's {side} px input (C-NMC tiles: {CNMC_TILE_PX} px, down-sampled); crops are "
+            f"up-sampled and hold less detail than in training. Finer: <= {crop_um / side:.3f} um/px "
+            f"(a higher magnification or camera resolution).")
+
+
+def model_crops(crops: list[np.ndarray], classifier) -> list[np.ndarray]:
+    """Crops smaller than the model input are up-sampled to it here, bilinearly: the model's own resize ("area")
+    is meant for down-sampling (as from C-NMC's 450 px tiles) and up-samples blockily, like nearest neighbour.
+    Crops at least as large as the input are left to the model's resize, exactly as the training tiles are."""
+    size = getattr(classifier, "size", None)
+    if not size:
+        return crops
+    h, w = size
+    return [cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) if c.shape[0] < h or c.shape[1] < w else c
+            for c in crops]
+
+
+def classify_frame(frame: Frame, classifier, options: StreamOptions, scale: FrameScale | None = None
+                   ) -> FrameResult:
+    """Detect, crop and classify the cells of one frame (one batched model call). `scale`: the frame's scale when
+    already known (else measured or taken from the options: `detect.frame_scale`)."""
     t0 = time.perf_counter()
-    dets = detect_leukocytes(frame.image, options.detector)
-    side = options.crop_um / options.detector.scale(frame.image.shape[1]) if options.crop_um else None
-    crops = [crop_cnmc(frame.image, d, options.context, side) for d in dets]
+    scale = scale or frame_scale(frame.image, options.detector)
+    dets = detect_leukocytes(frame.image, options.detector, um_per_px=scale.um_per_px)
+    side = options.crop_um / scale.um_per_px if options.crop_um else None
+    crops = model_crops([crop_cnmc(frame.image, d, options.context, side) for d in dets], classifier)
     t1 = time.perf_counter()
     probs = classifier.predict_rgb(crops) if crops else np.zeros((0,), np.float32)
     t2 = time.perf_counter()
     cells = [Cell(d.box, classifier.label(float(p)), float(p)) for d, p in zip(dets, probs)]
     latency = (t2 - frame.captured) * 1000 if frame.captured else (t2 - t0) * 1000
-    return FrameResult(frame, cells, {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000}, latency)
+    return FrameResult(frame, cells, {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000}, latency, scale)
+
+
+class ScaleKeeper:
+    """The scale of each frame of a stream. Stills (a folder, an image) are measured one by one; the frames of
+    a video or live source share one microscope, so its scale is measured every `every`-th frame (and whenever
+    the frame size changes), the median of the last `history` measurements is used (steadier crop sizes), and a
+    frame with too few red cells keeps the stream's measurement instead of falling back to the assumed field."""
+
+    def __init__(self, cfg: DetectorConfig, every: int = 15, per_frame: bool = False, history: int = 5):
+        self.cfg, self.every, self.per_frame = cfg, max(1, int(every)), per_frame
+        self._measured: deque = deque(maxlen=max(1, int(history)))  # um/px of the last red-cell measurements
+        self._last: FrameScale | None = None  # what the last measured frame was given
+        self._shape = None
+        self._count = 0
+
+    def __call__(self, rgb: np.ndarray) -> FrameScale:
+        if self.per_frame:
+            return frame_scale(rgb, self.cfg)
+        if rgb.shape != self._shape:  # another camera mode: earlier measurements do not apply
+            self._measured.clear()
+            self._last, self._shape, self._count = None, rgb.shape, 0
+        due = self._count % self.every == 0 or self._last is None
+        self._count += 1
+        if not due:
+            return self._last
+        scale = frame_scale(rgb, self.cfg)
+        if scale.source == "red cells":
+            self._measured.append(scale.um_per_px)
+            self._last = FrameScale(float(np.median(self._measured)), "red cells", scale.red_cells)
+        elif scale.source != "assumed" or not self._measured:
+            self._last = scale  # given, from the magnification, or assumed with nothing measured yet
+        return self._last
 
 
 def iter_results(source: Source, classifier, options: StreamOptions = StreamOptions()) -> Iterator[FrameResult]:
@@ -95,6 +176,7 @@ def iter_results(source: Source, classifier, options: StreamOptions = StreamOpti
 
 def _results(source: Source, classifier, options: StreamOptions) -> Iterator[FrameResult]:
     done = 0
+    scales = ScaleKeeper(options.detector, options.scale_every, per_frame=source.kind in ("folder", "image"))
     while options.max_frames is None or done < options.max_frames:
         t0 = time.perf_counter()
         if done and not all(source.skip() for _ in range(options.stride - 1)):  # passed over cheaply
@@ -103,7 +185,11 @@ def _results(source: Source, classifier, options: StreamOptions) -> Iterator[Fra
         if frame is None:
             return
         capture_ms = (time.perf_counter() - t0) * 1000
-        result = classify_frame(frame, classifier, options)
+        t1 = time.perf_counter()
+        scale = scales(frame.image)
+        scale_ms = (time.perf_counter() - t1) * 1000
+        result = classify_frame(frame, classifier, options, scale)
+        result.timings["detect"] += scale_ms  # measuring the scale is part of finding the cells
         result.timings["capture"] = capture_ms
         done += 1
         yield result
@@ -189,9 +275,14 @@ class StreamStats:
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # the last LATENCY_WINDOW
     started: float = field(default_factory=time.perf_counter)
     _recent: deque = field(default_factory=deque)
+    scales: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # um/px of the recent frames
+    scale_sources: dict = field(default_factory=dict)  # frames per scale origin ("red cells", "assumed", ...)
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
+        if result.scale is not None:
+            self.scales.append(result.scale.um_per_px)
+            self.scale_sources[result.scale.source] = self.scale_sources.get(result.scale.source, 0) + 1
         for c in result.cells:
             self.observations[c.label] = self.observations.get(c.label, 0) + 1
         for s in STAGES:
@@ -228,6 +319,10 @@ def summarize(stats: StreamStats, tracker: CellTracker, source: Source, ended: s
         "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
                        "frames": len(stats.latencies)},
         "observations": dict(stats.observations),
+        # The frames' scale: median um/px and how many frames got it from where (given, magnification, measured
+        # on the red cells, or the assumed field of view).
+        "um_per_px": round(float(np.median(stats.scales)), 4) if stats.scales else None,
+        "scale_from": dict(stats.scale_sources),
         "cells": {**unique, "total": n},
         "blast_fraction": round(unique["all"] / n, 4) if n else None,
         "blast_fraction_ci95": [round(lo, 4), round(hi, 4)] if n else None,
@@ -255,39 +350,102 @@ class EventWriter:
             self._fh.close()
 
 
+class FrameGuard:
+    """Stop signals wait for the frame in hand: inside `frame()`, SIGINT (Ctrl-C) and SIGTERM (when
+    `signals.graceful_stop` routes it) are held until the frame's event is written and its picture recorded, then
+    raised as the handler in force would have (KeyboardInterrupt / Terminated). Outside, e.g. while waiting for the
+    source, they act at once. Handlers that are not Python callables (SIGINT ignored in a background job, SIGTERM
+    left at its default) are left alone. Main thread only; elsewhere a no-op."""
+
+    def __init__(self):
+        self._previous: dict = {}
+        self._pending = None
+        self._in_frame = False
+
+    def __enter__(self) -> FrameGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.getsignal(sig)
+                if callable(previous):
+                    self._previous[sig] = previous
+                    signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self._in_frame:
+            self._pending = (signum, frame)
+        else:
+            self._previous[signum](signum, frame)
+
+    @contextlib.contextmanager
+    def frame(self):
+        self._in_frame = True
+        try:
+            yield
+        finally:
+            self._in_frame = False
+        if self._pending is not None:
+            (signum, frame), self._pending = self._pending, None
+            self._previous[signum](signum, frame)
+
+
+class ScaleNotes:
+    """Warnings about the frames' scale, each given once per run: a camera that under-samples the C-NMC crops,
+    and frames with too few red cells to measure the scale (the assumed field of view is used)."""
+
+    def __init__(self, classifier, crop_um: float | None, on_warning: Callable[[str], None] | None = None):
+        self.classifier, self.crop_um, self.on_warning = classifier, crop_um, on_warning
+        self.notes: list[str] = []
+        self._seen: set[str] = set()
+
+    def _note(self, kind: str, text: str | None) -> None:
+        if text and kind not in self._seen:
+            self._seen.add(kind)
+            self.notes.append(text)
+            if self.on_warning:
+                self.on_warning(text)
+
+    def check(self, scale: FrameScale | None) -> None:
+        if scale is None:
+            return
+        if scale.source == "assumed":
+            self._note("assumed", f"too few red cells to measure the scale; assuming {scale.um_per_px:.3f} um/px "
+                                  "(a field ~192 um wide): give --um-per-px or --magnification")
+        self._note("under", undersampling_note(scale.um_per_px, self.classifier, self.crop_um))
+
+
 def run_stream(source: Source, classifier, options: StreamOptions = StreamOptions(), jsonl: str | Path | None = None,
-               recorder=None, window=None, on_result: Callable[[FrameResult, StreamStats], None] | None = None) -> dict:
+               recorder=None, window=None, on_result: Callable[[FrameResult, StreamStats], None] | None = None,
+               on_warning: Callable[[str], None] | None = None) -> dict:
     """Run the whole stream with its sinks; always closes them and returns the summary.
 
     `recorder`: an object with write(bgr) and close() (draw.VideoRecorder); `window`: show(bgr) -> False to
     stop, close() (draw.Window). Annotation is drawn only when one of them is given. The options are checked
     first (ValueError; the source is closed then too). Detection works on small images: OpenCV runs on one
-    thread meanwhile, leaving the cores to onnxruntime.
-    """
-    from .draw import annotate
+    thread meanwhile, leaving the cores to onnxruntime. `on_warning(text)` hears each scale warning once (they
+    are also in the summary's "warnings").
 
+    Ctrl-C (KeyboardInterrupt) ends the run as "interrupted"; SIGTERM inside `signals.graceful_stop()` (the CLI,
+    the station) as "terminated". Either way the frame in hand is finished first (FrameGuard): its event is
+    written and its picture recorded, so events, recording and summary agree, and the recording is closed
+    playable.
+    """
     stats, tracker = StreamStats(), CellTracker(classifier.threshold)
+    notes = ScaleNotes(classifier, options.crop_um, on_warning)
     writer = None
     ended = "end of source"
     try:
         options.validate()
         writer = EventWriter(jsonl) if jsonl else None
-        with opencv_threads(1):
+        with opencv_threads(1), FrameGuard() as guard:
             for result in _results(source, classifier, options):
-                tracker.update(result.cells, result.frame.index)
-                t0 = time.perf_counter()
-                closed = False
-                if recorder is not None or window is not None:
-                    bgr = annotate(result, counts=tracker.counts(), fps=stats.fps, dropped=source.dropped)
-                    if recorder is not None:
-                        recorder.write(bgr, fps=source.fps)
-                    closed = window is not None and window.show(bgr) is False
-                result.timings["draw"] = (time.perf_counter() - t0) * 1000
-                stats.add(result)
-                if writer:
-                    writer.write(result)
-                if on_result:
-                    on_result(result, stats)
+                with guard.frame():
+                    closed = _emit(result, stats, tracker, notes, source, writer, recorder, window, on_result)
                 if closed:
                     ended = "closed by user"
                     break
@@ -296,8 +454,8 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
                     ended = "max frames"
                 elif source.lost:
                     ended = "source lost"
-    except KeyboardInterrupt:
-        ended = "interrupted"
+    except KeyboardInterrupt as exc:
+        ended = "terminated" if isinstance(exc, Terminated) else "interrupted"
     finally:
         source.close()
         for sink in (writer, recorder, window):
@@ -307,8 +465,33 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
                 except Exception:  # noqa: BLE001 - closing a sink must not hide the summary
                     pass
     extra = {"model": str(getattr(classifier, "path", "")), "providers": list(getattr(classifier, "providers", [])),
-             "jsonl": str(jsonl) if jsonl else None, "record": str(getattr(recorder, "path", "")) or None}
+             "jsonl": str(jsonl) if jsonl else None, "record": str(getattr(recorder, "path", "")) or None,
+             "warnings": notes.notes}
     return summarize(stats, tracker, source, ended, extra)
+
+
+def _emit(result: FrameResult, stats: StreamStats, tracker: CellTracker, notes: ScaleNotes, source: Source,
+          writer: EventWriter | None, recorder, window, on_result) -> bool:
+    """One processed frame into the sinks (tracker, recording/window, totals, JSONL, callback); True when the
+    window was closed by the user."""
+    from .draw import annotate
+
+    notes.check(result.scale)
+    tracker.update(result.cells, result.frame.index)
+    t0 = time.perf_counter()
+    closed = False
+    if recorder is not None or window is not None:
+        bgr = annotate(result, counts=tracker.counts(), fps=stats.fps, dropped=source.dropped)
+        if recorder is not None:
+            recorder.write(bgr, fps=source.fps)
+        closed = window is not None and window.show(bgr) is False
+    result.timings["draw"] = (time.perf_counter() - t0) * 1000
+    stats.add(result)
+    if writer:
+        writer.write(result)
+    if on_result:
+        on_result(result, stats)
+    return closed
 
 
 def render_summary(s: dict, console) -> None:
@@ -329,6 +512,9 @@ def render_summary(s: dict, console) -> None:
     if s["blast_fraction"] is not None:
         t.add_row("blast fraction", blast_fraction_text(s["blast_fraction"], *s["blast_fraction_ci95"]))
     t.add_row("cell sightings", f"all {s['observations'].get('all', 0)}, hem {s['observations'].get('hem', 0)}")
+    if s.get("um_per_px"):
+        t.add_row("scale", f"{s['um_per_px']:.4f} um/px (frames: "
+                  + ", ".join(f"{k} {v}" for k, v in s.get("scale_from", {}).items()) + ")")
     if s["unreadable"]:
         t.add_row("unreadable", f"{len(s['unreadable'])} frame(s), e.g. {s['unreadable'][0]['name']}: "
                                 f"{s['unreadable'][0]['error']}")
@@ -336,6 +522,8 @@ def render_summary(s: dict, console) -> None:
         if s.get(key):
             t.add_row(name, s[key])
     console.print(t)
+    if s["ended"] in ("interrupted", "terminated"):
+        console.print(f"[yellow]{s['ended']}: the last frame was finished, events and recording closed[/]")
     if s["ended"] == "source lost":
         console.print("[yellow]the source was lost and did not come back; the run ended[/]")
     console.print(f"[bold]{DISCLAIMER}[/]")

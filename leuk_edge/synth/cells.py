@@ -100,9 +100,11 @@ def render_cell(rng: np.random.Generator, label: str, stain: Stain | None = None
     return np.clip(img, 0, 255).astype(np.uint8), cell, nuc
 
 
-def render_cnmc_image(rng: np.random.Generator, label: str, stain: Stain | None = None) -> np.ndarray:
-    """A C-NMC-like 450x450 RGB image: one cell, centred with jitter, on black."""
-    rgb, _, _ = render_cell(rng, label, stain)
+def render_cnmc_image(rng: np.random.Generator, label: str, stain: Stain | None = None,
+                      radius: float | None = None) -> np.ndarray:
+    """A C-NMC-like 450x450 RGB image: one cell, centred with jitter, on black. `radius` in px fixes the cell's
+    size (the canvas is ~30 um wide, edge.detect.CNMC_UM_PER_PX: 1 um = 15 px); default: drawn per type."""
+    rgb, _, _ = render_cell(rng, label, stain, radius=radius)
     canvas = np.zeros((CELL_CANVAS, CELL_CANVAS, 3), np.uint8)
     s = min(rgb.shape[0], CELL_CANVAS)
     rgb = rgb[:s, :s]

@@ -212,3 +212,27 @@ def test_without_the_runs_data_gates_say_synthetic(trained_run, tmp_path):
     report = json.loads((run / "model.parity.json").read_text())
     assert report["images"] == "synthetic" and report["cam"] is None
     assert not Classifier(run / "model.onnx", device="cpu").has_cam
+
+
+def test_evaluate_explain_saves_the_most_confident_errors(trained_run, tmp_path):
+    import cv2
+
+    run, root = trained_run["run"], trained_run["root"]
+    res = runner.invoke(app, ["evaluate", str(run), "--data", str(root), "--explain", "3",
+                              "--explain-dir", str(tmp_path / "explain")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "explain" / "errors.json").read_text())
+    val = report["splits"]["val"]
+    # the errors, ranked here from the model itself: P(all) calibrated by hand, decided at the run's threshold
+    model, x, y = trained_run["model"], trained_run["xh"][:60], trained_run["yh"][:60]
+    raw = np.clip(np.asarray(model(x, training=False), np.float64).ravel(), 1e-12, 1 - 1e-12)
+    p = 1 / (1 + np.exp(-np.log(raw / (1 - raw)) / TEMPERATURE))
+    pred = (p >= report["threshold"]).astype(int)
+    wrong_conf = sorted((p[i] if pred[i] else 1 - p[i]) for i in np.flatnonzero(pred != y))[::-1]
+    assert val["n"] == 60 and val["errors"] == len(wrong_conf) >= 1
+    got = [r["probability"] if r["predicted"] == "all" else 1 - r["probability"] for r in val["explained"]]
+    np.testing.assert_allclose(got, wrong_conf[:3], atol=1e-4)
+    for r in val["explained"]:
+        assert r["truth"] != r["predicted"]
+        img = cv2.imread(r["overlay"])
+        assert img is not None and img.shape == (256, 256, 3)

@@ -96,3 +96,16 @@ def test_overlay_shows_the_hot_spot():
     assert out.shape == (96, 96, 3) and out.dtype == np.uint8
     hot, cold = out[80, 10].astype(int), out[40, 85].astype(int)
     assert hot[0] > cold[0] + 40  # red where the map is high (JET), unchanged grey-blue elsewhere
+
+
+def test_renderer_returns_the_nucleus_it_drew():
+    from leuk_edge.synth.cells import render_cnmc_cell, render_cnmc_image
+
+    img, nuc = render_cnmc_cell(np.random.default_rng(3), "all")
+    assert np.array_equal(img, render_cnmc_image(np.random.default_rng(3), "all"))  # same image, same draws
+    assert nuc.dtype == bool and nuc.shape == img.shape[:2] and 0.02 < nuc.mean() < 0.5
+    stained = img.max(axis=2) > 0
+    assert stained[nuc].mean() > 0.99  # the nucleus lies on the cell, not on the black background
+    nuclear = img[nuc].astype(float).mean(0)
+    cytoplasm = img[stained & ~nuc].astype(float).mean(0)
+    assert nuclear.sum() < cytoplasm.sum()  # and is the darker, purple part

@@ -90,7 +90,9 @@ def export_cmd(
 def parity_cmd(
     reference: Path = typer.Argument(..., help="Reference: the .keras model, or the FP32 .onnx for a variant."),
     model: Path = typer.Argument(..., help="The ONNX model to check (it carries the leuk_edge metadata)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Image folder (default: synthetic cells)."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Image folder (default: for a .keras reference the run's validation images, else "
+                             "synthetic cells)."),
     atol: Optional[float] = typer.Option(
         None, "--atol", min=0.0, show_default=False,
         help=f"Largest allowed |difference|. Default {DEFAULT_ATOL:g} against Keras; against an ONNX reference "
@@ -124,6 +126,13 @@ def parity_cmd(
             rep = check_variant(reference, model, data=data, atol=atol, min_agreement=min_agreement, n=size,
                                 device=device)
         elif reference.suffix == ".keras":
+            if data is None:  # as export: the run's validation images when they are on disk
+                from ..export.run_data import run_images
+
+                run, why = run_images(reference.parent)
+                data = run.val if run else None
+                if run is None:
+                    console.print(f"warning: {why}: checking on synthetic cells", highlight=False)
             rep = check_parity(reference, model, data=data, atol=DEFAULT_ATOL if atol is None else atol,
                                n=DEFAULT_N if size is None else size, min_agreement=min_agreement, device=device)
         else:

@@ -119,6 +119,7 @@ def exported(trained_run):
     run = trained_run["run"]
     res = runner.invoke(app, ["export", str(run / "model.keras"), "--int8", "--fp16", "--json"])
     assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["card"] == str(run / "model.card.md")
     return run
 
 

@@ -74,6 +74,7 @@ def export_cmd(
         console.print(_artifact_line(a), highlight=False, soft_wrap=True)
     if as_json:
         echo_json({"passed": result.passed, "warnings": result.warnings,
+                   "card": str(result.card_path) if result.card_path else None,
                    "artifacts": [{"precision": a.precision, "path": str(a.path), "seconds": a.seconds,
                                   "parity_report": str(a.parity_path), **a.parity.to_dict()}
                                  for a in result.artifacts]})

@@ -146,7 +146,7 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{plan.out.name}.", suffix=".staging", dir=plan.out.parent))
     try:
         fp32 = convert(plan, staging, log)
-        gate(plan, fp32, atol, parity_n, batch_sizes, log)
+        gate(plan, fp32, atol, parity_n, batch_sizes)
         result = ExportResult(plan.keras_path, None, warnings=plan.warnings)
         if not fp32.passed:
             # Variants are judged against the FP32 model; without a valid one there is nothing to judge them by.
@@ -232,13 +232,11 @@ def convert(plan: Plan, staging: Path, log) -> Staged:
 
 # ---------------------------------------------------------------------------------------------------- gate
 
-def gate(plan: Plan, fp32: Staged, atol: float, n: int, batch_sizes, log) -> None:
+def gate(plan: Plan, fp32: Staged, atol: float, n: int, batch_sizes) -> None:
     """The FP32 gate: the candidate (on the plan's device) vs the calibrated Keras model (CPU)."""
     fp32.report = check_parity(plan.model, fp32.clf, data=plan.parity_data, atol=atol, n=n,
                                batch_sizes=batch_sizes, reference_name=f"keras:{plan.keras_path}",
                                train_resize=plan.src.resize, temperature=plan.src.temperature)
-    if fp32.report.images == "synthetic":
-        log("warning: the parity gate ran on synthetic cells, not on the run's images")
 
 
 def keep_failed(fp32: Staged) -> ArtifactResult:

@@ -416,6 +416,31 @@ def test_calibration_and_parity_picks_are_disjoint(synth_cnmc):
     assert not any(np.array_equal(u, v) for u in a for v in b)
 
 
+def test_cam_gate_fails_on_maps_that_differ_and_passes_within_tolerance():
+    """The `cam` part of the gate on hand-made runners: P(all) identical, maps off by a known amount. The
+    tolerance is atol x max(1, max |reference map|)."""
+    from leuk_edge.export.parity import ParityInputs, _gate, compare
+
+    x = np.zeros((4, 2, 2, 3), np.float32)
+    p = np.array([0.1, 0.4, 0.6, 0.9], np.float32)
+    ref_cam = np.zeros((4, 3, 3), np.float32)
+    ref_cam[:, 1, 1] = 50.0  # max |map| 50 -> tolerance 1e-4 * 50 = 5e-3
+
+    def runner_with(offset):
+        return lambda b: (p[:len(b)], ref_cam[:len(b)] + offset)
+
+    inp = ParityInputs(x, None, None, "4 hand-made inputs", "synthetic")
+    for offset, ok in ((0.004, True), (0.02, False)):
+        res = compare(runner_with(0.0), runner_with(offset), x, 0.5, batch_sizes=(4,))
+        rep = _gate(res, "Keras", 1e-4, None, 0.5, (4,), "keras:hand", "hand.onnx", inp, cam_gated=True)
+        assert rep.cam["max_abs_diff"] == pytest.approx(offset, rel=1e-3)
+        assert rep.cam["tolerance"] == pytest.approx(5e-3) and rep.passed is ok
+        assert rep.max_abs_diff == 0.0 and (ok or "cam maps differ" in rep.failures[0])
+    # a variant's gate reports the maps without judging them
+    rep = _gate(res, "FP32", None, 0.98, 0.5, (4,), "onnx:a", "b.onnx", inp)
+    assert rep.passed and rep.cam["gated"] is False and "tolerance" not in rep.cam
+
+
 # -------------------------------------------------------------------------------------------------- safety
 
 @pytest.mark.slow

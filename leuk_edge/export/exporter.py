@@ -147,21 +147,20 @@ def export_model(
     try:
         fp32 = convert(plan, staging, log)
         gate(plan, fp32, atol, parity_n, batch_sizes)
-        result = ExportResult(plan.keras_path, None, warnings=plan.warnings)
-        if not fp32.passed:
-            # Variants are judged against the FP32 model; without a valid one there is nothing to judge them by.
-            if fp16 or int8:
-                log("skipping FP16/INT8 variants: the FP32 model failed its gate")
-            result.fp32 = keep_failed(fp32)
-        else:
+        if fp32.passed:
             n_var = variant_n if variant_n is not None else max(parity_n, MIN_AGREEMENT_N)
             staged = variants(plan, fp32, fp16, fp16_atol, int8, calib_size, min_agreement,
                               max(parity_n, n_var), n_var, batch_sizes, log)
-            result.fp32, result.variants, result.card_path = commit(plan, fp32, staged)
+            fp32_result, variant_results, card = commit(plan, fp32, staged)
+        else:
+            # Variants are judged against the FP32 model; without a valid one there is nothing to judge them by.
+            if fp16 or int8:
+                log("skipping FP16/INT8 variants: the FP32 model failed its gate")
+            fp32_result, variant_results, card = keep_failed(fp32), [], None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    result.total_seconds = time.perf_counter() - t_start
-    return result
+    return ExportResult(plan.keras_path, fp32_result, variant_results, plan.warnings,
+                        time.perf_counter() - t_start, card)
 
 
 # ------------------------------------------------------------------------------------------------- prepare

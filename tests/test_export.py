@@ -107,8 +107,12 @@ def test_export_passes_gate_at_batch_1_and_5(arch, request):
     assert fp32.path.name == "model.onnx" and fp32.path.is_file()
     assert not (fp32.path.parent / "model.failed.onnx").exists()
     report = json.loads((fp32.path.parent / "model.parity.json").read_text())
-    for key in ("n", "max_abs_diff", "mean_abs_diff", "decision_agreement", "atol", "passed", "reference", "images"):
+    for key in ("n", "max_abs_diff", "mean_abs_diff", "decision_agreement", "atol", "passed", "reference", "images",
+                "image_source", "cam", "device", "temperature"):
         assert key in report
+    # no run data on disk beside these test models: synthetic cells, and the report says so
+    assert report["images"] == "synthetic" and report["temperature"] == 1.0
+    assert report["cam"]["passed"] and report["cam"]["max_abs_diff"] <= report["cam"]["tolerance"]
     assert report["passed"] is True and report["max_abs_diff"] <= report["atol"] == 1e-4
     assert set(report["per_batch"]) == {"1", "5"}
     assert report["reference"].startswith("keras:")
@@ -136,10 +140,13 @@ def test_exported_model_is_valid_and_self_describing(arch, size, name, request):
     assert meta["output"]["name"] == "p_all"
     assert meta["source_sha256"] == sha256_file(result.keras_path)
     assert meta["schema_version"] == 1 and meta["opset"] == 17 and meta["leuk_edge_version"] and meta["created"]
+    assert "calibration" not in meta  # the run has no calibration entry: uncalibrated, as older runs
+    assert meta["cam"]["output"] == "cam" and meta["cam"]["method"] == ("grad-cam" if arch == "cnn" else "cam")
+    assert meta["card"]["threshold"]["value"] == pytest.approx(config["threshold"])
     # stable I/O names and a dynamic batch dimension
-    (inp,), (out,) = m.graph.input, m.graph.output
-    assert (inp.name, out.name) == ("image", "p_all")
-    assert inp.type.tensor_type.shape.dim[0].dim_param == "N"
+    (inp,), (out, cam) = m.graph.input, m.graph.output
+    assert (inp.name, out.name, cam.name) == ("image", "p_all", "cam")
+    assert inp.type.tensor_type.shape.dim[0].dim_param == "N" == cam.type.tensor_type.shape.dim[0].dim_param
     assert [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]] == [size, size, 3]
     # the edge runner needs nothing but the file
     clf = Classifier(path, device="cpu")
@@ -170,18 +177,114 @@ def test_tampered_model_fails_parity(cnn_export, tmp_path):
     assert bad_onnx.exit_code == 1, bad_onnx.output
 
 
+def _snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def deployed(cnn_keras, tmp_path_factory):
+    """A run folder with a passed export and its FP16 variant in place: the set a new export must not lose."""
+    run = tmp_path_factory.mktemp("deployed")
+    for name in ("model.keras", "config.json"):
+        shutil.copy(cnn_keras.parent / name, run / name)
+    res = runner.invoke(app, ["export", str(run / "model.keras"), "--fp16", "--parity-size", "4"])
+    assert res.exit_code == 0, res.output
+    assert {"model.onnx", "model.parity.json", "model.fp16.onnx", "model.fp16.parity.json",
+            "model.card.md"} <= set(_snapshot(run))
+    return run
+
+
+@pytest.fixture
+def deployed_copy(deployed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(deployed, run)
+    return run
+
+
 @pytest.mark.slow
-def test_failed_gate_leaves_no_valid_looking_model(cnn_keras, tmp_path):
-    out = tmp_path / "m.onnx"
-    out.write_bytes(b"stale model from an earlier run")
-    # An atol no float computation meets: the gate must fail, loudly and with exit code 1.
-    res = runner.invoke(app, ["export", str(cnn_keras), "--out", str(out), "--atol", "1e-12", "--parity-size", "4"])
+def test_failed_conversion_keeps_the_deployed_set(deployed_copy, monkeypatch):
+    """A conversion that goes wrong (the converter returns a graph with one weight tensor scaled) fails the gate:
+    exit 1, the candidate is model.failed.onnx with its report, and every previous file is byte-identical."""
+    from leuk_edge.export import exporter
+
+    run = deployed_copy
+    before = _snapshot(run)
+    real = exporter.convert_keras
+
+    def tampered(*args, **kwargs):
+        proto = real(*args, **kwargs)
+        init = max((t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT),
+                   key=lambda t: int(np.prod(t.dims)))
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1.5), init.name))
+        return proto
+
+    monkeypatch.setattr(exporter, "convert_keras", tampered)
+    res = runner.invoke(app, ["export", str(run / "model.keras"), "--fp16", "--int8", "--parity-size", "4"])
     assert res.exit_code == 1, res.output
-    assert "parity gate failed" in res.output
-    assert not out.exists()
-    assert (tmp_path / "m.failed.onnx").is_file()
-    report = json.loads((tmp_path / "m.parity.json").read_text())
-    assert report["passed"] is False and report["model"].endswith("m.failed.onnx")
+    assert "parity gate failed" in res.output and "left as they were" in res.output
+    after = _snapshot(run)
+    assert {k: after[k] for k in before} == before  # model, reports, variant and card untouched
+    assert set(after) - set(before) == {"model.failed.onnx", "model.failed.parity.json"}
+    report = json.loads((run / "model.failed.parity.json").read_text())
+    assert report["passed"] is False and report["model"].endswith("model.failed.onnx")
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+@pytest.mark.slow
+def test_failed_gate_then_passing_export_replaces_the_set(deployed_copy):
+    """An export that passes replaces the whole set: a stale failed candidate and variants it did not make go."""
+    run = deployed_copy
+    (run / "model.failed.onnx").write_bytes(b"an old failed candidate")
+    old_model = (run / "model.onnx").read_bytes()
+    res = runner.invoke(app, ["export", str(run / "model.keras"), "--parity-size", "4", "--no-cam"])
+    assert res.exit_code == 0, res.output
+    names = set(_snapshot(run))
+    assert {"model.onnx", "model.parity.json", "model.card.md"} <= names
+    assert not names & {"model.failed.onnx", "model.fp16.onnx", "model.fp16.parity.json"}
+    assert (run / "model.onnx").read_bytes() != old_model  # the new one (no cam output) is in place
+    assert not Classifier(run / "model.onnx", device="cpu").has_cam
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,message", [
+    (["--parity-data", "{run}/no_such_dir"], "image folder not found"),
+    (["--int8", "--calib-data", "{run}/no_such_dir"], "image folder not found"),
+    (["--device", "cuda"], "not available"),
+])
+def test_usage_errors_touch_nothing(deployed_copy, args, message):
+    run = deployed_copy
+    before = _snapshot(run)
+    res = runner.invoke(app, ["export", str(run / "model.keras"), *[a.format(run=run) for a in args]])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and len(res.output.strip().splitlines()) == 1
+    assert _snapshot(run) == before and {p.name for p in run.iterdir()} == set(before)
+
+
+@pytest.mark.slow
+def test_unreadable_keras_touches_nothing(deployed_copy):
+    run = deployed_copy
+    (run / "model.keras").write_bytes(b"not a zip file")
+    before = _snapshot(run)
+    res = runner.invoke(app, ["export", str(run / "model.keras")])
+    assert res.exit_code == 2, res.output
+    assert "cannot load" in res.output
+    assert _snapshot(run) == before
+
+
+@pytest.mark.slow
+def test_parity_on_an_unavailable_device_is_a_usage_error(cnn_export):
+    res = runner.invoke(app, ["parity", str(cnn_export.keras_path), str(cnn_export.fp32.path), "--device",
+                              "openvino", "--no-report"])
+    assert res.exit_code == 2, res.output
+    assert "device 'openvino' is not available" in res.output
+
+
+@pytest.mark.slow
+def test_parity_device_is_recorded(cnn_export):
+    res = runner.invoke(app, ["parity", str(cnn_export.keras_path), str(cnn_export.fp32.path), "--device",
+                              "cpu", "--size", "4", "--no-report", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["device"] == "CPUExecutionProvider"
 
 
 @pytest.mark.slow
@@ -206,7 +309,7 @@ def test_parity_on_an_image_folder(cnn_export, synth_cnmc):
 
     rep = check_parity(cnn_export.keras_path, cnn_export.fp32.path, data=synth_cnmc, n=6)
     assert rep.passed, rep.failures
-    assert rep.n == 6 and str(synth_cnmc) in rep.images and rep.pipeline["n"] == 6
+    assert rep.n == 6 and rep.images == "folder" and str(synth_cnmc) in rep.image_source and rep.pipeline["n"] == 6
 
 
 @pytest.mark.slow
@@ -311,6 +414,31 @@ def test_calibration_and_parity_picks_are_disjoint(synth_cnmc):
     # synthetic: calibration cells are other cells than the parity cells
     a, b = parity_inputs(8, 8, "area", None, 4).x, parity_inputs(8, 8, "area", None, 4, seed=CALIB_SEED).x
     assert not any(np.array_equal(u, v) for u in a for v in b)
+
+
+def test_cam_gate_fails_on_maps_that_differ_and_passes_within_tolerance():
+    """The `cam` part of the gate on hand-made runners: P(all) identical, maps off by a known amount. The
+    tolerance is atol x max(1, max |reference map|)."""
+    from leuk_edge.export.parity import ParityInputs, _gate, compare
+
+    x = np.zeros((4, 2, 2, 3), np.float32)
+    p = np.array([0.1, 0.4, 0.6, 0.9], np.float32)
+    ref_cam = np.zeros((4, 3, 3), np.float32)
+    ref_cam[:, 1, 1] = 50.0  # max |map| 50 -> tolerance 1e-4 * 50 = 5e-3
+
+    def runner_with(offset):
+        return lambda b: (p[:len(b)], ref_cam[:len(b)] + offset)
+
+    inp = ParityInputs(x, None, None, "4 hand-made inputs", "synthetic")
+    for offset, ok in ((0.004, True), (0.02, False)):
+        res = compare(runner_with(0.0), runner_with(offset), x, 0.5, batch_sizes=(4,))
+        rep = _gate(res, "Keras", 1e-4, None, 0.5, (4,), "keras:hand", "hand.onnx", inp, cam_gated=True)
+        assert rep.cam["max_abs_diff"] == pytest.approx(offset, rel=1e-3)
+        assert rep.cam["tolerance"] == pytest.approx(5e-3) and rep.passed is ok
+        assert rep.max_abs_diff == 0.0 and (ok or "cam maps differ" in rep.failures[0])
+    # a variant's gate reports the maps without judging them
+    rep = _gate(res, "FP32", None, 0.98, 0.5, (4,), "onnx:a", "b.onnx", inp)
+    assert rep.passed and rep.cam["gated"] is False and "tolerance" not in rep.cam
 
 
 # -------------------------------------------------------------------------------------------------- safety

@@ -30,7 +30,9 @@ def export_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="ONNX file to write (default: MODEL.onnx beside it)."),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", min=13, help="ONNX opset (>= 13 for per-channel INT8)."),
     parity_data: Optional[Path] = typer.Option(
-        None, "--parity-data", help="Image folder for the parity gate (default: synthetic cells)."),
+        None, "--parity-data",
+        help="Image folder for the parity gate (default: the run's validation images, found through "
+             "RUN/config.json and split.json; synthetic cells, with a warning, when they are not on disk)."),
     parity_size: int = typer.Option(
         DEFAULT_N, "--parity-size", min=1,
         help=f"Images in the FP32 parity gate (the FP16/INT8 gates use at least {MIN_AGREEMENT_N})."),
@@ -39,15 +41,24 @@ def export_cmd(
     fp16_atol: float = typer.Option(FP16_ATOL, "--fp16-atol", min=0.0, help="FP16 gate: largest |P_fp16 - P_fp32|."),
     int8: bool = typer.Option(False, "--int8", help="Also write MODEL.int8.onnx (static QDQ, per-channel)."),
     calib_data: Optional[Path] = typer.Option(
-        None, "--calib-data", help="Image folder to calibrate INT8 on (default: synthetic cells)."),
+        None, "--calib-data",
+        help="Image folder to calibrate INT8 on (default: the run's training images; never its test images)."),
     calib_size: Optional[int] = typer.Option(
         None, "--calib-size", min=1, help=f"Calibration images for INT8 (default {DEFAULT_CALIB_SIZE}).",
         show_default=False),
     min_agreement: float = typer.Option(INT8_MIN_AGREEMENT, "--min-agreement", min=0.0, max=1.0,
                                         help="INT8 gate: least fraction of decisions equal to FP32's."),
+    cam: bool = typer.Option(True, "--cam/--no-cam",
+                             help="Add the `cam` output: the class-activation map of the all logit."),
+    device: str = typer.Option("cpu", "--device",
+                               help="Execution provider to gate the ONNX models on (cpu, cuda, openvino, ...); "
+                                    "the Keras reference runs on the CPU."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
-    """Convert a trained Keras model to ONNX with its preprocessing metadata, and gate it on Keras/ONNX parity."""
+    """Convert a trained Keras model to ONNX with its preprocessing metadata, and gate it on Keras/ONNX parity.
+
+    The calibration temperature of the run (config.json) is folded into the graph. The new model, its variants,
+    reports and MODEL.card.md replace the previous ones only when the FP32 gate passed."""
     with user_errors():
         if (calib_data is not None or calib_size is not None) and not int8:
             raise UsageError("--calib-data/--calib-size only apply with --int8")
@@ -56,27 +67,33 @@ def export_cmd(
         result = export_model(model, out, opset=opset, parity_data=parity_data, atol=atol, parity_n=parity_size,
                               fp16=fp16, fp16_atol=fp16_atol, int8=int8, calib_data=calib_data,
                               calib_size=DEFAULT_CALIB_SIZE if calib_size is None else calib_size,
-                              min_agreement=min_agreement,
+                              min_agreement=min_agreement, cam=cam, device=device,
                               log=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
     console.print(f"exported in {result.fp32.seconds:.1f} s (total {result.total_seconds:.1f} s with gates):")
     for a in result.artifacts:
         console.print(_artifact_line(a), highlight=False, soft_wrap=True)
     if as_json:
         echo_json({"passed": result.passed, "warnings": result.warnings,
+                   "card": str(result.card_path) if result.card_path else None,
                    "artifacts": [{"precision": a.precision, "path": str(a.path), "seconds": a.seconds,
                                   "parity_report": str(a.parity_path), **a.parity.to_dict()}
                                  for a in result.artifacts]})
+    if result.card_path:
+        console.print(f"  model card -> {result.card_path}", highlight=False, soft_wrap=True)
     if not result.passed:
         bad = [a for a in result.artifacts if not a.passed]
         reasons = "; ".join(f"{a.precision}: {', '.join(a.parity.failures)}" for a in bad)
-        fail(f"parity gate failed ({reasons}); the failed model(s) were renamed "
-             f"{', '.join(str(a.path) for a in bad)} and must not be deployed", code=1)
+        kept = ("; the previously exported files were left as they were" if not result.fp32.passed else "")
+        fail(f"parity gate failed ({reasons}); the failed model(s) were written as "
+             f"{', '.join(str(a.path) for a in bad)} and must not be deployed{kept}", code=1)
 
 
 def parity_cmd(
     reference: Path = typer.Argument(..., help="Reference: the .keras model, or the FP32 .onnx for a variant."),
     model: Path = typer.Argument(..., help="The ONNX model to check (it carries the leuk_edge metadata)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Image folder (default: synthetic cells)."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Image folder (default: for a .keras reference the run's validation images, else "
+                             "synthetic cells)."),
     atol: Optional[float] = typer.Option(
         None, "--atol", min=0.0, show_default=False,
         help=f"Largest allowed |difference|. Default {DEFAULT_ATOL:g} against Keras; against an ONNX reference "
@@ -91,20 +108,34 @@ def parity_cmd(
         None, "--size", min=1, show_default=False,
         help=f"Number of images (default {DEFAULT_N} for a Keras reference, {MIN_AGREEMENT_N} for an ONNX one)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write MODEL.parity.json beside the model."),
+    device: str = typer.Option("cpu", "--device",
+                               help="Execution provider MODEL.onnx runs on (cpu, cuda, openvino, ...); the "
+                                    "reference runs on the CPU."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ):
     """Run the parity gate on any Keras/ONNX (or FP32/variant ONNX) pair; the exit code says pass (0) or fail (1)."""
     with user_errors():
         from ..export.parity import check_parity, check_variant, report_path
 
+        from ..edge.providers import providers_for
+
         for p in (reference, model):
             if not p.is_file():
                 raise UsageError(f"file not found: {p}")
+        providers_for(device)  # an unavailable provider is a one-line usage error, before any model is loaded
         if reference.suffix == ".onnx":
-            rep = check_variant(reference, model, data=data, atol=atol, min_agreement=min_agreement, n=size)
+            rep = check_variant(reference, model, data=data, atol=atol, min_agreement=min_agreement, n=size,
+                                device=device)
         elif reference.suffix == ".keras":
+            if data is None:  # as export: the run's validation images when they are on disk
+                from ..export.run_data import run_images
+
+                run, why = run_images(reference.parent)
+                data = run.val if run else None
+                if run is None:
+                    console.print(f"warning: {why}: checking on synthetic cells", highlight=False)
             rep = check_parity(reference, model, data=data, atol=DEFAULT_ATOL if atol is None else atol,
-                               n=DEFAULT_N if size is None else size, min_agreement=min_agreement)
+                               n=DEFAULT_N if size is None else size, min_agreement=min_agreement, device=device)
         else:
             raise UsageError(f"reference must be a .keras or .onnx file, got {reference.name}")
         if report:

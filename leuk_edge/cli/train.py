@@ -60,15 +60,31 @@ def evaluate_cmd(
     data: Path = typer.Option(..., "--data"),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the metrics JSON here."),
     batch_size: int = typer.Option(32, min=1),
+    explain: int = typer.Option(0, "--explain", min=0, help="Also save Grad-CAM overlays of the N most "
+                                "confident errors of each split (for model review)."),
+    explain_dir: Optional[Path] = typer.Option(None, "--explain-dir", help="Where --explain writes (default: "
+                                               "RUN/explain)."),
 ):
     """Re-evaluate a saved model on a dataset (threshold and size from its run's config.json)."""
     with user_errors():
         from ..train.evaluate import evaluate
 
         metrics = evaluate(model_or_run, data, batch_size)
+        if explain:
+            _explain(model_or_run, data, explain, explain_dir, batch_size)
     if out:
         out.write_text(json.dumps(metrics, indent=2))
     echo_json(metrics)
+
+
+def _explain(model_or_run: Path, data: Path, n: int, folder: Optional[Path], batch_size: int) -> None:
+    from ..train.evaluate import explain_errors
+
+    run = model_or_run if model_or_run.is_dir() else model_or_run.parent
+    res = explain_errors(model_or_run, data, n, folder or run / "explain", batch_size)
+    for split, s in res["splits"].items():
+        console.print(f"{split}: {s['errors']} errors of {s['n']}; {len(s['explained'])} explained -> "
+                      f"{folder or run / 'explain'}/{split}/", highlight=False)
 
 
 def compare_cmd(

@@ -1,7 +1,8 @@
 """Keras -> ONNX with tf2onnx, the `leuk_edge` metadata entry, and the structural checks every exported file gets.
 
 The graph takes NHWC float32 RGB in [0, 1] named `image` with a dynamic batch dimension `N`, and returns
-P(all) named `p_all` with shape (N, 1); everything else the edge needs travels in the metadata.
+P(all) named `p_all` with shape (N, 1) (calibrated: the run's temperature is folded into the graph) and, with
+the explanation, `cam` with shape (N, h, w); everything else the edge needs travels in the metadata.
 """
 
 from __future__ import annotations
@@ -21,57 +22,84 @@ from .keras_io import SourceInfo
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "p_all"
+CAM_NAME = "cam"
 BATCH_DIM = "N"
 OUTPUT_MEANING = "P(all): probability that the cell is a leukemic blast (class index 1); 1 - P is P(hem)"
 
 
 def convert_keras(model, height: int, width: int, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """tf2onnx conversion. The explicit input_signature is required with Keras 3 (tf2onnx cannot trace the
-    model's own signature) and fixes the input name and the dynamic batch dimension."""
+    """tf2onnx conversion of a model with outputs P(all) or [P(all), cam] (`train.cam.explain_model`). The
+    explicit input_signature is required with Keras 3 (tf2onnx cannot trace the model's own signature) and fixes
+    the input name and the dynamic batch dimension."""
     import tensorflow as tf
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    if len(model.outputs) != 1:
-        raise ValueError(f"expected a single-output model (P(all)), this one has {len(model.outputs)} outputs")
+    if len(model.outputs) not in (1, 2):
+        raise ValueError(f"expected outputs P(all) [and cam], this model has {len(model.outputs)} outputs")
     spec = (tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-    _stable_io(proto)
+    _stable_io(proto, len(model.outputs))
     return proto
 
 
-def _stable_io(proto: onnx.ModelProto) -> None:
-    """Name the output `p_all` whatever the last Keras layer was called, and the batch dim `N` (tf2onnx leaves an
-    arbitrary `unk__NN`), so consumers can rely on both."""
+def _rename_output(graph, old: str, new: str) -> None:
+    for node in graph.node:
+        node.output[:] = [new if o == old else o for o in node.output]
+        node.input[:] = [new if i == old else i for i in node.input]
+    for out in graph.output:
+        if out.name == old:
+            out.name = new
+
+
+def _stable_io(proto: onnx.ModelProto, n_outputs: int = 1) -> None:
+    """Name the outputs `p_all` (rank 2) and `cam` (rank 3) whatever the Keras layers were called, and the batch
+    dim `N` (tf2onnx leaves an arbitrary `unk__NN`), so consumers can rely on them."""
     graph = proto.graph
-    if len(graph.input) != 1 or len(graph.output) != 1:
-        raise ValueError(f"converted graph has {len(graph.input)} inputs / {len(graph.output)} outputs, expected 1/1")
-    old = graph.output[0].name
-    if old != OUTPUT_NAME:
-        for node in graph.node:
-            node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
-            node.input[:] = [OUTPUT_NAME if i == old else i for i in node.input]
-        graph.output[0].name = OUTPUT_NAME
-    for vi in (graph.input[0], graph.output[0]):
+    if len(graph.input) != 1 or len(graph.output) != n_outputs:
+        raise ValueError(f"converted graph has {len(graph.input)} inputs / {len(graph.output)} outputs, "
+                         f"expected 1/{n_outputs}")
+    by_rank = {len(o.type.tensor_type.shape.dim): o.name for o in graph.output}
+    wanted = {2: OUTPUT_NAME, 3: CAM_NAME} if n_outputs == 2 else {2: OUTPUT_NAME}
+    if set(by_rank) != set(wanted):
+        raise ValueError(f"converted outputs have ranks {sorted(by_rank)}, expected {sorted(wanted)}")
+    for rank, new in wanted.items():
+        if by_rank[rank] != new:
+            _rename_output(graph, by_rank[rank], new)
+    for vi in (graph.input[0], *graph.output):
         dim0 = vi.type.tensor_type.shape.dim[0]
         if not dim0.HasField("dim_value"):
             dim0.dim_param = BATCH_DIM
 
 
-def build_model_info(src: SourceInfo, source_sha256: str, opset: int, precision: str = "fp32") -> ModelInfo:
+def build_model_info(src: SourceInfo, source_sha256: str, opset: int, precision: str = "fp32",
+                     cam: dict | None = None, card: dict | None = None) -> ModelInfo:
+    """The metadata: `calibration` when the run has one (the output is then sigmoid(logit / T)), `cam` when the
+    explanation output is exported, `card` the model card's essentials."""
+    meaning = OUTPUT_MEANING
+    if src.calibration:
+        meaning += (f"; calibrated: sigmoid(logit / {src.temperature:g}), temperature fitted on "
+                    f"{src.calibration['fitted_on']}")
+    extra = {
+        "source_sha256": source_sha256,
+        "leuk_edge_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "opset": opset,
+        "precision": precision,
+    }
+    if src.calibration:
+        extra["calibration"] = dict(src.calibration)
+    if cam:
+        extra["cam"] = cam
+    if card:
+        extra["card"] = card
     return ModelInfo(
         architecture=src.architecture,
         input=InputSpec(name=INPUT_NAME, height=src.height, width=src.width, resize=src.resize),
-        output={"name": OUTPUT_NAME, "meaning": OUTPUT_MEANING},
+        output={"name": OUTPUT_NAME, "meaning": meaning},
         threshold=src.threshold,
         classes=tuple(src.classes),
-        extra={
-            "source_sha256": source_sha256,
-            "leuk_edge_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "opset": opset,
-            "precision": precision,
-        },
+        extra=extra,
     )
 
 
@@ -89,9 +117,9 @@ def metadata_with_precision(proto: onnx.ModelProto, precision: str) -> str:
     return replace(info, extra={**info.extra, "precision": precision}).to_json()
 
 
-def check_onnx(path: str | Path) -> Classifier:
-    """The ONNX checker with full shape/type inference, then the edge Classifier on CPU (an onnxruntime session at
-    full optimisation, and the metadata parsed): a file that passes both loads everywhere leuk-edge runs. The
-    Classifier is returned so the parity gate runs on this very session instead of opening another."""
+def check_onnx(path: str | Path, device: str = "cpu") -> Classifier:
+    """The ONNX checker with full shape/type inference, then the edge Classifier on `device` (an onnxruntime
+    session at full optimisation, and the metadata parsed): a file that passes both loads everywhere leuk-edge
+    runs. The Classifier is returned so the parity gate runs on this very session instead of opening another."""
     onnx.checker.check_model(str(path), full_check=True)
-    return Classifier(path, device="cpu")
+    return Classifier(path, device=device)

@@ -1,23 +1,30 @@
 """`export_model`: .keras -> checked, gated ONNX (+ FP16 / INT8 variants), each with its parity report.
 
-A model that fails its gate is never left under its requested name: it is written to a hidden pending file,
-checked, and only then renamed to MODEL.onnx (passed) or MODEL.failed.onnx (failed, kept for debugging).
+Four named steps: prepare (every usage check; nothing is written) -> convert -> gate -> variants -> commit.
+Everything is made in a staging folder beside the output; the deployed set (MODEL.onnx, its report and card, its
+variants and theirs) is replaced only after the FP32 model passed its gate. After a failed FP32 gate the previous
+set is untouched and the candidate is kept as MODEL.failed.onnx with MODEL.failed.parity.json, for debugging.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .card import card_essentials, write_card
 from .convert import build_model_info, check_onnx, convert_keras, set_metadata
 from .defaults import (CALIB_SEED, DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_CALIB_SIZE, DEFAULT_N,
                        DEFAULT_OPSET, FP16_ATOL, INT8_MIN_AGREEMENT, MIN_AGREEMENT_N, onnx_sibling)
-from .keras_io import load_keras_model, sha256_file, source_info
-from .parity import ParityReport, check_parity, check_variant, parity_inputs, pick_images, report_path
+from .keras_io import SourceInfo, load_keras_model, sha256_file, source_info
+from .parity import ParityReport, check_parity, check_source, check_variant, parity_inputs, pick_images, report_path
 from .variants import make_fp16, make_int8, variant_path
+
+PRECISIONS = ("fp16", "int8")
 
 
 @dataclass
@@ -41,6 +48,7 @@ class ExportResult:
     variants: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     total_seconds: float = 0.0
+    card_path: Path | None = None
 
     @property
     def passed(self) -> bool:
@@ -51,28 +59,59 @@ class ExportResult:
         return [self.fp32, *self.variants]
 
 
+@dataclass
+class Plan:
+    """Everything an export needs, checked before anything is written (step `prepare`)."""
+    keras_path: Path
+    out: Path
+    model: object  # the loaded Keras model
+    src: SourceInfo
+    parity_data: object  # folder, ImageSet or None (synthetic cells)
+    calib_data: object
+    cam: bool
+    device: str
+    opset: int
+    warnings: list
+
+
+@dataclass
+class Staged:
+    """A model made in the staging folder: its open Classifier, its gate, and where it goes on commit."""
+    precision: str
+    staged: Path
+    final: Path
+    clf: object
+    seconds: float
+    report: ParityReport | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.report is not None and self.report.passed
+
+    @property
+    def landing(self) -> Path:
+        """The name the model gets on commit: its final name if it passed, ….failed.onnx if not."""
+        return self.final if self.passed else failed_path(self.final)
+
+
 def failed_path(path: Path) -> Path:
     """MODEL.onnx -> MODEL.failed.onnx: a name nothing loads by accident."""
     return onnx_sibling(path, ".failed.onnx")
 
 
-def _pending_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.pending.onnx")
+def card_path(path: Path) -> Path:
+    """MODEL.onnx -> MODEL.card.md."""
+    return onnx_sibling(path, ".card.md")
 
 
-def _clear(*paths: Path) -> None:
-    for p in paths:
-        p.unlink(missing_ok=True)
-
-
-def _finish(pending: Path, final: Path, report: ParityReport, clf) -> tuple[Path, Path]:
-    """Rename the pending model by its verdict and write the report beside the requested name. `clf`, the
-    Classifier opened on the pending file (its session holds the model in memory), now names the new path."""
-    where = final if report.passed else failed_path(final)
-    os.replace(pending, where)
-    report.model = str(where)
-    clf.path = where
-    return where, report.write(report_path(final))
+def deployed_set(out: Path) -> list[Path]:
+    """Every file an export owns under the name MODEL.onnx: the model, its variants, their reports, failed
+    candidates and the card. A commit replaces exactly these."""
+    models = [out, *(variant_path(out, p) for p in PRECISIONS)]
+    files = [card_path(out)]
+    for m in models:
+        files += [m, report_path(m), failed_path(m), report_path(failed_path(m))]
+    return files
 
 
 def export_model(
@@ -90,90 +129,194 @@ def export_model(
     calib_size: int = DEFAULT_CALIB_SIZE,
     min_agreement: float = INT8_MIN_AGREEMENT,
     variant_n: int | None = None,
+    cam: bool = True,
+    device: str = "cpu",
     log: Callable[[str], None] = lambda msg: None,
 ) -> ExportResult:
-    """Convert, check, gate; then the requested variants, each gated against the FP32 model.
+    """Convert, check, gate; then the requested variants, each gated against the FP32 model; then commit.
 
-    Returns the result whatever the verdicts (see `.passed`); raises only for unusable inputs (missing or unsafe
-    .keras, bad config, unreadable data folders).
+    Without `parity_data`/`calib_data` the gates use the run's own validation images and INT8 calibration its
+    training images (config.json + split.json beside the .keras), synthetic cells only when those are not on
+    disk. `cam`: add the class-activation map output. `device`: the execution provider the candidates are gated
+    on (the Keras reference runs on the CPU). Returns the result whatever the verdicts (see `.passed`); raises
+    only for unusable inputs, before anything is written.
     """
     t_start = time.perf_counter()
+    plan = prepare(keras_path, out, opset, parity_data, calib_data, int8, batch_sizes, cam, device, log)
+    staging = Path(tempfile.mkdtemp(prefix=f".{plan.out.name}.", suffix=".staging", dir=plan.out.parent))
+    try:
+        fp32 = convert(plan, staging, log)
+        gate(plan, fp32, atol, parity_n, batch_sizes)
+        if fp32.passed:
+            n_var = variant_n if variant_n is not None else max(parity_n, MIN_AGREEMENT_N)
+            staged = variants(plan, fp32, fp16, fp16_atol, int8, calib_size, min_agreement,
+                              max(parity_n, n_var), n_var, batch_sizes, log)
+            fp32_result, variant_results, card = commit(plan, fp32, staged)
+        else:
+            # Variants are judged against the FP32 model; without a valid one there is nothing to judge them by.
+            if fp16 or int8:
+                log("skipping FP16/INT8 variants: the FP32 model failed its gate")
+            fp32_result, variant_results, card = keep_failed(fp32), [], None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(plan.keras_path, fp32_result, variant_results, plan.warnings,
+                        time.perf_counter() - t_start, card)
+
+
+# ------------------------------------------------------------------------------------------------- prepare
+
+def prepare(keras_path, out, opset: int, parity_data, calib_data, int8: bool, batch_sizes, cam: bool,
+            device: str, log) -> Plan:
+    """Every check that can fail on bad input, before anything is written: output name, batch sizes, device,
+    data folders, the .keras file and its run settings, and which images the gates will use."""
+    from ..edge.providers import providers_for
+
     keras_path = Path(keras_path)
     out = Path(out) if out is not None else keras_path.with_suffix(".onnx")
     if not out.name.endswith(".onnx"):
         raise ValueError(f"output must be a .onnx file, got {out}")
-    if any(b < 1 for b in batch_sizes) or not batch_sizes:
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise ValueError("batch sizes must be positive")
+    providers_for(device)  # an unavailable execution provider is a usage error (DeviceError), not a failed gate
+    for folder in (parity_data, calib_data):
+        check_source(folder)
     model = load_keras_model(keras_path)
     src = source_info(model, keras_path)
-    for w in src.warnings:
+    if cam:
+        from ..train.cam import split_model
+
+        split_model(model)  # a model without pooling + Dense head cannot be explained: say so now
+    warnings = list(src.warnings)
+    if parity_data is None or (int8 and calib_data is None):
+        from .run_data import run_images
+
+        run, why = run_images(keras_path.parent)
+        if run is None:
+            warnings.append(f"{why}: the gates use synthetic cells, not the run's images")
+        parity_data = parity_data if parity_data is not None else (run.val if run else None)
+        calib_data = calib_data if calib_data is not None else (run.train if run else None)
+    for w in warnings:
         log(f"warning: {w}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    # This run replaces whatever an earlier export left under these names, so no stale file can pass for the
-    # result of this one (e.g. an old MODEL.onnx beside a failed report).
-    _clear(out, failed_path(out), report_path(out))
+    return Plan(keras_path, out, model, src, parity_data, calib_data, cam, device, opset, warnings)
 
-    pending = _pending_path(out)
-    try:
-        t0 = time.perf_counter()
-        log(f"converting {keras_path.name} ({src.architecture}, {src.height}x{src.width}, opset {opset})")
-        proto = convert_keras(model, src.height, src.width, opset)
-        info = build_model_info(src, sha256_file(keras_path), opset)
-        set_metadata(proto, info.to_json())
-        import onnx
 
-        onnx.save(proto, str(pending))
-        fp32_clf = check_onnx(pending)  # the one session on the FP32 model: its gate and the variants' reference
-        seconds = time.perf_counter() - t0
-        log(f"converted in {seconds:.1f} s; running the parity gate")
-        report = check_parity(model, fp32_clf, data=parity_data, atol=atol, n=parity_n, batch_sizes=batch_sizes,
-                              reference_name=f"keras:{keras_path}", train_resize=src.resize)
-        where, rpath = _finish(pending, out, report, fp32_clf)
-    finally:
-        _clear(pending)
-    result = ExportResult(keras_path=keras_path, fp32=ArtifactResult("fp32", where, report, rpath, seconds),
-                          warnings=list(src.warnings))
-    if not report.passed:
-        # Variants are judged against the FP32 model; without a valid one there is nothing to judge them by.
-        if fp16 or int8:
-            log("skipping FP16/INT8 variants: the FP32 model failed its gate")
-        result.total_seconds = time.perf_counter() - t_start
-        return result
+# ------------------------------------------------------------------------------------------------- convert
 
-    n_var = variant_n if variant_n is not None else max(parity_n, MIN_AGREEMENT_N)
+def convert(plan: Plan, staging: Path, log) -> Staged:
+    """The graph to export (calibration folded in, the `cam` output added), tf2onnx, metadata, ONNX checks;
+    written to the staging folder under its final name."""
+    import onnx
+
+    from ..train.cam import cam_metadata, explain_model
+
+    t0 = time.perf_counter()
+    src = plan.src
+    log(f"converting {plan.keras_path.name} ({src.architecture}, {src.height}x{src.width}, opset {plan.opset}"
+        f"{', temperature %g' % src.temperature if src.calibration else ''}{', with cam' if plan.cam else ''})")
+    graph = explain_model(plan.model, src.temperature, cam=plan.cam)
+    proto = convert_keras(graph, src.height, src.width, plan.opset)
+    info = build_model_info(src, sha256_file(plan.keras_path), plan.opset,
+                            cam=cam_metadata(plan.model) if plan.cam else None,
+                            card=card_essentials(plan.keras_path, src))
+    set_metadata(proto, info.to_json())
+    staged = staging / plan.out.name
+    onnx.save(proto, str(staged))
+    clf = check_onnx(staged, plan.device)  # the one session on the FP32 model: its gate and the variants' reference
+    clf.path = plan.out  # reports name the file by the name it will have
+    seconds = time.perf_counter() - t0
+    log(f"converted in {seconds:.1f} s; running the parity gate")
+    return Staged("fp32", staged, plan.out, clf, seconds)
+
+
+# ---------------------------------------------------------------------------------------------------- gate
+
+def gate(plan: Plan, fp32: Staged, atol: float, n: int, batch_sizes) -> None:
+    """The FP32 gate: the candidate (on the plan's device) vs the calibrated Keras model (CPU)."""
+    fp32.report = check_parity(plan.model, fp32.clf, data=plan.parity_data, atol=atol, n=n,
+                               batch_sizes=batch_sizes, reference_name=f"keras:{plan.keras_path}",
+                               train_resize=plan.src.resize, temperature=plan.src.temperature)
+
+
+def keep_failed(fp32: Staged) -> ArtifactResult:
+    """A failed FP32 candidate: MODEL.failed.onnx + MODEL.failed.parity.json; the deployed set is untouched."""
+    where = failed_path(fp32.final)
+    os.replace(fp32.staged, where)
+    fp32.report.model = str(where)
+    rpath = fp32.report.write(report_path(where))
+    return ArtifactResult("fp32", where, fp32.report, rpath, fp32.seconds)
+
+
+# ------------------------------------------------------------------------------------------------ variants
+
+def variants(plan: Plan, fp32: Staged, fp16: bool, fp16_atol: float, int8: bool,
+             calib_size: int, min_agreement: float, parity_pick: int, n: int, batch_sizes, log) -> list[Staged]:
+    """FP16 / INT8 from the staged FP32 model, each gated against it (the FP32 reference runs on the CPU)."""
+    from ..edge.model import Classifier
+
+    out = []
+    if not (fp16 or int8):
+        return out
+    ref = fp32.clf
+    if plan.device != "cpu":
+        ref = Classifier(fp32.staged, device="cpu")
+        ref.path = fp32.final
     if fp16:
-        result.variants.append(_variant(fp32_clf, "fp16", lambda dst: make_fp16(out, dst), parity_data, n_var,
-                                        batch_sizes, atol=fp16_atol, log=log))
+        out.append(_variant(plan, ref, fp32.staged, "fp16", lambda dst: make_fp16(fp32.staged, dst),
+                            n, batch_sizes, atol=fp16_atol, log=log))
     if int8:
-        # Calibrate on images the gates do not judge by: from the parity folder, the ones its picks leave over.
-        parity_files = pick_images(parity_data, max(parity_n, n_var)) if parity_data is not None else ()
-        calib = parity_inputs(src.height, src.width, src.resize, calib_data, calib_size, seed=CALIB_SEED,
+        # Calibrate on images the gates do not judge by: the run's training images, or those a folder has left
+        # over after the parity picks.
+        parity_files = pick_images(plan.parity_data, parity_pick) if plan.parity_data is not None else ()
+        src = plan.src
+        calib = parity_inputs(src.height, src.width, src.resize, plan.calib_data, calib_size, seed=CALIB_SEED,
                               avoid=parity_files)
         log(f"calibrating INT8 on {calib.description}")
-        result.variants.append(_variant(fp32_clf, "int8", lambda dst: make_int8(out, dst, calib.x), parity_data,
-                                        n_var, batch_sizes, min_agreement=min_agreement, log=log,
-                                        extra={"calibration": calib.description}))
-    result.total_seconds = time.perf_counter() - t_start
-    return result
+        out.append(_variant(plan, ref, fp32.staged, "int8",
+                            lambda dst: make_int8(fp32.staged, dst, calib.x), n, batch_sizes,
+                            min_agreement=min_agreement, log=log,
+                            extra={"calibration": calib.description, "calibration_images": calib.kind}))
+    return out
 
 
-def _variant(fp32, precision: str, make: Callable[[Path], Path], data, n: int, batch_sizes,
-             atol: float | None = None, min_agreement: float | None = None, log=lambda m: None,
-             extra: dict | None = None) -> ArtifactResult:
-    """`fp32`: the Classifier open on the passed FP32 model, the reference (not opened again)."""
-    final = variant_path(fp32.path, precision)
-    _clear(final, failed_path(final), report_path(final))
-    pending = _pending_path(final)
-    try:
-        t0 = time.perf_counter()
-        make(pending)
-        clf = check_onnx(pending)
-        seconds = time.perf_counter() - t0
-        log(f"{precision.upper()} model made in {seconds:.1f} s; checking it against FP32")
-        report = check_variant(fp32, clf, data=data, atol=atol, min_agreement=min_agreement, n=n,
-                               batch_sizes=batch_sizes)
-        report.extra.update(extra or {})
-        where, rpath = _finish(pending, final, report, clf)
-    finally:
-        _clear(pending)
-    return ArtifactResult(precision, where, report, rpath, seconds)
+def _variant(plan: Plan, ref, fp32_staged: Path, precision: str, make: Callable[[Path], Path],
+             n: int, batch_sizes, atol: float | None = None, min_agreement: float | None = None,
+             log=lambda m: None, extra: dict | None = None) -> Staged:
+    t0 = time.perf_counter()
+    final = variant_path(plan.out, precision)
+    staged = make(variant_path(fp32_staged, precision))
+    clf = check_onnx(staged, plan.device)
+    clf.path = final
+    seconds = time.perf_counter() - t0
+    log(f"{precision.upper()} model made in {seconds:.1f} s; checking it against FP32")
+    report = check_variant(ref, clf, data=plan.parity_data, atol=atol, min_agreement=min_agreement, n=n,
+                           batch_sizes=batch_sizes)
+    report.extra.update(extra or {})
+    return Staged(precision, staged, final, clf, seconds, report)
+
+
+# -------------------------------------------------------------------------------------------------- commit
+
+def commit(plan: Plan, fp32: Staged, staged: list[Staged]) -> tuple[ArtifactResult, list, Path]:
+    """Replace the deployed set by this export's. Reports and card are written into the staging folder first;
+    then every file is moved into place; then what is left of the previous set (variants not made this time, an
+    old failed candidate) is removed, since it belongs to a model that is no longer there."""
+    items = [fp32, *staged]
+    moves, results = [], []
+    for item in items:
+        item.report.model = str(item.landing)
+        staged_report = item.report.write(item.staged.with_name(item.staged.name + ".parity.json"))
+        moves += [(item.staged, item.landing), (staged_report, report_path(item.final))]
+        results.append(ArtifactResult(item.precision, item.landing, item.report, report_path(item.final),
+                                      item.seconds))
+    hashes = {item.landing.name: sha256_file(item.staged) for item in items}
+    staged_card = write_card(item.staged.with_name("card.md"), plan.keras_path, plan.src, results, hashes,
+                             name=plan.out)
+    moves.append((staged_card, card_path(plan.out)))
+    for src_, dst in moves:
+        os.replace(src_, dst)
+    kept = {dst for _, dst in moves}
+    for stale in deployed_set(plan.out):
+        if stale not in kept:
+            stale.unlink(missing_ok=True)
+    return results[0], results[1:], card_path(plan.out)

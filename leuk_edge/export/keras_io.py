@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,13 @@ class SourceInfo:
     classes: tuple = ("hem", "all")
     config_path: str | None = None
     warnings: list = field(default_factory=list)  # one line per inferred value
+    calibration: dict | None = None  # config.json's {"method": "temperature", "temperature": T, "fitted_on"}
+    config: dict = field(default_factory=dict)  # the run's config.json as read ({} without one)
+
+    @property
+    def temperature(self) -> float:
+        """The temperature P(all) = sigmoid(logit / T) is calibrated with; 1 for an uncalibrated run."""
+        return float(self.calibration["temperature"]) if self.calibration else 1.0
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -136,4 +144,20 @@ def source_info(model, keras_path: str | Path) -> SourceInfo:
     if list(classes) != ["hem", "all"]:
         raise ModelLoadError(f"classes must be ['hem', 'all'], config.json has {list(classes)}")
     return SourceInfo(architecture=arch, height=height, width=width, resize=resize, threshold=threshold,
-                      classes=classes, config_path=str(cfg_path) if cfg else None, warnings=warnings)
+                      classes=classes, config_path=str(cfg_path) if cfg else None, warnings=warnings,
+                      calibration=_calibration(cfg.get("calibration"), cfg_path), config=cfg)
+
+
+def _calibration(entry, cfg_path: Path) -> dict | None:
+    """config.json's calibration entry, checked; None when the run has none (older runs: uncalibrated)."""
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or entry.get("method") != "temperature":
+        raise ModelLoadError(f"{cfg_path}: calibration must be {{\"method\": \"temperature\", ...}}, got {entry!r}")
+    try:
+        t = float(entry["temperature"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelLoadError(f"{cfg_path}: calibration has no numeric temperature") from None
+    if not (math.isfinite(t) and t > 0):
+        raise ModelLoadError(f"{cfg_path}: calibration temperature must be a positive number, got {t}")
+    return {"method": "temperature", "temperature": t, "fitted_on": str(entry.get("fitted_on", "val"))}

@@ -19,7 +19,7 @@ import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Collection, NamedTuple, Sequence
+from typing import Collection, NamedTuple, Sequence
 
 import numpy as np
 
@@ -33,7 +33,6 @@ from .defaults import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_N, MIN_AGREEME
 
 SHUFFLE_SEED = 0  # the one shuffle of a folder that every role picks its images from (see pick_images)
 
-Predict = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -46,7 +45,7 @@ class ParityReport:
     passed: bool
     reference: str
     model: str
-    images: str
+    images: str  # where the inputs came from: "run:val", "run:train", "folder" or "synthetic"
     criterion: str  # "max_abs_diff", "decision_agreement" or both joined by "+"
     threshold: float
     batch_sizes: list
@@ -54,6 +53,9 @@ class ParityReport:
     min_agreement: float | None = None
     pipeline: dict | None = None
     failures: list = field(default_factory=list)  # plain-language reasons when passed is False
+    image_source: str = ""  # the inputs in words (folder, split, seed, count)
+    cam: dict | None = None  # the `cam` output compared too: {max_abs_diff, mean_abs_diff, scale, tolerance, ...}
+    device: str = "cpu"  # the execution provider the candidate ran on (the reference always runs on CPU)
     extra: dict = field(default_factory=dict)  # written as top-level fields (e.g. calibration for INT8)
 
     def to_dict(self) -> dict:
@@ -74,6 +76,8 @@ class ParityReport:
                 + (f" (min {self.min_agreement:g})" if self.min_agreement is not None else ""))
         if self.pipeline:
             text += f", pipeline max_abs_diff={self.pipeline['max_abs_diff']:.3g}"
+        if self.cam:
+            text += f", cam max_abs_diff={self.cam['max_abs_diff']:.3g}"
         return text + "".join(f"\n  - {f}" for f in self.failures)
 
 
@@ -84,23 +88,48 @@ def report_path(onnx_path: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------------- inputs
 
+@dataclass(frozen=True)
+class ImageSet:
+    """A list of image files standing for a folder, e.g. the validation split of the run being exported."""
+    files: tuple
+    kind: str  # the report's `images`, e.g. "run:val"
+    where: str  # in words, e.g. "the run's val split (3 subjects) of /data/C-NMC_Leukemia"
+
+
 class ParityInputs(NamedTuple):
     x: np.ndarray  # NHWC float32 through THE preprocessing
     files: list[Path] | None  # the image files (folder input), in the order of x
     cells: list[np.ndarray] | None  # the raw RGB cells (synthetic input), in the order of x
     description: str
+    kind: str = "synthetic"  # the report's `images`
 
 
-def pick_images(data_dir: str | Path, n: int, avoid: Collection[str | Path] = ()) -> list[Path]:
-    """Up to n image files under data_dir (recursive), in the order of one fixed seeded shuffle (so a
-    class-per-folder layout contributes both classes); files in `avoid` come last, so two roles (parity and
-    calibration) picking from one folder are disjoint wherever it holds enough images. Deterministic."""
+def check_source(data) -> None:
+    """Fail early (before anything is written) on a folder that is missing or holds no images."""
+    if data is not None and not isinstance(data, ImageSet):
+        _folder_images(data)
+
+
+def _folder_images(data_dir: str | Path) -> list[Path]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise NotADirectoryError(f"image folder not found: {data_dir}")
     files = expand_paths([data_dir]).images
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {data_dir}")
+    return files
+
+
+def pick_images(data: str | Path | ImageSet, n: int, avoid: Collection[str | Path] = ()) -> list[Path]:
+    """Up to n image files under the folder `data` (recursive) or from an ImageSet, in the order of one fixed
+    seeded shuffle (so a class-per-folder layout contributes both classes); files in `avoid` come last, so two
+    roles (parity and calibration) picking from one folder are disjoint wherever it holds enough images."""
+    if isinstance(data, ImageSet):
+        files = [Path(f) for f in data.files]
+        if not files:
+            raise FileNotFoundError(f"no images in {data.where}")
+    else:
+        files = _folder_images(data)
     order = [files[i] for i in np.random.default_rng(SHUFFLE_SEED).permutation(len(files))]
     if avoid:
         taken = {Path(p).resolve() for p in avoid}
@@ -130,38 +159,67 @@ def write_cells(cells: Sequence[np.ndarray], folder: Path) -> list[Path]:
     return paths
 
 
-def parity_inputs(height: int, width: int, resize: str, data: str | Path | None = None, n: int = DEFAULT_N,
+def parity_inputs(height: int, width: int, resize: str, data=None, n: int = DEFAULT_N,
                   seed: int = PARITY_SEED, avoid: Collection[str | Path] = ()) -> ParityInputs:
-    """n inputs through THE preprocessing: images picked from the folder `data` (`pick_images`, `avoid`: files
-    another role uses; the description says how many of them had to be reused), or synthetic cells (`seed`)."""
+    """n inputs through THE preprocessing: images picked from the folder or ImageSet `data` (`pick_images`,
+    `avoid`: files another role uses; the description says how many of them had to be reused), or synthetic
+    cells (`seed`) when `data` is None."""
     if data is not None:
         files = pick_images(data, n, avoid)
         x = np.stack([load_image(p, height, width, resize) for p in files])
         taken = {Path(p).resolve() for p in avoid}
         shared = sum(f.resolve() in taken for f in files)
         note = f" ({shared} of them also parity images: the folder holds too few for both)" if shared else ""
-        return ParityInputs(x, files, None, f"{len(files)} images from {data}{note}")
+        where, kind = (data.where, data.kind) if isinstance(data, ImageSet) else (str(data), "folder")
+        return ParityInputs(x, files, None, f"{len(files)} images from {where}{note}", kind)
     cells = synthetic_cells(n, seed)
     x = np.stack([preprocess(c, height, width, resize) for c in cells])
-    return ParityInputs(x, None, cells, f"{n} synthetic cells (leuk_edge.synth.cells, seed {seed})")
+    return ParityInputs(x, None, cells, f"{n} synthetic cells (leuk_edge.synth.cells, seed {seed})", "synthetic")
 
 
 # --------------------------------------------------------------------------------------------------- runners
 
-def keras_predict(model) -> Predict:
-    def run(batch: np.ndarray) -> np.ndarray:
-        # Direct call, not model.predict: no tf.data wrapping, and training=False pins Dropout/BatchNorm.
-        return np.asarray(model(batch, training=False), np.float32).reshape(len(batch), -1)[:, -1]
+def keras_reference(model, temperature: float = 1.0, cam: bool = False):
+    """The Keras side of the gate: the original model's calibrated P(all) (and its class-activation map), by the
+    independent computation in `train.cam.reference`. -> batch -> (p, cam or None)."""
+    from ..train.cam import reference
+
+    def run(batch: np.ndarray):
+        return reference(model, batch, temperature, cam=cam)
     return run
 
 
-def as_classifier(model: str | Path | Classifier) -> Classifier:
-    """An ONNX path opened as the edge does (CPU, full optimisation); an open Classifier is used as it is."""
-    return model if isinstance(model, Classifier) else Classifier(model, device="cpu")
+def onnx_runner(clf: Classifier, cam: bool = False):
+    """An open Classifier as a gate runner: batch -> (p, cam or None)."""
+    def run(batch: np.ndarray):
+        return clf.predict(batch, cam=True) if cam else (clf.predict(batch), None)
+    return run
 
 
-def _batched(fn: Predict, x: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
+def as_classifier(model: str | Path | Classifier, device: str = "cpu") -> Classifier:
+    """An ONNX path opened as the edge does (on `device`, full optimisation); an open Classifier as it is."""
+    return model if isinstance(model, Classifier) else Classifier(model, device=device)
+
+
+def _outputs(out):
+    """A runner's result as (p, cam or None): plain arrays are P(all) alone."""
+    return out if isinstance(out, tuple) else (out, None)
+
+
+def _batched(fn, x: np.ndarray, batch: int):
+    outs = [_outputs(fn(x[i:i + batch])) for i in range(0, len(x), batch)]
+    p = np.concatenate([o[0] for o in outs])
+    cam = np.concatenate([o[1] for o in outs]) if all(o[1] is not None for o in outs) else None
+    return p, cam
+
+
+def _cam_stats(ref: np.ndarray, got: np.ndarray) -> dict:
+    if ref.shape != got.shape:
+        raise ValueError(f"cam maps of shape {got.shape[1:]} against the reference's {ref.shape[1:]}")
+    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    return {"max_abs_diff": float(diff.max()) if diff.size else 0.0,
+            "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+            "scale": float(np.abs(ref).max()) if ref.size else 0.0, "grid": list(ref.shape[1:])}
 
 
 def _stats(ref: np.ndarray, got: np.ndarray, threshold: float) -> dict:
@@ -173,31 +231,39 @@ def _stats(ref: np.ndarray, got: np.ndarray, threshold: float) -> dict:
     }
 
 
-def compare(reference: Predict, candidate: Predict, x: np.ndarray, threshold: float,
+def compare(reference, candidate, x: np.ndarray, threshold: float,
             batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> dict:
-    """The reference once (at the largest batch), the candidate at every batch size, on the same tensors;
-    -> {batch: stats}, the worst case over batches, and `candidate`: its outputs at the largest batch."""
+    """The reference once (at the largest batch), the candidate at every batch size, on the same tensors.
+    Runners return P(all), or (P(all), cam) when the `cam` maps are compared too.
+    -> {batch: stats}, the worst case over batches, `cam` (worst case over batches, when both gave maps) and
+    `candidate`: its P(all) at the largest batch."""
     if not batch_sizes or min(batch_sizes) < 1:
         raise ValueError("batch sizes must be positive")
     largest = max(batch_sizes)
-    ref = _batched(reference, x, largest)
+    ref, ref_cam = _batched(reference, x, largest)
     got = {b: _batched(candidate, x, b) for b in batch_sizes}
-    per_batch = {str(b): _stats(ref, p, threshold) for b, p in got.items()}
+    per_batch = {str(b): _stats(ref, p, threshold) for b, (p, _) in got.items()}
+    cam = None
+    if ref_cam is not None and all(c is not None for _, c in got.values()):
+        per = [_cam_stats(ref_cam, c) for _, c in got.values()]
+        cam = max(per, key=lambda d: d["max_abs_diff"])
     return {
         "per_batch": per_batch,
         "max_abs_diff": max(s["max_abs_diff"] for s in per_batch.values()),
         "mean_abs_diff": max(s["mean_abs_diff"] for s in per_batch.values()),
         "decision_agreement": min(s["decision_agreement"] for s in per_batch.values()),
-        "candidate": got[largest],
+        "candidate": got[largest][0],
+        "cam": cam,
     }
 
 
 # -------------------------------------------------------------------------------------------------- pipeline
 
-def pipeline_parity(keras_model, keras_size: tuple[int, int], keras_resize: str, files: Sequence[Path],
+def pipeline_parity(keras_run, keras_size: tuple[int, int], keras_resize: str, files: Sequence[Path],
                     edge_p: np.ndarray, edge_input: InputSpec, threshold: float, atol: float,
                     batch_size: int = 5) -> dict:
-    """Image file -> training tf.data pipeline -> Keras  vs  `edge_p`: the ONNX outputs on the same files through
+    """Image file -> training tf.data pipeline -> Keras (`keras_run`, a gate runner)  vs  `edge_p`: the ONNX
+    outputs on the same files through
     THE edge preprocessing with the size/resize of the model's metadata (`edge_input`).
 
     The Keras side uses the size/resize the model was trained with (config.json); any disagreement in
@@ -206,7 +272,7 @@ def pipeline_parity(keras_model, keras_size: tuple[int, int], keras_resize: str,
     from ..train.pipeline import image_dataset
 
     ds = image_dataset([str(f) for f in files], None, size=keras_size, resize=keras_resize, batch_size=batch_size)
-    keras_p = np.concatenate([keras_predict(keras_model)(np.asarray(x)) for x in ds])
+    keras_p = np.concatenate([_outputs(keras_run(np.asarray(x)))[0] for x in ds])
     if len(keras_p) != len(edge_p):
         raise ValueError(f"{len(edge_p)} edge outputs for {len(keras_p)} files")
     stats = _stats(keras_p, edge_p, threshold)
@@ -218,9 +284,12 @@ def pipeline_parity(keras_model, keras_size: tuple[int, int], keras_resize: str,
 # ------------------------------------------------------------------------------------------------------ gate
 
 def _gate(res: dict, against: str, atol: float | None, min_agreement: float | None, threshold: float,
-          batch_sizes: Sequence[int], reference: str, model: str, images: str,
-          pipeline: dict | None = None) -> ParityReport:
-    """The verdict on a `compare` result (and a pipeline check), with a plain-language reason per failure."""
+          batch_sizes: Sequence[int], reference: str, model: str, inputs: ParityInputs,
+          pipeline: dict | None = None, cam_gated: bool = False, device: str = "cpu") -> ParityReport:
+    """The verdict on a `compare` result (and a pipeline check), with a plain-language reason per failure.
+
+    The `cam` maps, when compared, are in logit units whose size depends on the model: with `cam_gated` they
+    must agree within atol relative to the reference map's largest |value| (at least atol absolute)."""
     if atol is None and min_agreement is None:
         raise ValueError("a parity gate needs atol, min_agreement or both")
     failures = []
@@ -232,70 +301,98 @@ def _gate(res: dict, against: str, atol: float | None, min_agreement: float | No
     if pipeline is not None and not pipeline["passed"]:
         failures.append(f"whole-pipeline parity (training input pipeline + {against} vs edge preprocessing + "
                         f"ONNX) differs by up to {pipeline['max_abs_diff']:.3g} > atol {atol:g}")
+    cam = res.get("cam")
+    if cam is not None:
+        cam = dict(cam, gated=bool(cam_gated and atol is not None))
+        if cam["gated"]:
+            cam["tolerance"] = atol * max(1.0, cam["scale"])
+            cam["passed"] = bool(cam["max_abs_diff"] <= cam["tolerance"])
+            if not cam["passed"]:
+                failures.append(f"cam maps differ from {against} by up to {cam['max_abs_diff']:.3g} > "
+                                f"{cam['tolerance']:.3g} (atol x max|cam|)")
     criterion = "+".join(name for name, used in (("max_abs_diff", atol is not None),
                                                   ("decision_agreement", min_agreement is not None)) if used)
     return ParityReport(
         n=len(res["candidate"]), max_abs_diff=res["max_abs_diff"], mean_abs_diff=res["mean_abs_diff"],
         decision_agreement=res["decision_agreement"], atol=atol, passed=not failures, reference=reference,
-        model=model, images=images, criterion=criterion, threshold=threshold, batch_sizes=list(batch_sizes),
-        per_batch=res["per_batch"], min_agreement=min_agreement, pipeline=pipeline, failures=failures)
+        model=model, images=inputs.kind, image_source=inputs.description, criterion=criterion,
+        threshold=threshold, batch_sizes=list(batch_sizes), per_batch=res["per_batch"],
+        min_agreement=min_agreement, pipeline=pipeline, failures=failures, cam=cam, device=device)
 
 
-def check_parity(reference, onnx_model: str | Path | Classifier, data: str | Path | None = None,
+def check_parity(reference, onnx_model: str | Path | Classifier, data=None,
                  atol: float = DEFAULT_ATOL, n: int = DEFAULT_N, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
                  seed: int = PARITY_SEED, pipeline: bool = True, reference_name: str | None = None,
-                 train_resize: str | None = None, min_agreement: float | None = None) -> ParityReport:
+                 train_resize: str | None = None, min_agreement: float | None = None,
+                 temperature: float | None = None, device: str = "cpu") -> ParityReport:
     """Keras (a .keras path or a loaded model) vs ONNX (a path or an open Classifier). Passes when every
     |difference| <= atol, at every batch size and, with `pipeline`, also through the train and edge input
-    pipelines; with `min_agreement`, also when that fraction of decisions at the threshold agree.
+    pipelines; with `min_agreement`, also when that fraction of decisions at the threshold agree. When the ONNX
+    model has the `cam` output, its maps must match the Keras model's (`train.cam.reference`) too.
 
-    `train_resize`: the resize method of the training pipeline; default from config.json beside a .keras path
-    (what training used), else the ONNX metadata's."""
+    The Keras side is the calibrated P(all): sigmoid(logit / `temperature`); default: the run's config.json
+    beside a .keras path (1 without a calibration entry). `train_resize`: the resize method of the training
+    pipeline; default from config.json beside a .keras path (what training used), else the ONNX metadata's.
+    `device`: the execution provider the ONNX model runs on (a path is opened there); Keras runs on the CPU."""
     from .keras_io import load_keras_model, source_info
 
-    clf = as_classifier(onnx_model)
+    clf = as_classifier(onnx_model, device)
     keras_path = None
     if isinstance(reference, (str, Path)):
         keras_path = Path(reference)
         model = load_keras_model(keras_path)
     else:
         model = reference
+    src = source_info(model, keras_path) if keras_path else None
+    if temperature is None:
+        temperature = src.temperature if src else 1.0
     spec = clf.info.input
     kh, kw = int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2])
     if (kh, kw) != clf.size:
         raise ValueError(f"the ONNX model takes {spec.height}x{spec.width} images but the Keras model {kh}x{kw}")
     inp = parity_inputs(spec.height, spec.width, spec.resize, data, n, seed)
-    res = compare(keras_predict(model), clf.predict, inp.x, clf.threshold, batch_sizes)
+    ref_run = keras_reference(model, temperature, cam=clf.has_cam)
+    res = compare(ref_run, onnx_runner(clf, cam=clf.has_cam), inp.x, clf.threshold, batch_sizes)
 
     pipe = None
     if pipeline:
-        keras_resize = train_resize or (source_info(model, keras_path).resize if keras_path else spec.resize)
+        keras_resize = train_resize or (src.resize if src else spec.resize)
         with tempfile.TemporaryDirectory(prefix="leuk_parity_") as tmp:
             files = inp.files if inp.files is not None else write_cells(inp.cells, Path(tmp))
-            pipe = pipeline_parity(model, (kh, kw), keras_resize, files, res["candidate"], spec, clf.threshold,
-                                   atol, max(batch_sizes))
-    return _gate(res, "Keras", atol, min_agreement, clf.threshold, batch_sizes,
-                 reference=reference_name or (f"keras:{keras_path}" if keras_path else f"keras:{model.name}"),
-                 model=str(clf.path), images=inp.description, pipeline=pipe)
+            pipe = pipeline_parity(keras_reference(model, temperature), (kh, kw), keras_resize, files,
+                                   res["candidate"], spec, clf.threshold, atol, max(batch_sizes))
+    name = reference_name or (f"keras:{keras_path}" if keras_path else f"keras:{model.name}")
+    rep = _gate(res, "Keras", atol, min_agreement, clf.threshold, batch_sizes, reference=name,
+                model=str(clf.path), inputs=inp, pipeline=pipe, cam_gated=True, device=_device_of(clf))
+    rep.extra["temperature"] = float(temperature)
+    return rep
+
+
+def _device_of(clf: Classifier) -> str:
+    """The execution provider a Classifier's session runs on first, e.g. "CPUExecutionProvider"."""
+    return clf.providers[0] if clf.providers else "unknown"
 
 
 def check_variant(reference_onnx: str | Path | Classifier, onnx_model: str | Path | Classifier,
-                  data: str | Path | None = None, atol: float | None = None, min_agreement: float | None = None,
+                  data=None, atol: float | None = None, min_agreement: float | None = None,
                   n: int | None = None, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-                  seed: int = PARITY_SEED) -> ParityReport:
+                  seed: int = PARITY_SEED, device: str = "cpu") -> ParityReport:
     """A reduced-precision ONNX model vs the FP32 ONNX it came from (paths or open Classifiers).
 
     Without atol and min_agreement the gate follows the `precision` in the variant's metadata (`variant_gate`):
     FP16 by atol, INT8 by decision agreement at the model's threshold (its outputs legitimately move by a few
-    hundredths). `n` defaults to MIN_AGREEMENT_N images."""
-    ref, clf = as_classifier(reference_onnx), as_classifier(onnx_model)
+    hundredths). The `cam` maps, when both have them, are compared and reported, not gated. `n` defaults to
+    MIN_AGREEMENT_N images. `device`: where the variant runs (a path is opened there); the reference runs on
+    the CPU."""
+    ref, clf = as_classifier(reference_onnx), as_classifier(onnx_model, device)
     if ref.info.input != clf.info.input or ref.threshold != clf.threshold:
         raise ValueError(f"{clf.path} and {ref.path} carry different preprocessing/threshold metadata")
     if atol is None and min_agreement is None:
         atol, min_agreement = variant_gate(str(clf.info.extra.get("precision", "fp32")))
     spec = ref.info.input
     inp = parity_inputs(spec.height, spec.width, spec.resize, data, MIN_AGREEMENT_N if n is None else n, seed)
-    res = compare(ref.predict, clf.predict, inp.x, ref.threshold, batch_sizes)
+    both_cam = ref.has_cam and clf.has_cam
+    res = compare(onnx_runner(ref, both_cam), onnx_runner(clf, both_cam), inp.x, ref.threshold, batch_sizes)
     against = str(ref.info.extra.get("precision", "fp32")).upper()
     return _gate(res, against, atol, min_agreement, ref.threshold, batch_sizes, reference=f"onnx:{ref.path}",
-                 model=str(clf.path), images=inp.description)
+                 model=str(clf.path), inputs=inp, device=_device_of(clf))

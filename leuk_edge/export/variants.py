@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .convert import metadata_with_precision, set_metadata
+from .convert import CAM_NAME, metadata_with_precision, set_metadata
 from .defaults import onnx_sibling
 
 CALIB_BATCH = 8
@@ -70,7 +70,11 @@ def make_int8(src: str | Path, dst: str | Path, calib: np.ndarray, per_channel: 
         # Shape inference + graph clean-up first, as onnxruntime's quantization docs recommend: quantizing the
         # un-fused graph leaves Q/DQ pairs around ops that later fuse away and costs accuracy and speed.
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre))
+        # onnxruntime's symbolic shape inference gives up on the `cam` head's small matrix ops (and leaves
+        # temporary files in the working directory when it does); ONNX's own shape inference, which is what
+        # convolutional graphs need for quantization, still runs.
+        has_cam = any(o.name == CAM_NAME for o in model.graph.output)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=has_cam)
         quantize_static(
             str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

@@ -104,15 +104,24 @@ def render_cnmc_image(rng: np.random.Generator, label: str, stain: Stain | None 
                       radius: float | None = None) -> np.ndarray:
     """A C-NMC-like 450x450 RGB image: one cell, centred with jitter, on black. `radius` in px fixes the cell's
     size (the canvas is ~30 um wide, edge.detect.CNMC_UM_PER_PX: 1 um = 15 px); default: drawn per type."""
-    rgb, _, _ = render_cell(rng, label, stain, radius=radius)
+    return render_cnmc_cell(rng, label, stain, radius=radius)[0]
+
+
+def render_cnmc_cell(rng: np.random.Generator, label: str, stain: Stain | None = None,
+                     radius: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`render_cnmc_image` and the nucleus it drew: (RGB uint8 450x450, nucleus mask bool 450x450), for tests
+    that check where a model looks. Draws the same random numbers, so the image equals render_cnmc_image's."""
+    rgb, _, nuc = render_cell(rng, label, stain, radius=radius)
     canvas = np.zeros((CELL_CANVAS, CELL_CANVAS, 3), np.uint8)
+    mask = np.zeros((CELL_CANVAS, CELL_CANVAS), bool)
     s = min(rgb.shape[0], CELL_CANVAS)
     rgb = rgb[:s, :s]
     slack = CELL_CANVAS - s
     y0 = int(np.clip(slack / 2 + rng.normal(0, 8), 0, slack))
     x0 = int(np.clip(slack / 2 + rng.normal(0, 8), 0, slack))
     canvas[y0:y0 + s, x0:x0 + s] = rgb
-    return canvas
+    mask[y0:y0 + s, x0:x0 + s] = nuc[:s, :s] > 0.5
+    return canvas, mask
 
 
 def write_bmp(path: Path, rgb: np.ndarray) -> None:

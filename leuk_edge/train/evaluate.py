@@ -83,3 +83,63 @@ def compare(runs: list[str | Path], out: str | Path) -> dict:
     result = {"split": split, "rows": [{k: row[k] for k in ("name", "run", "metrics")} for row in rows]}
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def explain_errors(model_or_run: str | Path, data: str | Path, n: int, out: str | Path,
+                   batch_size: int = 32) -> dict:
+    """Grad-CAM overlays (train/cam.py) of the `n` most confident errors of each evaluated split (as
+    `evaluate`: the run's val subjects, else every labelled training image; and the labelled test set), for
+    model review. Confidence of an error = the probability the model gave the wrong class (calibrated with the
+    run's temperature, decided at its threshold). Writes OUT/<split>/NN_<name>.png and OUT/errors.json."""
+    import keras
+    import numpy as np
+
+    from ..edge.labels import is_all
+    from ..edge.preprocess import decode_image, load_image
+    from ..synth.cells import write_bmp
+    from .cam import overlay, reference
+
+    if n < 1:
+        raise ValueError("--explain needs a positive number of errors")
+    model_path, config, split = _resolve(model_or_run)
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    size = int(config.get("image_size") or model.input_shape[1])
+    resize = config.get("resize") or RESIZE.get(config.get("model", "cnn"), "area")
+    threshold = float(config.get("threshold", 0.5))
+    temperature = float((config.get("calibration") or {}).get("temperature", 1.0))
+    ds = load_dataset(data)
+    sets = {}
+    if split and split.get("val"):
+        sets["val"] = [it for it in ds.train if it.subject in set(split["val"])]
+    if not sets.get("val"):
+        sets = {"all_labelled": ds.train}
+    if ds.test:
+        sets["test"] = ds.test
+    out = Path(out)
+    result = {"threshold": threshold, "temperature": temperature, "splits": {}}
+    for name, items in sets.items():
+        batches = (np.stack([load_image(it.path, size, size, resize) for it in items[i:i + batch_size]])
+                   for i in range(0, len(items), batch_size))
+        p = np.concatenate([reference(model, x, temperature, cam=False)[0] for x in batches])
+        y = np.array([it.label for it in items])
+        pred = is_all(p, threshold).astype(int)
+        wrong = np.flatnonzero(pred != y)
+        confidence = np.where(pred == 1, p, 1 - p)  # the probability given to the wrong class
+        worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:n]
+        rows = []
+        for rank, i in enumerate(worst):
+            it = items[i]
+            x = load_image(it.path, size, size, resize)[None]
+            _, cam = reference(model, x, temperature, cam=True)
+            sign = 1.0 if pred[i] == 1 else -1.0  # show the evidence for the (wrong) decision
+            predicted, truth = ("all" if pred[i] else "hem"), ("all" if it.label else "hem")
+            img = overlay(decode_image(it.path), sign * cam[0],
+                          f"P(all) {p[i]:.2f} -> {predicted}, truth {truth}")
+            path = out / name / f"{rank + 1:02d}_{Path(it.path).stem}.png"
+            write_bmp(path, img)
+            rows.append({"path": it.path, "truth": truth, "predicted": predicted, "probability": float(p[i]),
+                         "overlay": str(path)})
+        result["splits"][name] = {"n": len(items), "errors": int(len(wrong)), "explained": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "errors.json").write_text(json.dumps(result, indent=2))
+    return result

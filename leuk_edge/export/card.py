@@ -1,0 +1,131 @@
+"""The model card: MODEL.card.md beside an exported model, and its essentials in the ONNX metadata (`card`).
+
+Everything on it is read from the run folder (config.json, split.json, metrics.json), the export's parity
+reports and the files themselves; nothing is typed in by hand, so the card cannot drift from the model.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+from .. import DISCLAIMER, SYNTHETIC_NOTE, __version__
+from .keras_io import SourceInfo, sha256_file
+
+INTENDED_USE = ("Research and education: sorting single segmented white-cell images (C-NMC 2019 style, one cell on "
+                "black) into leukemic blast (all) or normal (hem), as a second look for a trained reviewer.")
+OUT_OF_SCOPE = ("Diagnosis or treatment decisions; whole smears or bone-marrow aspirates without cell "
+                "segmentation; stains, magnifications or cameras unlike the training data; other leukemias or "
+                "cell types; children's and adults' samples outside the training population.")
+LIMITATIONS = (
+    "Trained on one dataset's staining and scanner; other laboratories shift the inputs and the calibration.",
+    "Subject-disjoint validation; the threshold and temperature were fitted on the validation split.",
+    "P(all) is a calibrated score on data like the validation split only; it is not a diagnosis.",
+    "The class-activation map shows where the evidence lies on the feature-map grid, not why.",
+)
+METRIC_KEYS = ("n", "accuracy", "balanced_accuracy", "weighted_f1", "roc_auc", "ece", "brier", "nll")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def card_essentials(keras_path: Path, src: SourceInfo) -> dict:
+    """The card's machine-readable core (goes into the ONNX metadata as `card`)."""
+    run = Path(keras_path).parent
+    cfg = src.config
+    split = _read_json(run / "split.json") or {}
+    metrics = _read_json(run / "metrics.json") or {}
+    data = {"layout": cfg.get("layout"), "synthetic": cfg.get("synthetic"), "root": cfg.get("data_root"),
+            "subjects": {k: len(v) for k, v in split.items()}, "cells": cfg.get("n")}
+    mets = {}
+    for name, m in metrics.items():
+        if isinstance(m, dict):
+            mets[name] = {k: m[k] for k in METRIC_KEYS if k in m}
+            if isinstance(m.get("uncalibrated"), dict):
+                mets[name]["uncalibrated"] = m["uncalibrated"]
+    return {
+        "intended_use": INTENDED_USE,
+        "out_of_scope": OUT_OF_SCOPE,
+        "training_data": data,
+        "metrics": mets,
+        "threshold": {"value": src.threshold,
+                      "chosen": ("on the validation split, maximising Youden's J (balanced accuracy)"
+                                 + (" on calibrated probabilities" if src.calibration else ""))
+                      if cfg.get("threshold") is not None else "0.5 assumed (no run config)"},
+        "calibration": src.calibration,
+        "limitations": list(LIMITATIONS) + ([SYNTHETIC_NOTE] if cfg.get("synthetic") else []),
+    }
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _metrics_table(mets: dict) -> list[str]:
+    if not mets:
+        return ["No metrics.json in the run folder."]
+    keys = [k for k in METRIC_KEYS if any(k in m for m in mets.values())]
+    lines = ["| split | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, m in mets.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+        if "uncalibrated" in m:
+            u = m["uncalibrated"]
+            lines.append(f"| {name} (before calibration) | " + " | ".join(
+                _fmt(u.get(k)) if k in ("ece", "brier", "nll") else "" for k in keys) + " |")
+    return lines
+
+
+def write_card(path: Path, keras_path: Path, src: SourceInfo, artifacts: list, hashes: dict,
+               name: Path | None = None) -> Path:
+    """MODEL.card.md. `artifacts`: the export's ArtifactResults; `hashes`: file name -> sha256 of its bytes;
+    `name`: the model the card is for (default: from `path`)."""
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+
+    ess = card_essentials(keras_path, src)
+    d = ess["training_data"]
+    cfg = src.config
+    cam = next((a for a in artifacts if a.precision == "fp32"), None)
+    lines = [f"# Model card: {Path(name).name if name else Path(path).name}", "", f"**{DISCLAIMER}**", "",
+             "## Intended use", "", ess["intended_use"], "", "## Out of scope", "", ess["out_of_scope"], "",
+             "## Training data", "",
+             f"- data: {d['root'] or 'unknown'} (layout {d['layout'] or 'unknown'})"
+             + (f" — **synthetic**: {SYNTHETIC_NOTE}" if d["synthetic"] else ""),
+             f"- subjects per split: {d['subjects'] or 'unknown (no split.json)'}",
+             f"- cells per split: {d['cells'] or 'unknown'}", "",
+             "## Architecture and input", "",
+             f"- {src.architecture}, input {src.height}x{src.width} RGB, NHWC float32 = pixel / 255, resize "
+             f"`{src.resize}`; output `p_all` = P(all)"
+             + (", and `cam`, the class-activation map of the all logit" if cam and cam.parity.cam else ""),
+             f"- trained {cfg.get('epochs_run', '?')} epochs, batch {cfg.get('batch_size', '?')}, seed "
+             f"{cfg.get('seed', '?')}", "",
+             "## Metrics", "", *_metrics_table(ess["metrics"]), "",
+             "## Calibration and threshold", "",
+             (f"- temperature scaling, T = {src.temperature:g}, fitted on {src.calibration['fitted_on']} "
+              "(folded into the ONNX graph: p_all = sigmoid(logit / T))" if src.calibration
+              else "- none: P(all) is the network's sigmoid output, uncalibrated"),
+             f"- threshold {src.threshold:g}: {ess['threshold']['chosen']}", "",
+             "## Parity and variants", "",
+             "| file | precision | passed | images | max abs diff | decision agreement | cam max abs diff |",
+             "|---|---|---|---|---|---|---|"]
+    for a in artifacts:
+        p = a.parity
+        cam_diff = f"{p.cam['max_abs_diff']:.3g}" if p.cam else "n/a"
+        lines.append(f"| {a.path.name} | {a.precision} | {p.passed} | {p.images} | {p.max_abs_diff:.3g} | "
+                     f"{p.decision_agreement:.4f} | {cam_diff} |")
+    lines += ["", "## Known limitations", "", *[f"- {x}" for x in ess["limitations"]], "",
+              "## Versions and hashes", "",
+              f"- leuk-edge {__version__}, TensorFlow {tf.__version__}, onnx {onnx.__version__}, "
+              f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}",
+              f"- source `{Path(keras_path).name}` sha256 `{sha256_file(keras_path)}`",
+              *[f"- `{name}` sha256 `{h}`" for name, h in hashes.items()], ""]
+    Path(path).write_text("\n".join(lines))
+    return Path(path)

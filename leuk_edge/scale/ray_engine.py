@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -277,13 +278,17 @@ def classify_ray(paths: Sequence[str], model: str | Path, opts: RayOptions | Non
     # Enough input blocks that every actor gets work early, few enough that scheduling stays cheap.
     blocks = max(1, min(len(paths), n_actors * 4, -(-len(paths) // opts.batch_size)))
     ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=blocks)
-    ds = ds.map_batches(
-        actor_cls, batch_size=opts.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=n_actors),
-        fn_constructor_kwargs={"model_bytes": model.read_bytes(), "model_name": model.name, "device": opts.device,
-                               "threads": max(1, int(opts.cpus_per_actor)), "tta": opts.tta},
-        num_cpus=opts.cpus_per_actor, num_gpus=opts.gpus_per_actor or None,
-        max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+    with warnings.catch_warnings():
+        # Ray >= 2.60 flags max_restarts/max_task_retries passed this way as deprecated (removal planned for 2.64)
+        # but offers no named parameter for them yet; they are Ray Data's documented actor fault-tolerance knobs.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map_batches(
+            actor_cls, batch_size=opts.batch_size, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=n_actors),
+            fn_constructor_kwargs={"model_bytes": model.read_bytes(), "model_name": model.name, "device": opts.device,
+                                   "threads": max(1, int(opts.cpus_per_actor)), "tta": opts.tta},
+            num_cpus=opts.cpus_per_actor, num_gpus=opts.gpus_per_actor or None,
+            max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
     start = time.perf_counter()
     try:
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

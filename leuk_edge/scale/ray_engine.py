@@ -169,10 +169,12 @@ def table_rows(table) -> list[Row]:
 class ClassifyActor:
     """One per Ray actor: the ONNX session is made once, from the shipped model bytes; each call is one batch."""
 
-    def __init__(self, model_bytes: bytes, model_name: str, device: str = "auto", threads: int = 1,
-                 tta: bool = False):
+    def __init__(self, model_bytes, model_name: str, device: str = "auto", threads: int = 1, tta: bool = False):
         import cv2
+        import ray
 
+        if isinstance(model_bytes, ray.ObjectRef):  # shipped once through the object store (see classify_ray)
+            model_bytes = ray.get(model_bytes)
         cv2.setNumThreads(1)  # one core per actor: OpenCV's pool would fight onnxruntime for it
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
         self.tta = tta
@@ -275,6 +277,9 @@ def classify_ray(paths: Sequence[str], model: str | Path, opts: RayOptions | Non
     _quiet_data_context()
     model = Path(model)
     n_actors = pool_size(opts)
+    # The model goes into the object store once; this generator holds the reference for the whole run, so an actor
+    # restarted after a crash can still fetch it (its constructor arguments stay alive).
+    model_ref = ray.put(model.read_bytes())
     # Enough input blocks that every actor gets work early, few enough that scheduling stays cheap.
     blocks = max(1, min(len(paths), n_actors * 4, -(-len(paths) // opts.batch_size)))
     ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=blocks)
@@ -285,7 +290,7 @@ def classify_ray(paths: Sequence[str], model: str | Path, opts: RayOptions | Non
         ds = ds.map_batches(
             actor_cls, batch_size=opts.batch_size, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=n_actors),
-            fn_constructor_kwargs={"model_bytes": model.read_bytes(), "model_name": model.name, "device": opts.device,
+            fn_constructor_kwargs={"model_bytes": model_ref, "model_name": model.name, "device": opts.device,
                                    "threads": max(1, int(opts.cpus_per_actor)), "tta": opts.tta},
             num_cpus=opts.cpus_per_actor, num_gpus=opts.gpus_per_actor or None,
             max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)

@@ -110,8 +110,8 @@ def patch_keras_for_multiworker() -> None:
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
-    if getattr(tf_trainer, "_leuk_edge_multiworker", False):
-        return
+    if getattr(tf_trainer, "_leuk_edge_multiworker", False) or not hasattr(tf_trainer, "reduce_per_replica"):
+        return  # already patched, or a Keras whose internals moved (then presumably fixed upstream)
     original_reduce = tf_trainer.reduce_per_replica
     original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
 

@@ -174,6 +174,8 @@ def test_engine_option_errors(tiny_onnx, folder, tmp_path):
     assert res.exit_code == 2 and "unknown engine" in res.output
     res = invoke(["classify", folder, "-m", tiny_onnx, "--out", tmp_path / "r.parquet"])
     assert res.exit_code == 2 and "Parquet output needs --engine ray" in res.output
+    res = invoke(["classify", folder, "-m", tiny_onnx, "--engine", "ray", "--format", "parquet"])
+    assert res.exit_code == 2 and "needs --out" in res.output
 
 
 def test_local_engine_does_not_import_ray(tiny_onnx, folder, tmp_path):

@@ -23,6 +23,8 @@ def check_engine(engine: str, out: str | Path | None, fmt: str | None) -> None:
         raise RayEngineError(f"unknown engine {engine!r}; choose local or ray")
     if engine == "local" and is_parquet(out, fmt):
         raise RayEngineError("Parquet output needs --engine ray (pip install 'leuk-edge[ray]'); use .csv/.json here")
+    if is_parquet(out, fmt) and (out is None or str(out) == "-"):
+        raise RayEngineError("Parquet output needs --out FILE.parquet (it cannot go to stdout)")
 
 
 def write_rows(rows: Sequence[Row], out: str | Path | None, fmt: str | None) -> None:

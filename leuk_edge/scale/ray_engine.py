@@ -280,8 +280,10 @@ def classify_ray(paths: Sequence[str], model: str | Path, opts: RayOptions | Non
     # The model goes into the object store once; this generator holds the reference for the whole run, so an actor
     # restarted after a crash can still fetch it (its constructor arguments stay alive).
     model_ref = ray.put(model.read_bytes())
-    # Enough input blocks that every actor gets work early, few enough that scheduling stays cheap.
-    blocks = max(1, min(len(paths), n_actors * 4, -(-len(paths) // opts.batch_size)))
+    # Input blocks of at most ~8 batches (smooth progress; a dead actor re-runs little), and at least two per actor
+    # when there are enough batches, so every actor gets work early.
+    n_batches = -(-len(paths) // opts.batch_size)
+    blocks = max(1, min(n_batches, 2 * n_actors), -(-n_batches // 8))
     ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=blocks)
     with warnings.catch_warnings():
         # Ray >= 2.60 flags max_restarts/max_task_retries passed this way as deprecated (removal planned for 2.64)

@@ -29,6 +29,12 @@ def classify(
                                                            "folder (a model exported with its cam output)."),
     cam_all: bool = typer.Option(False, "--cam-all", help="With --cam: an overlay for every classified image."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the HTML report of the run here."),
+    engine: str = typer.Option("local", "--engine", help="local | ray (Ray Data actor pool; leuk-edge[ray]). "
+                               "ray also reads s3://, gs://, file:// URIs and writes .parquet."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: auto | ray://host:port | host:port "
+                                          "(default: RAY_ADDRESS, else a local Ray)."),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="ray: actor pool size (default: one per CPU)."),
+    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", min=0.0, help="ray: GPUs per actor."),
 ):
     """Classify cell images: one row per file (path,label,probability,error); P(all) = blast probability."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -41,6 +47,16 @@ def classify(
     from ..edge.writers import infer_format, open_writer
 
     with user_errors():
+        from ..scale.ray_cli import check_engine  # no ray import: --engine ray only
+
+        check_engine(engine, out, fmt)
+        if engine == "ray":
+            from ..scale.ray_cli import RayOptions, classify_with_ray
+
+            opts = RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
+                              device=device, tta=tta)
+            summary = classify_with_ray(paths, model, out, fmt, opts, console)
+            raise typer.Exit(130 if summary.interrupted else 0)
         fmt = infer_format(out, fmt)
         files = expand_paths(paths)
         if files.missing:

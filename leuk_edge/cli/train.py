@@ -20,6 +20,7 @@ class ModelName(str, Enum):
 class Strategy(str, Enum):
     default = "default"
     mirrored = "mirrored"
+    multiworker = "multiworker"
 
 
 def train_cmd(
@@ -31,7 +32,8 @@ def train_cmd(
     image_size: Optional[int] = typer.Option(None, min=32, help="Override the architecture's input size (InceptionV3 needs >= 75)."),
     weights: str = typer.Option("imagenet", help="inception: imagenet (Keras cache/download), none, or a local .h5 path."),
     seed: int = typer.Option(0),
-    strategy: Strategy = typer.Option(Strategy.default, help="mirrored: all local GPUs via tf.distribute.MirroredStrategy."),
+    strategy: Strategy = typer.Option(Strategy.default, help="mirrored: all local GPUs (tf.distribute.MirroredStrategy); multiworker: several "
+                                  "machines (MultiWorkerMirroredStrategy, TF_CONFIG; --batch-size is the global batch)."),
     val_fraction: float = typer.Option(0.2, min=0.05, max=0.5, help="Share of training subjects held out for validation."),
     patience: int = typer.Option(5, min=1, help="Early-stopping patience on validation loss."),
     learning_rate: float = typer.Option(3e-4),

@@ -30,7 +30,7 @@ class TrainConfig:
     image_size: int | None = None  # None: the architecture's default (256 cnn, 224 inception)
     weights: str = "imagenet"  # inception only: imagenet | none | PATH
     seed: int = 0
-    strategy: str = "default"  # default | mirrored
+    strategy: str = "default"  # default | mirrored | multiworker (TF_CONFIG)
     val_fraction: float = 0.2
     patience: int = 5
     learning_rate: float = 3e-4
@@ -74,11 +74,15 @@ def predict_items(model, items: list[Item], size: int, resize: str, batch_size: 
 def _strategy(name: str):
     import tensorflow as tf
 
+    if name == "multiworker":
+        from .distribute import multiworker_strategy
+
+        return multiworker_strategy()  # workers from TF_CONFIG; the batch size is the global batch
     if name == "mirrored":
         # All local GPUs (or the CPU when there are none); the batch size is the global batch.
         return tf.distribute.MirroredStrategy()
     if name != "default":
-        raise ValueError(f"unknown strategy {name!r}; choose default or mirrored")
+        raise ValueError(f"unknown strategy {name!r}; choose default, mirrored or multiworker")
     return tf.distribute.get_strategy()
 
 
@@ -126,6 +130,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
     """Train one model into cfg.out; returns the metrics dict (also written to metrics.json)."""
     import keras
 
+    from .distribute import finish_worker, run_folder, shard_by_data
     from .models import build, unfreeze_top
     from .pipeline import image_dataset
     from .plots import plot_confusion, plot_curves, plot_roc
@@ -133,8 +138,9 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
 
     if cfg.model not in DEFAULT_SIZE:
         raise ValueError(f"unknown model {cfg.model!r}; choose cnn or inception")
+    strategy = _strategy(cfg.strategy)  # first TF op: MultiWorkerMirroredStrategy must precede all others
     weights = resolve_weights(cfg.weights) if cfg.model == "inception" else None  # fail fast, before data
-    run = Path(cfg.out)
+    run, chief = run_folder(cfg.out, cfg.strategy)  # multiworker: only the chief writes cfg.out
     run.mkdir(parents=True, exist_ok=True)
     ds = dataset or load_dataset(cfg.data)
     if ds.unreadable:
@@ -155,12 +161,13 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
                              augment=True, shuffle=True, seed=cfg.seed, cache=cache)
     val_ds = image_dataset([it.path for it in va], [it.label for it in va], (size, size), resize, cfg.batch_size,
                            cache=len(va) * size * size * 12 < 1e9)
+    if cfg.strategy == "multiworker":  # each worker keeps its share of the batches
+        train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
     cw = class_weights(y_tr) if cfg.class_weight else None
     log(f"{cfg.model} @ {size}px: train {len(tr)} / val {len(va)} / test {len(splits.get('test', []))} images; "
         f"class weights {cw}")
 
-    epoch_seconds: list[float] = []
-    strategy = _strategy(cfg.strategy)  # one strategy for both phases: the variables live in its scope
+    epoch_seconds: list[float] = []  # one strategy (made first) for both phases: the variables live in its scope
     t0 = time.perf_counter()
     with strategy.scope():
         model, base = build(cfg.model, size, weights=weights)
@@ -175,6 +182,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
             _compile(model, cfg.fine_tune_learning_rate)
         done = _fit_phase(model, train_ds, val_ds, cfg, run, cfg.epochs - head_epochs, done, cw, epoch_seconds)
     train_seconds = time.perf_counter() - t0
+    if not chief:
+        return finish_worker(run)  # the chief evaluates and writes the run folder
     if not (run / "model.keras").is_file():  # val_loss never finite: keep the last weights rather than nothing
         model.save(run / "model.keras")
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)

@@ -1,0 +1,137 @@
+"""`train --strategy multiworker`: two worker processes on 127.0.0.1 (CPU) train one epoch; the chief writes a
+complete run folder, the other worker leaves nothing behind; the same seed gives the same history.
+Run alone: `pytest -m scale`."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from leuk_edge.train.distribute import DistributeError, parse_tf_config, run_folder
+
+pytestmark = pytest.mark.scale
+
+RUN_FILES = {"model.keras", "config.json", "history.csv", "curves.png", "split.json", "metrics.json",
+             "confusion.png", "roc.png"}
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def tf_config(ports, index):
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def launch(data, out, ports, tmp_root, seed=3):
+    """Both workers of one cluster, same command line; each with its own TMPDIR to see what it leaves."""
+    procs = []
+    for i in range(len(ports)):
+        tmp = tmp_root / f"tmp{i}"
+        tmp.mkdir(parents=True)
+        env = {**os.environ, "TF_CONFIG": tf_config(ports, i), "TMPDIR": str(tmp), "TF_CPP_MIN_LOG_LEVEL": "3",
+               "CUDA_VISIBLE_DEVICES": ""}
+        cmd = [sys.executable, "-m", "leuk_edge", "train", "--data", str(data), "--out", str(out), "--epochs", "1",
+               "--image-size", "32", "--batch-size", "8", "--seed", str(seed), "--strategy", "multiworker"]
+        procs.append((subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+                      tmp))
+    return procs
+
+
+def finish(procs):
+    for p, _ in procs:
+        try:
+            out, _ = p.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for q, _ in procs:
+                q.kill()
+            raise
+        assert p.returncode == 0, out[-3000:]
+
+
+def history(run):
+    with open(run / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_two_workers_train_one_run_and_repeat_with_the_same_seed(synth_cnmc, tmp_path):
+    runs = [tmp_path / "a" / "run", tmp_path / "b" / "run"]
+    ports = free_ports(4)
+    # Both clusters at once: same total CPU, half the wall time of running them one after the other.
+    procs = [launch(synth_cnmc, runs[0], ports[:2], tmp_path / "a"),
+             launch(synth_cnmc, runs[1], ports[2:], tmp_path / "b")]
+    for p in procs:
+        finish(p)
+    for run, cluster in zip(runs, procs):
+        assert RUN_FILES <= {f.name for f in run.iterdir()}, sorted(f.name for f in run.iterdir())
+        assert sorted(p.name for p in run.parent.iterdir()) == ["run", "tmp0", "tmp1"]  # nothing beside the run
+        for _, tmp in cluster:  # no scratch folder left by either worker
+            assert [p.name for p in tmp.iterdir() if p.name.startswith("leuk-edge-")] == []
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["strategy"] == "multiworker" and cfg["epochs_run"] == 1
+    import keras
+
+    model = keras.saving.load_model(runs[0] / "model.keras", safe_mode=True)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 1)
+    h = [history(r) for r in runs]
+    assert len(h[0]) == 1 and float(h[0][0]["loss"]) > 0
+    assert h[0] == h[1]  # same seed, same history, to the last digit
+
+
+@pytest.mark.parametrize("text, role", [
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}', ("worker", 0, 2, True)),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}', ("worker", 1, 2, False)),
+    ('{"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}',
+     ("worker", 0, 2, False)),
+    ('{"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
+     ("chief", 0, 2, True)),
+])
+def test_tf_config_roles(text, role):
+    r = parse_tf_config(text)
+    assert (r.task_type, r.task_index, r.num_workers, r.is_chief) == role
+
+
+@pytest.mark.parametrize("text", ["", "not json", '{"cluster": {"worker": ["a:1"]}}',
+                                  '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}'])
+def test_bad_tf_config_is_a_clear_error(text, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", text)
+    with pytest.raises(DistributeError):
+        parse_tf_config()
+
+
+def test_non_chief_scratch_folder_is_removed(tmp_path, monkeypatch):
+    from leuk_edge.train.distribute import finish_worker
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 1))
+    folder, chief = run_folder(tmp_path / "out", "multiworker")
+    assert not chief and folder.parent == tmp_path and folder.is_dir()
+    (folder / "history.csv").write_text("x")
+    assert finish_worker(folder) == {} and list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 0))
+    assert run_folder(tmp_path / "out", "multiworker") == (tmp_path / "out", True)
+
+
+def test_multiworker_without_tf_config_is_one_line_exit_2(synth_cnmc, tmp_path, monkeypatch):
+    from leuk_edge.cli import app
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    res = CliRunner().invoke(app, ["train", "--data", str(synth_cnmc), "--out", str(tmp_path / "run"),
+                                   "--epochs", "1", "--image-size", "32", "--strategy", "multiworker"])
+    assert res.exit_code == 2
+    assert "needs TF_CONFIG" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "run").exists()

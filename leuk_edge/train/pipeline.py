@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from ..edge.preprocess import ImageReadError, load_image
+from .quiet import import_tensorflow
+
+tf = import_tensorflow()  # the first TensorFlow import of a training process: without its load-time log noise
 
 
 def _loader(height: int, width: int, resize: str):

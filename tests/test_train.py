@@ -79,6 +79,15 @@ def test_evaluate_and_compare(cnn_run, learnable, tmp_path):
             assert again[split]["uncalibrated"][key] == pytest.approx(saved[split]["uncalibrated"][key], abs=1e-6)
     other = tmp_path / "other"
     shutil.copytree(cnn_run, other)
+    # a run written before calibration existed (no "calibration" entry) is evaluated with T = 1
+    config = json.loads((other / "config.json").read_text())
+    del config["calibration"]
+    (other / "config.json").write_text(json.dumps(config))
+    res = CliRunner().invoke(app, ["evaluate", str(other), "--data", learnable])
+    assert res.exit_code == 0, res.output
+    old = json.loads(res.stdout)["val"]
+    assert old["ece"] == pytest.approx(old["uncalibrated"]["ece"])
+    assert old["nll"] == pytest.approx(saved["val"]["uncalibrated"]["nll"], abs=1e-6)
     res = CliRunner().invoke(app, ["compare", str(cnn_run), str(other), "--out", str(tmp_path / "cmp")])
     assert res.exit_code == 0, res.output
     table = (tmp_path / "cmp" / "comparison.md").read_text()

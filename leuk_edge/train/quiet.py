@@ -38,7 +38,11 @@ def import_tensorflow(level: int | None = None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if level is None else str(level))
     level = int(os.environ["TF_CPP_MIN_LOG_LEVEL"]) if level is None else level
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to filter (closed descriptor): nothing to keep quiet
+        import tensorflow
+        return tensorflow
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 METRIC_KEYS = {"n", "accuracy", "balanced_accuracy", "weighted_f1", "roc_auc", "precision", "recall",
                "confusion_matrix", "threshold"}
 RUN_FILES = {"model.keras", "config.json", "history.csv", "curves.png", "split.json", "metrics.json",
-             "confusion.png", "roc.png"}
+             "confusion.png", "roc.png", "reliability.png"}
+CALIBRATION_KEYS = {"ece", "brier", "nll", "uncalibrated"}
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +53,15 @@ def test_cnn_learns_synthetic_cells(cnn_run):
     metrics = json.loads((cnn_run / "metrics.json").read_text())
     assert set(metrics) == {"val", "test"}
     for m in metrics.values():
-        assert METRIC_KEYS <= set(m)
+        assert METRIC_KEYS | CALIBRATION_KEYS <= set(m) and set(m["uncalibrated"]) == {"ece", "brier", "nll"}
     # the held-out test split (other subjects, never used for any choice) is learnt
     assert metrics["test"]["balanced_accuracy"] >= 0.9, metrics["test"]
     config = json.loads((cnn_run / "config.json").read_text())
     assert config["threshold"] == metrics["val"]["threshold"] == metrics["test"]["threshold"]
+    cal = config["calibration"]
+    assert cal["method"] == "temperature" and cal["fitted_on"] == "val" and cal["temperature"] > 0
+    # fitting T minimises val NLL, so calibration can only lower it there
+    assert metrics["val"]["nll"] <= metrics["val"]["uncalibrated"]["nll"] + 1e-9
     assert config["architecture"] == "cnn" and config["image_size"] == 64 and config["synthetic"] is True
     split = json.loads((cnn_run / "split.json").read_text())
     assert not set(split["train"]) & set(split["val"]) and not set(split["val"]) & set(split["test"])
@@ -69,8 +74,20 @@ def test_evaluate_and_compare(cnn_run, learnable, tmp_path):
     saved = json.loads((cnn_run / "metrics.json").read_text())
     for split in ("val", "test"):
         assert again[split]["confusion_matrix"] == saved[split]["confusion_matrix"]
+        for key in ("ece", "brier", "nll"):  # the run's temperature is applied again
+            assert again[split][key] == pytest.approx(saved[split][key], abs=1e-6)
+            assert again[split]["uncalibrated"][key] == pytest.approx(saved[split]["uncalibrated"][key], abs=1e-6)
     other = tmp_path / "other"
     shutil.copytree(cnn_run, other)
+    # a run written before calibration existed (no "calibration" entry) is evaluated with T = 1
+    config = json.loads((other / "config.json").read_text())
+    del config["calibration"]
+    (other / "config.json").write_text(json.dumps(config))
+    res = CliRunner().invoke(app, ["evaluate", str(other), "--data", learnable])
+    assert res.exit_code == 0, res.output
+    old = json.loads(res.stdout)["val"]
+    assert old["ece"] == pytest.approx(old["uncalibrated"]["ece"])
+    assert old["nll"] == pytest.approx(saved["val"]["uncalibrated"]["nll"], abs=1e-6)
     res = CliRunner().invoke(app, ["compare", str(cnn_run), str(other), "--out", str(tmp_path / "cmp")])
     assert res.exit_code == 0, res.output
     table = (tmp_path / "cmp" / "comparison.md").read_text()
@@ -78,7 +95,30 @@ def test_evaluate_and_compare(cnn_run, learnable, tmp_path):
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
 
 
-def test_inception_trains_both_phases_and_skips_corrupt_image(synth_cnmc, tmp_path):
+def _first_conv(base):
+    """The base's very first convolution (layer names are numbered per process, so found by type)."""
+    import keras
+
+    return next(layer for layer in base.layers if isinstance(layer, keras.layers.Conv2D))
+
+
+def test_inception_without_pretrained_weights_trains_the_whole_base_from_epoch_1(synth_cnmc, tmp_path,
+                                                                                  monkeypatch):
+    """--weights none: a frozen random base would make the head a constant predictor, so there is no frozen
+    phase; the run says so. Also: a corrupt image is skipped and listed."""
+    import numpy as np
+
+    from leuk_edge.train import models
+
+    initial = {}
+    real_build = models.build
+
+    def build_and_remember(*args, **kwargs):
+        model, base = real_build(*args, **kwargs)
+        initial["stem"] = _first_conv(base).get_weights()[0].copy()
+        return model, base
+
+    monkeypatch.setattr(models, "build", build_and_remember)
     data = tmp_path / "C-NMC_Leukemia"
     shutil.copytree(synth_cnmc, data)
     (data / "training_data" / "fold_0" / "all" / "UID_1_77_1_all.bmp").write_bytes(b"\x00" * 100)
@@ -90,7 +130,55 @@ def test_inception_trains_both_phases_and_skips_corrupt_image(synth_cnmc, tmp_pa
     assert "UID_1_77_1_all.bmp" in (run / "skipped_images.txt").read_text()
     config = json.loads((run / "config.json").read_text())
     assert config["architecture"] == "inception_v3" and config["epochs_run"] == 2 and config["skipped_images"] == 1
-    assert len((run / "history.csv").read_text().strip().splitlines()) == 3  # header + head epoch + fine-tune epoch
+    assert config["pretrained"] is False and "no frozen phase" in config["schedule"]
+    assert [(p["name"], p["base"], p["first_epoch"], p["last_epoch"]) for p in config["phases"]] == \
+        [("train", "all", 0, 1)]
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    import keras
+
+    saved = keras.saving.load_model(run / "model.keras")
+    stem = _first_conv(saved.get_layer("inception_v3")).get_weights()[0]
+    assert not np.allclose(stem, initial["stem"]), "the base's first convolution never trained"
+
+
+def test_schedule_freezes_only_a_pretrained_base():
+    from leuk_edge.train.fit import Phase, TrainConfig, plan_phases
+
+    cfg = TrainConfig(data="-", model="inception", epochs=5, learning_rate=1e-3, fine_tune_learning_rate=1e-5)
+    assert plan_phases(cfg, pretrained=True) == [Phase("head", 3, 1e-3, "frozen"), Phase("fine_tune", 2, 1e-5, "top")]
+    assert plan_phases(cfg, pretrained=False) == [Phase("train", 5, 1e-3, "all")]
+    cfg.model = "cnn"
+    assert plan_phases(cfg, pretrained=False) == [Phase("train", 5, 1e-3, "-")]
+
+
+def test_a_worse_second_phase_keeps_the_first_phase_model(synth_cnmc, tmp_path):
+    """The saved model is the best val_loss over ALL phases: a second phase wrecked on purpose (a huge learning
+    rate) must not overwrite the first phase's model (a fresh checkpoint per phase did exactly that)."""
+    import csv
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.metrics import log_loss
+
+    from leuk_edge.train.fit import Phase, TrainConfig, fit_phases, predict_items, prepare_data, seed_everything
+    from leuk_edge.train.models import build
+
+    cfg = TrainConfig(data=str(synth_cnmc), out=str(tmp_path), epochs=3, batch_size=8, image_size=32, seed=0)
+    seed_everything(0)
+    data = prepare_data(cfg, tmp_path, None, log=lambda m: None)
+    model, _ = build("cnn", 32)
+    phases = [Phase("head", 2, 3e-3, "-"), Phase("fine_tune", 1, 50.0, "-")]
+    res = fit_phases(model, None, phases, data, cfg, tmp_path, tf.distribute.get_strategy())
+    with open(tmp_path / "history.csv", newline="") as fh:
+        val_loss = [float(r["val_loss"]) for r in csv.DictReader(fh)]
+    assert len(val_loss) == 3 and np.isfinite(val_loss[2]) and val_loss[2] > min(val_loss[:2]) + 0.05, val_loss
+    assert res.best_epoch == int(np.argmin(val_loss[:2])) and res.best_val_loss == pytest.approx(min(val_loss))
+    assert [(p["first_epoch"], p["last_epoch"]) for p in res.phases] == [(0, 1), (2, 2)]
+    # the saved model is the first phase's best: its val loss, computed here from its predictions, is that epoch's
+    val = data.splits["val"]
+    p = predict_items(keras.saving.load_model(tmp_path / "model.keras"), val, 32, "area")
+    assert log_loss([it.label for it in val], p, labels=[0, 1]) == pytest.approx(min(val_loss[:2]), abs=2e-3)
 
 
 def test_training_is_deterministic_under_seed(synth_cnmc, tmp_path):
@@ -115,3 +203,79 @@ def test_offline_imagenet_fails_fast_with_a_clear_message(synth_cnmc, tmp_path):
     assert "--weights /path/to/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert time.perf_counter() - t0 < 60  # seconds (mostly the TensorFlow import), never a hang
+
+
+def _hand_made_predictions(model, items, *args, **kwargs):
+    """Stands in for the model: validation cells score hem 0.55-0.65 and all 0.70-0.90 (val-optimal threshold
+    0.70, not 0.5: every hem is over 0.5); test (prelim) cells score hem 0.10-0.20 and all 0.30-0.40
+    (test-optimal threshold 0.30)."""
+    import numpy as np
+
+    test = all(it.fold == "prelim" for it in items)
+    lo = {0: 0.10, 1: 0.30} if test else {0: 0.55, 1: 0.70}
+    span = {0: 0.10, 1: 0.10} if test else {0: 0.10, 1: 0.20}
+    out, seen = [], {0: 0, 1: 0}
+    n = {c: max(1, sum(it.label == c for it in items) - 1) for c in (0, 1)}
+    for it in items:
+        out.append(lo[it.label] + span[it.label] * seen[it.label] / n[it.label])
+        seen[it.label] += 1
+    return np.array(out, np.float32)
+
+
+def test_threshold_and_temperature_come_from_val_only(synth_cnmc, tmp_path, monkeypatch):
+    import numpy as np
+
+    from leuk_edge.train import fit
+    from leuk_edge.train.calibration import apply_temperature
+    from leuk_edge.train.data import load_dataset
+
+    seen = {"choose_threshold": [], "fit_temperature": []}
+
+    def spy(name, real):
+        def wrapper(y, p):
+            seen[name].append(sorted(np.asarray(y).astype(int).tolist()))
+            return real(y, p)
+        return wrapper
+
+    monkeypatch.setattr(fit, "choose_threshold", spy("choose_threshold", fit.choose_threshold))
+    monkeypatch.setattr(fit, "fit_temperature", spy("fit_temperature", fit.fit_temperature))
+    monkeypatch.setattr(fit, "predict_items", _hand_made_predictions)
+    ds = load_dataset(synth_cnmc)
+    ds.test = ds.test[:5]  # a test split unlike val in size, so test labels cannot pass for val labels
+    run = tmp_path / "run"
+    metrics = fit.train(fit.TrainConfig(data=str(synth_cnmc), out=str(run), epochs=1, batch_size=8, image_size=32),
+                        dataset=ds, log=lambda m: None)
+
+    split = json.loads((run / "split.json").read_text())
+    val_labels = sorted(it.label for it in ds.train if it.subject in set(split["val"]))
+    assert len(val_labels) != len(ds.test) and 0 < sum(val_labels) < len(val_labels)
+    for name, calls in seen.items():
+        assert calls, f"train() never called {name}"
+        assert all(c == val_labels for c in calls), f"{name} was given labels other than val's: {calls}"
+
+    config = json.loads((run / "config.json").read_text())
+    t, thr = config["calibration"]["temperature"], config["threshold"]
+    # the threshold separates val perfectly: above every calibrated val hem (0.65), at most the lowest all (0.70)
+    assert apply_temperature([0.65], t)[0] < thr <= apply_temperature([0.70], t)[0] + 1e-9
+    assert thr != pytest.approx(0.5, abs=1e-3)
+    assert metrics["val"]["balanced_accuracy"] == 1.0
+    # and it is not the test-optimal one (0.30): on test, every all cell (<= 0.40) falls below it
+    assert thr > apply_temperature([0.40], t)[0]
+    assert metrics["test"]["recall"] == {"hem": 1.0, "all": 0.0}
+    # T minimises the val NLL (the over-confident case is in test_calibration.py); never worse than T = 1
+    assert t != 1.0 and metrics["val"]["nll"] <= metrics["val"]["uncalibrated"]["nll"] + 1e-12
+
+
+def test_train_output_is_free_of_tensorflow_log_noise(synth_cnmc, tmp_path):
+    """What a user sees from `leuk-edge train`: no Abseil C++ log lines (oneDNN/CUDA notes at load, tf.data's
+    'NodeDef mentions attribute use_unbounded_threadpool' errors), even with TF_CPP_MIN_LOG_LEVEL unset."""
+    import re
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "leuk_edge", "train", "--data", str(synth_cnmc), "--out",
+                           str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8", "--image-size", "32"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    noise = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]|absl::InitializeLog|NodeDef mentions", re.M)
+    assert not noise.search(proc.stderr + proc.stdout), (proc.stderr + proc.stdout)[:3000]
+    assert "run folder:" in proc.stdout + proc.stderr

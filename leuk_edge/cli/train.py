@@ -27,7 +27,7 @@ def train_cmd(
     data: Path = typer.Option(..., "--data", help="C-NMC folder (or any folder holding that layout, or DIR/{all,hem})."),
     model: ModelName = typer.Option(ModelName.cnn, "--model", help="cnn (from scratch, 256 px) or inception (InceptionV3, 224 px)."),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
-    epochs: int = typer.Option(20, min=1, help="Epochs (inception: half head-only, half fine-tuning)."),
+    epochs: int = typer.Option(20, min=1, help="Epochs (inception with pretrained weights: half head-only, half fine-tuning; with --weights none all train the whole network)."),
     batch_size: int = typer.Option(32, min=1),
     image_size: Optional[int] = typer.Option(None, min=32, help="Override the architecture's input size (InceptionV3 needs >= 75)."),
     weights: str = typer.Option("imagenet", help="inception: imagenet (Keras cache/download), none, or a local .h5 path."),
@@ -37,6 +37,7 @@ def train_cmd(
     val_fraction: float = typer.Option(0.2, min=0.05, max=0.5, help="Share of training subjects held out for validation."),
     patience: int = typer.Option(5, min=1, help="Early-stopping patience on validation loss."),
     learning_rate: float = typer.Option(3e-4),
+    fine_tune_learning_rate: float = typer.Option(1e-5, help="inception with pretrained weights: the fine-tuning phase's rate."),
     no_class_weight: bool = typer.Option(False, "--no-class-weight", help="Do not weight classes by frequency."),
 ):
     """Train a model on C-NMC-layout data into a run folder (model, metrics, plots, split)."""
@@ -48,12 +49,13 @@ def train_cmd(
         cfg = TrainConfig(data=str(data), model=model.value, out=str(out), epochs=epochs, batch_size=batch_size,
                           image_size=image_size, weights=weights, seed=seed, strategy=strategy.value,
                           val_fraction=val_fraction, patience=patience, learning_rate=learning_rate,
+                          fine_tune_learning_rate=fine_tune_learning_rate,
                           class_weight=not no_class_weight)
         metrics = train(cfg, log=lambda m: console.print(m, highlight=False))
     for split, m in metrics.items():
         console.print(f"{split}: n={m['n']} balanced_accuracy={m['balanced_accuracy']} "
-                      f"weighted_f1={m['weighted_f1']:.4f} roc_auc={m['roc_auc']} threshold={m['threshold']:.3f}",
-                      highlight=False)
+                      f"weighted_f1={m['weighted_f1']:.4f} roc_auc={m['roc_auc']} threshold={m['threshold']:.3f} "
+                      f"ECE={m['ece']:.3f} (uncalibrated {m['uncalibrated']['ece']:.3f})", highlight=False)
     console.print(f"run folder: {out}")
 
 
@@ -67,7 +69,8 @@ def evaluate_cmd(
     explain_dir: Optional[Path] = typer.Option(None, "--explain-dir", help="Where --explain writes (default: "
                                                "RUN/explain)."),
 ):
-    """Re-evaluate a saved model on a dataset (threshold and size from its run's config.json)."""
+    """Re-evaluate a saved model on a labelled dataset (threshold, temperature and size from its run's
+    config.json): metrics plus calibration (ECE, Brier, NLL, and the same before calibration) per split."""
     with user_errors():
         from ..train.evaluate import evaluate
 

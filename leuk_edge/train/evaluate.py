@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .. import DISCLAIMER, SYNTHETIC_NOTE
+from .calibration import apply_temperature, calibration_figures, temperature_of
 from .data import load_dataset
 from .metrics import compute_metrics
 from .models import DEFAULT_SIZE, RESIZE
@@ -25,7 +26,12 @@ def _resolve(model_or_run: str | Path) -> tuple[Path, dict, dict | None]:
 
 def evaluate(model_or_run: str | Path, data: str | Path, batch_size: int = 32) -> dict:
     """Metrics of a saved model. With its run's split.json, `val` is the run's validation subjects; without,
-    every labelled training_data image is scored as `all_labelled`. `test` is the labelled prelim set."""
+    every labelled training_data image is scored as `all_labelled`. `test` is the labelled prelim set.
+    Probabilities are calibrated with the run's temperature (1 for runs without one) before the run's threshold
+    applies; each split also reports ECE, Brier and NLL, and the same three before calibration."""
+    from .quiet import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     from .fit import predict_items
@@ -35,7 +41,8 @@ def evaluate(model_or_run: str | Path, data: str | Path, batch_size: int = 32) -
     model = keras.saving.load_model(model_path, safe_mode=True)
     size = int(config.get("image_size") or model.input_shape[1])
     resize = config.get("resize") or RESIZE.get(config.get("model", "cnn"), "area")
-    threshold = float(config.get("threshold", 0.5))
+    threshold = float(config.get("threshold", 0.5))  # chosen on the calibrated val P(all)
+    temperature = temperature_of(config)
     ds = load_dataset(data)
     sets = {}
     if split and split.get("val"):
@@ -47,8 +54,10 @@ def evaluate(model_or_run: str | Path, data: str | Path, batch_size: int = 32) -
         sets["test"] = ds.test
     out = {}
     for name, items in sets.items():
-        probs = predict_items(model, items, size, resize, batch_size)
-        out[name] = compute_metrics([it.label for it in items], probs, threshold)
+        labels = [it.label for it in items]
+        raw = predict_items(model, items, size, resize, batch_size)
+        out[name] = {**compute_metrics(labels, apply_temperature(raw, temperature), threshold),
+                     **calibration_figures(labels, raw, temperature)}
     return out
 
 

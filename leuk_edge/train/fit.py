@@ -1,6 +1,7 @@
-"""`leuk-edge train`: data -> augment -> model -> fit -> threshold on val -> metrics and plots in RUN/.
+"""`leuk-edge train`: data -> model -> fit phases -> evaluate -> write the run folder (RUN/).
 
-A straight keras-io style path; every choice that touches evaluation is made on `val`, never on `test`.
+A straight keras-io style path in named steps; every choice that touches evaluation (best epoch, temperature,
+threshold) is made on `val`, never on `test`.
 """
 
 from __future__ import annotations
@@ -9,15 +10,17 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import CLASSES, DISCLAIMER, SYNTHETIC_NOTE, __version__
+from .calibration import apply_temperature, calibration_entry, calibration_figures, fit_temperature
 from .data import Dataset, Item, load_dataset, make_splits, split_subjects
 from .metrics import choose_threshold, compute_metrics
 from .models import ARCHITECTURE, DEFAULT_SIZE, RESIZE
+from .quiet import import_tensorflow
 
 
 @dataclass
@@ -103,22 +106,6 @@ def _compile(model, lr: float):
                   metrics=["accuracy", keras.metrics.AUC(name="auc")])
 
 
-def _fit_phase(model, train_ds, val_ds, cfg: TrainConfig, run: Path, epochs: int, initial_epoch: int,
-               cw, epoch_seconds: list[float]) -> int:
-    import keras
-
-    callbacks = [
-        # Early stopping on val loss; the best weights are kept and checkpointed as model.keras.
-        keras.callbacks.EarlyStopping("val_loss", patience=cfg.patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(run / "model.keras", monitor="val_loss", save_best_only=True),
-        keras.callbacks.CSVLogger(run / "history.csv", append=initial_epoch > 0),
-        _epoch_timer(epoch_seconds),
-    ]
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                     class_weight=cw, callbacks=callbacks, shuffle=False, verbose=1 if sys.stderr.isatty() else 2)
-    return initial_epoch + len(hist.history.get("loss", []))
-
-
 def _cap(items: list[Item], n: int | None, seed: int) -> list[Item]:
     if n is None or len(items) <= n:
         return items
@@ -126,22 +113,22 @@ def _cap(items: list[Item], n: int | None, seed: int) -> list[Item]:
     return [items[i] for i in sorted(idx)]
 
 
-def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
-    """Train one model into cfg.out; returns the metrics dict (also written to metrics.json)."""
-    import keras
+# ---------------------------------------------------------------------------------------------- step 1: data
 
-    from .distribute import finish_worker, run_folder, shard_by_data
-    from .models import build, unfreeze_top
+
+@dataclass
+class RunData:
+    """The dataset, its subject-disjoint splits and the tf.data pipelines that feed `fit`."""
+    ds: Dataset
+    splits: dict[str, list[Item]]
+    train_ds: object
+    val_ds: object
+    class_weights: dict[int, float] | None
+
+
+def prepare_data(cfg: TrainConfig, run: Path, dataset: Dataset | None, log) -> RunData:
     from .pipeline import image_dataset
-    from .plots import plot_confusion, plot_curves, plot_roc
-    from .weights import resolve_weights
 
-    if cfg.model not in DEFAULT_SIZE:
-        raise ValueError(f"unknown model {cfg.model!r}; choose cnn or inception")
-    strategy = _strategy(cfg.strategy)  # first TF op: MultiWorkerMirroredStrategy must precede all others
-    weights = resolve_weights(cfg.weights) if cfg.model == "inception" else None  # fail fast, before data
-    run, chief = run_folder(cfg.out, cfg.strategy)  # multiworker: only the chief writes cfg.out
-    run.mkdir(parents=True, exist_ok=True)
     ds = dataset or load_dataset(cfg.data)
     if ds.unreadable:
         (run / "skipped_images.txt").write_text(
@@ -151,63 +138,216 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
     splits = {k: _cap(v, cfg.max_images, cfg.seed) for k, v in splits.items()}
     (run / "split.json").write_text(json.dumps(split_subjects(splits), indent=2))
     size, resize = cfg.size, RESIZE[cfg.model]
-    seed_everything(cfg.seed)
-
     tr, va = splits["train"], splits["val"]
     y_tr = [it.label for it in tr]
     # Cache decoded tensors in RAM when they fit comfortably; otherwise decode every epoch (BMP decode is cheap).
-    cache = len(tr) * size * size * 12 < 3e9
     train_ds = image_dataset([it.path for it in tr], y_tr, (size, size), resize, cfg.batch_size,
-                             augment=True, shuffle=True, seed=cfg.seed, cache=cache)
+                             augment=True, shuffle=True, seed=cfg.seed, cache=len(tr) * size * size * 12 < 3e9)
     val_ds = image_dataset([it.path for it in va], [it.label for it in va], (size, size), resize, cfg.batch_size,
                            cache=len(va) * size * size * 12 < 1e9)
-    if cfg.strategy == "multiworker":  # each worker keeps its share of the batches
-        train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
     cw = class_weights(y_tr) if cfg.class_weight else None
     log(f"{cfg.model} @ {size}px: train {len(tr)} / val {len(va)} / test {len(splits.get('test', []))} images; "
         f"class weights {cw}")
+    return RunData(ds, splits, train_ds, val_ds, cw)
 
-    epoch_seconds: list[float] = []  # one strategy (made first) for both phases: the variables live in its scope
+
+# --------------------------------------------------------------------------------------- step 2: model, schedule
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "train" (cnn, or inception from random weights) | "head" | "fine_tune"
+    epochs: int
+    learning_rate: float
+    base: str  # InceptionV3 base: "frozen" | "top" (mixed9 and up, BatchNorm frozen) | "all" | "-" (cnn)
+
+
+def plan_phases(cfg: TrainConfig, pretrained: bool) -> list[Phase]:
+    """The CNN trains in one phase. InceptionV3 with pretrained weights: head on the frozen base, then fine-tune
+    the top blocks at a low rate. Without pretrained weights the base is random: frozen, it would feed the head
+    noise (a constant predictor), so the whole network trains from the first epoch."""
+    if cfg.model == "cnn":
+        return [Phase("train", cfg.epochs, cfg.learning_rate, "-")]
+    if not pretrained:
+        return [Phase("train", cfg.epochs, cfg.learning_rate, "all")]
+    head = max(1, math.ceil(cfg.epochs / 2))
+    phases = [Phase("head", head, cfg.learning_rate, "frozen")]
+    if cfg.epochs > head:
+        phases.append(Phase("fine_tune", cfg.epochs - head, cfg.fine_tune_learning_rate, "top"))
+    return phases
+
+
+def describe_schedule(cfg: TrainConfig, phases: list[Phase]) -> str:
+    """One sentence for config.json, the log and the demo report."""
+    if cfg.model == "cnn":
+        return f"CNN from scratch: one phase of up to {cfg.epochs} epochs"
+    if phases[0].base == "all":
+        return (f"InceptionV3 from random weights (--weights {cfg.weights}): no frozen phase, the whole network "
+                f"trains from the first epoch (up to {cfg.epochs} epochs)")
+    parts = [f"{p.epochs} epoch(s) {'head only on the frozen base' if p.base == 'frozen' else 'fine-tuning mixed9+'}"
+             f" at lr {p.learning_rate:g}" for p in phases]
+    return "InceptionV3 from pretrained weights: " + ", then ".join(parts)
+
+
+def set_base_trainable(base, mode: str) -> None:
+    from .models import unfreeze_top
+
+    if base is None or mode == "-":
+        return
+    if mode == "frozen":
+        base.trainable = False
+    elif mode == "top":
+        unfreeze_top(base)
+    else:  # "all": random weights, so BatchNorm statistics must be learnt as well
+        base.trainable = True
+
+
+# ------------------------------------------------------------------------------------------ step 3: fit phases
+
+
+@dataclass
+class FitResult:
+    epochs_run: int = 0
+    best_val_loss: float | None = None
+    best_epoch: int | None = None  # 0-based, across all phases
+    seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
+    phases: list[dict] = field(default_factory=list)
+
+
+def fit_phases(model, base, phases: list[Phase], data: RunData, cfg: TrainConfig, run: Path, strategy) -> FitResult:
+    """Run the phases in turn. ONE best-val_loss tracker spans them: each phase's checkpoint and early stopping
+    start from the best loss so far, so a phase that only makes things worse never overwrites model.keras."""
+    import keras
+
+    res = FitResult()
     t0 = time.perf_counter()
-    with strategy.scope():
-        model, base = build(cfg.model, size, weights=weights)
-        if base is not None:
-            base.trainable = False  # phase 1: train only the new head on frozen ImageNet features
-        _compile(model, cfg.learning_rate)
-    head_epochs = cfg.epochs if base is None else max(1, math.ceil(cfg.epochs / 2))
-    done = _fit_phase(model, train_ds, val_ds, cfg, run, head_epochs, 0, cw, epoch_seconds)
-    if base is not None and cfg.epochs - head_epochs > 0:
-        with strategy.scope():
-            unfreeze_top(base)  # phase 2: fine-tune mixed9/mixed10 at a low learning rate
-            _compile(model, cfg.fine_tune_learning_rate)
-        done = _fit_phase(model, train_ds, val_ds, cfg, run, cfg.epochs - head_epochs, done, cw, epoch_seconds)
-    train_seconds = time.perf_counter() - t0
-    if not chief:
-        return finish_worker(run)  # the chief evaluates and writes the run folder
-    if not (run / "model.keras").is_file():  # val_loss never finite: keep the last weights rather than nothing
-        model.save(run / "model.keras")
-    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    for phase in phases:
+        with strategy.scope():  # the variables live in the strategy's scope; so must the new optimizer
+            set_base_trainable(base, phase.base)
+            _compile(model, phase.learning_rate)
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(run / "model.keras", monitor="val_loss", save_best_only=True,
+                                            initial_value_threshold=res.best_val_loss),
+            # stop after `patience` epochs without beating the best so far (of this phase or an earlier one)
+            keras.callbacks.EarlyStopping("val_loss", patience=cfg.patience, baseline=res.best_val_loss),
+            keras.callbacks.CSVLogger(run / "history.csv", append=res.epochs_run > 0),
+            _epoch_timer(res.epoch_seconds),
+        ]
+        first = res.epochs_run
+        hist = model.fit(data.train_ds, validation_data=data.val_ds, epochs=first + phase.epochs,
+                         initial_epoch=first, class_weight=data.class_weights, callbacks=callbacks, shuffle=False,
+                         verbose=1 if sys.stderr.isatty() else 2)
+        for i, loss in enumerate(hist.history.get("val_loss", [])):
+            if math.isfinite(loss) and (res.best_val_loss is None or loss < res.best_val_loss):
+                res.best_val_loss, res.best_epoch = float(loss), first + i
+        res.epochs_run = first + len(hist.history.get("loss", []))
+        res.phases.append({**asdict(phase), "first_epoch": first, "last_epoch": res.epochs_run - 1})
+    res.seconds = time.perf_counter() - t0
+    return res
 
-    p_val = predict_items(model, va, size, resize, cfg.batch_size)
-    threshold = choose_threshold([it.label for it in va], p_val)
-    probs = {"val": ([it.label for it in va], p_val)}
-    if splits.get("test"):
-        te = splits["test"]
-        probs["test"] = ([it.label for it in te], predict_items(model, te, size, resize, cfg.batch_size))
-    metrics = {k: compute_metrics(y, p, threshold) for k, (y, p) in probs.items()}
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
+# -------------------------------------------------------------------------------------------- step 4: evaluate
+
+
+@dataclass
+class Evaluation:
+    """Per split: labels, the model's P(all) and its calibrated P(all); the temperature and threshold (both
+    fitted on val only) and the metrics."""
+    labels: dict[str, list[int]]
+    raw: dict[str, np.ndarray]
+    calibrated: dict[str, np.ndarray]
+    temperature: float
+    threshold: float
+    metrics: dict
+
+
+def evaluate_splits(model, splits: dict[str, list[Item]], cfg: TrainConfig) -> Evaluation:
+    names = [k for k in ("val", "test") if splits.get(k)]
+    labels = {k: [it.label for it in splits[k]] for k in names}
+    raw = {k: predict_items(model, splits[k], cfg.size, RESIZE[cfg.model], cfg.batch_size) for k in names}
+    # Every choice is made on val: the temperature, then the threshold on the calibrated val probabilities.
+    temperature = fit_temperature(labels["val"], raw["val"]) if "val" in names else 1.0
+    calibrated = {k: apply_temperature(raw[k], temperature) for k in names}
+    threshold = choose_threshold(labels["val"], calibrated["val"]) if "val" in names else 0.5
+    metrics = {k: {**compute_metrics(labels[k], calibrated[k], threshold),
+                   **calibration_figures(labels[k], raw[k], temperature)} for k in names}
+    return Evaluation(labels, raw, calibrated, temperature, threshold, metrics)
+
+
+# ------------------------------------------------------------------------------------------- step 5: write run
+
+
+def write_run(run: Path, cfg: TrainConfig, data: RunData, phases: list[Phase], fit: FitResult,
+              ev: Evaluation) -> None:
+    import keras
+
+    from .plots import plot_confusion, plot_curves, plot_reliability, plot_roc
+
+    ds = data.ds
+    (run / "metrics.json").write_text(json.dumps(ev.metrics, indent=2))
     config = {
-        **asdict(cfg), "image_size": size, "architecture": ARCHITECTURE[cfg.model], "resize": resize,
-        "threshold": threshold, "classes": list(CLASSES), "data_root": str(ds.root), "layout": ds.layout,
-        "synthetic": ds.synthetic, "class_weights": cw, "n": {k: len(v) for k, v in splits.items()},
-        "epochs_run": done, "train_seconds": round(train_seconds, 2),
-        "epoch_seconds": [round(s, 2) for s in epoch_seconds], "skipped_images": len(ds.unreadable),
+        **asdict(cfg), "image_size": cfg.size, "architecture": ARCHITECTURE[cfg.model], "resize": RESIZE[cfg.model],
+        "threshold": ev.threshold,  # on the calibrated P(all)
+        "calibration": calibration_entry(ev.temperature),
+        "classes": list(CLASSES), "data_root": str(ds.root), "layout": ds.layout,
+        "synthetic": ds.synthetic, "class_weights": data.class_weights,
+        "n": {k: len(v) for k, v in data.splits.items()},
+        "pretrained": cfg.model == "inception" and phases[0].base != "all",
+        "schedule": describe_schedule(cfg, phases), "phases": fit.phases,
+        "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
+        "train_seconds": round(fit.seconds, 2), "epoch_seconds": [round(s, 2) for s in fit.epoch_seconds],
+        "skipped_images": len(ds.unreadable),
         "leuk_edge_version": __version__, "keras_version": keras.__version__,
         "note": DISCLAIMER + (" " + SYNTHETIC_NOTE if ds.synthetic else ""),
     }
     (run / "config.json").write_text(json.dumps(config, indent=2, default=str))
     plot_curves(run / "history.csv", run / "curves.png", ds.synthetic)
-    plot_confusion(metrics, run / "confusion.png", ds.synthetic)
-    plot_roc(probs, run / "roc.png", ds.synthetic)
-    return metrics
+    plot_confusion(ev.metrics, run / "confusion.png", ds.synthetic)
+    plot_roc({k: (ev.labels[k], ev.calibrated[k]) for k in ev.labels}, run / "roc.png", ds.synthetic)
+    plot_reliability({k: (ev.labels[k], ev.raw[k], ev.calibrated[k]) for k in ev.labels}, ev.temperature,
+                     run / "reliability.png", ds.synthetic)
+
+
+# ------------------------------------------------------------------------------------------------------- train
+
+
+def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
+    """Train one model into cfg.out: data -> model -> fit phases -> evaluate (calibrate, threshold on val) ->
+    write the run. Returns the metrics dict (also written to metrics.json)."""
+    import_tensorflow()
+    import keras
+
+    from .distribute import finish_worker, run_folder, shard_by_data
+    from .models import build
+    from .weights import resolve_weights
+
+    if cfg.model not in DEFAULT_SIZE:
+        raise ValueError(f"unknown model {cfg.model!r}; choose cnn or inception")
+    # One strategy for every phase, made first: MultiWorkerMirroredStrategy must precede every other TF op.
+    strategy = _strategy(cfg.strategy)
+    weights = resolve_weights(cfg.weights) if cfg.model == "inception" else None  # fail fast, before data
+    run, chief = run_folder(cfg.out, cfg.strategy)  # multiworker: only the chief writes cfg.out
+    run.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    data = prepare_data(cfg, run, dataset, log)
+    if cfg.strategy == "multiworker":  # each worker keeps its share of the batches
+        data.train_ds, data.val_ds = shard_by_data(data.train_ds), shard_by_data(data.val_ds)
+
+    with strategy.scope():
+        model, base = build(cfg.model, cfg.size, weights=weights)
+    phases = plan_phases(cfg, pretrained=weights is not None)
+    log(describe_schedule(cfg, phases))
+    fit = fit_phases(model, base, phases, data, cfg, run, strategy)
+    if not chief:
+        return finish_worker(run)  # the chief evaluates and writes the run folder
+    if not (run / "model.keras").is_file():  # val_loss never finite: keep the last weights rather than nothing
+        model.save(run / "model.keras")
+    # the best epoch over all phases (uncalibrated: the temperature lives in config.json, applied downstream)
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+
+    ev = evaluate_splits(model, data.splits, cfg)
+    log(f"calibration: temperature {ev.temperature:.3f} fitted on val; threshold {ev.threshold:.3f} on the "
+        "calibrated P(all)")
+    write_run(run, cfg, data, phases, fit, ev)
+    return ev.metrics

@@ -3,8 +3,11 @@ outputs are one sigmoid = P(all)."""
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from .quiet import import_tensorflow
+
+import_tensorflow()  # keras imports TensorFlow: do it first, without the load-time C++ log lines
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
 
 CNN_SIZE = 256
 INCEPTION_SIZE = 224

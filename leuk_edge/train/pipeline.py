@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from ..edge.preprocess import ImageReadError, load_image
+from .quiet import import_tensorflow
+
+tf = import_tensorflow()  # the first TensorFlow import of a training process: without its load-time log noise
 
 
 def _loader(height: int, width: int, resize: str):
@@ -47,7 +49,11 @@ def _rot90(x, seed):
 def image_dataset(paths: Sequence[str], labels: Sequence[int] | None = None, size: tuple[int, int] = (256, 256),
                   resize: str = "area", batch_size: int = 32, augment: bool = False, shuffle: bool = False,
                   seed: int = 0, cache: bool = False) -> tf.data.Dataset:
-    """Batches of (x, y) (or x when labels is None); x is NHWC float32 in [0, 1]."""
+    """Batches of (x, y) (or x when labels is None); x is NHWC float32 in [0, 1].
+
+    Order: decode -> cache -> shuffle -> rot90 -> batch -> augment. The cache holds decoded pixels only, so the
+    shuffle and every random transform after it are drawn afresh each epoch; all of them are seeded from `seed`,
+    so a run is reproducible while its epochs differ."""
     h, w = size
     paths = [str(p) for p in paths]
     ds = tf.data.Dataset.from_tensor_slices(paths)
@@ -55,8 +61,6 @@ def image_dataset(paths: Sequence[str], labels: Sequence[int] | None = None, siz
         ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.float32))))
     else:
         ds = ds.map(lambda p: (p, tf.constant(0.0)))
-    if shuffle:
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     load = _loader(h, w, resize)
 
     def decode(p, y):
@@ -66,14 +70,21 @@ def image_dataset(paths: Sequence[str], labels: Sequence[int] | None = None, siz
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
-        ds = ds.cache()
+        ds = ds.cache()  # before the shuffle: a cache after it would replay the first epoch's order forever
+    if shuffle:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        # One stateless seed pair per image from a seeded stream that is redrawn every epoch (a counter would
+        # restart each epoch and repeat the same rotations).
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: (_rot90(xy[0], s), xy[1]),
+                                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size)
     if augment:
         augmenter = build_augmenter(seed)
-        counter = tf.data.Dataset.counter()
-        ds = tf.data.Dataset.zip((ds, counter)).map(
-            lambda xy, i: (_rot90(augmenter(xy[0], training=True), tf.stack([tf.cast(i, tf.int32), seed])), xy[1]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # Sequential on purpose: the Keras layers draw from a seed generator whose state advances per call, so
+        # a fixed call order is what makes `--seed` reproduce the augmented pixels.
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y))
     if labels is None:
         ds = ds.map(lambda x, y: x)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -91,3 +91,34 @@ def plot_compare(rows: list[dict], split: str, out: Path, synthetic: bool = Fals
     ax.set(ylim=(0, 1.25), title=f"Model comparison on the {split} split")
     ax.legend(loc="upper center", ncol=max(len(rows), 1), frameon=False)  # above the bars, not over them
     return _save(fig, out, synthetic)
+
+
+def plot_reliability(curves: dict, temperature: float, out: Path, synthetic: bool = False) -> Path:
+    """curves: split -> (y_true, raw P(all), calibrated P(all)). Per split: observed fraction of `all` against
+    mean P(all) in 15 equal-width bins, before and after temperature scaling, over the bin counts."""
+    from .calibration import ECE_BINS, ece, reliability_bins
+
+    splits = list(curves)
+    fig, axes = plt.subplots(2, len(splits), figsize=(5 * len(splits), 6.5), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.3]})
+    width = 1.0 / ECE_BINS
+    for col, split in enumerate(splits):
+        y, raw, cal = curves[split]
+        top, bottom = axes[0][col], axes[1][col]
+        top.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+        for (name, p, style), shift in zip((("before", raw, "-o"), (f"after (T={temperature:.2f})", cal, "-s")),
+                                           (-width / 4, width / 4)):
+            b = reliability_bins(y, p)
+            full = b["count"] > 0
+            top.plot(b["mean_p"][full], b["fraction_all"][full], style, ms=4,
+                     label=f"{name}: ECE {ece(y, p):.3f}")
+            centres = b["edges"][:-1] + width / 2 + shift
+            bars = bottom.bar(centres, b["count"], width / 2, label=name)
+            bottom.bar_label(bars, labels=[str(c) if c else "" for c in b["count"]], fontsize=6)
+        top.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean P(all) in bin", ylabel="observed fraction all",
+                title=f"{split} (n={len(y)})")
+        top.grid(alpha=0.3)
+        top.legend(loc="upper left", fontsize=8)
+        bottom.set(xlim=(0, 1), xlabel="P(all) bin", ylabel="cells")
+        bottom.legend(fontsize=7)
+    return _save(fig, out, synthetic)

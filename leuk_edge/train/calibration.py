@@ -1,0 +1,102 @@
+"""Temperature scaling of P(all) and the calibration figures (ECE, Brier, NLL). numpy/scipy/scikit-learn only.
+
+The model's sigmoid output P is left as it is; the calibrated probability is sigmoid(logit(P) / T), with T fitted
+on the validation split by minimising its negative log-likelihood (Guo et al., 2017). T > 1 softens an
+over-confident model, T < 1 sharpens an under-confident one; T = 1 is the identity (older runs without a fitted T).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import expit, logit
+from sklearn.metrics import brier_score_loss, log_loss
+
+# float32 sigmoid outputs saturate near 0 and 1; clipping keeps logit(P) finite (|logit| <= ~16.1).
+EPS = 1e-7
+ECE_BINS = 15
+T_BOUNDS = (0.05, 20.0)  # a fitted T outside this range means the validation split cannot support calibration
+
+
+def to_logit(p) -> np.ndarray:
+    """logit(P) in float64, P clipped to [EPS, 1 - EPS]."""
+    return logit(np.clip(np.asarray(p, np.float64).ravel(), EPS, 1 - EPS))
+
+
+def apply_temperature(p, temperature: float) -> np.ndarray:
+    """Calibrated P(all) = sigmoid(logit(P) / T)."""
+    return expit(to_logit(p) / float(temperature))
+
+
+def nll(y_true, prob) -> float:
+    """Mean negative log-likelihood (binary cross-entropy) with P clipped like `to_logit`."""
+    prob = np.clip(np.asarray(prob, np.float64).ravel(), EPS, 1 - EPS)
+    return float(log_loss(np.asarray(y_true).astype(int), prob, labels=[0, 1]))
+
+
+def brier(y_true, prob) -> float:
+    """Mean squared error of P(all) against the 0/1 label."""
+    return float(brier_score_loss(np.asarray(y_true).astype(int), np.asarray(prob, np.float64).ravel(),
+                                  pos_label=1))
+
+
+def reliability_bins(y_true, prob, n_bins: int = ECE_BINS) -> dict:
+    """Equal-width bins of P(all) over [0, 1] (the last bin includes 1.0): per bin its count, mean P(all) and the
+    observed fraction of `all` (None for an empty bin)."""
+    y = np.asarray(y_true, np.float64).ravel()
+    p = np.asarray(prob, np.float64).ravel()
+    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    p_sum = np.bincount(idx, weights=p, minlength=n_bins)
+    y_sum = np.bincount(idx, weights=y, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p, frac = p_sum / count, y_sum / count
+    return {"edges": np.linspace(0.0, 1.0, n_bins + 1), "count": count, "mean_p": mean_p, "fraction_all": frac}
+
+
+def ece(y_true, prob, n_bins: int = ECE_BINS) -> float:
+    """Expected calibration error: sum over bins of (bin share) x |observed fraction of all - mean P(all)|."""
+    b = reliability_bins(y_true, prob, n_bins)
+    n = b["count"].sum()
+    if n == 0:
+        return 0.0
+    full = b["count"] > 0
+    return float(np.sum(b["count"][full] / n * np.abs(b["fraction_all"][full] - b["mean_p"][full])))
+
+
+def fit_temperature(y_val, p_val) -> float:
+    """The T minimising the validation NLL of sigmoid(logit(P) / T) (bounded 1-D search over log T).
+    Returns 1.0 when the split cannot support a fit (empty or one class only)."""
+    y = np.asarray(y_val).astype(int).ravel()
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return 1.0
+    z = to_logit(p_val)
+
+    def loss(log_t: float) -> float:
+        return nll(y, expit(z / np.exp(log_t)))
+
+    res = minimize_scalar(loss, bounds=tuple(np.log(T_BOUNDS)), method="bounded", options={"xatol": 1e-6})
+    t = float(np.exp(res.x))
+    # the search is bounded; never return a T that is worse than leaving the model alone
+    return t if loss(res.x) <= loss(0.0) else 1.0
+
+
+def calibration_figures(y_true, p_raw, temperature: float = 1.0) -> dict:
+    """ECE, Brier and NLL of the calibrated probabilities, and the same three before calibration."""
+    p_cal = apply_temperature(p_raw, temperature)
+
+    def figures(p):
+        return {"ece": ece(y_true, p), "brier": brier(y_true, p), "nll": nll(y_true, p)}
+
+    return {**figures(p_cal), "uncalibrated": figures(np.asarray(p_raw, np.float64))}
+
+
+def calibration_entry(temperature: float) -> dict:
+    """config.json's (and the ONNX metadata's) record of the calibration."""
+    return {"method": "temperature", "temperature": float(temperature), "fitted_on": "val"}
+
+
+def temperature_of(config: dict) -> float:
+    """T from a run's config.json; 1.0 for runs written before calibration existed."""
+    cal = config.get("calibration") or {}
+    return float(cal.get("temperature", 1.0)) if cal.get("method", "temperature") == "temperature" else 1.0

@@ -42,13 +42,22 @@ def test_threshold_maximises_balanced_accuracy():
 
 
 def test_val_optimal_threshold_is_neither_half_nor_test_optimal():
-    # val: every hem scores above 0.5, every all from 0.70 -> only 0.70 separates them
+    # val: every hem scores above 0.5, every all from 0.70 -> only a cut between 0.65 and 0.70 separates them
     y_val, p_val = [0, 0, 0, 1, 1, 1], [0.55, 0.60, 0.65, 0.70, 0.80, 0.90]
-    # test: the classes sit lower -> 0.30 would separate them
+    # test: the classes sit lower -> a cut between 0.20 and 0.30 would separate them
     y_test, p_test = [0, 0, 0, 1, 1, 1], [0.10, 0.15, 0.20, 0.30, 0.35, 0.40]
     t_val, t_test = choose_threshold(y_val, p_val), choose_threshold(y_test, p_test)
-    assert t_val == pytest.approx(0.70) and t_test == pytest.approx(0.30)
+    assert t_val == pytest.approx(0.675) and t_test == pytest.approx(0.25)
     assert compute_metrics(y_val, p_val, t_val)["balanced_accuracy"] == 1.0
     assert compute_metrics(y_val, p_val, 0.5)["balanced_accuracy"] == 0.5
     # applied to test, the val threshold calls every cell hem: the test split never moves it
     assert compute_metrics(y_test, p_test, t_val)["confusion_matrix"] == [[3, 0], [3, 0]]
+
+
+def test_threshold_lies_midway_between_val_scores_not_on_one():
+    # The best split of these val scores is between 0.4 and 0.6: a threshold ON a val score (0.6, roc_curve's
+    # own threshold) leaves that image's decision to rounding (INT8, FP16), so it must be the midpoint 0.5.
+    y, p = [0, 0, 1, 1], [0.2, 0.4, 0.6, 0.8]
+    t = choose_threshold(y, p)
+    assert t == pytest.approx(0.5)
+    assert compute_metrics(y, p, t)["balanced_accuracy"] == 1.0

@@ -19,8 +19,12 @@ def choose_threshold(y_true, prob) -> float:
     fpr, tpr, thr = skm.roc_curve(y_true, prob)
     j = tpr - fpr
     best = int(np.argmax(j))
-    # roc_curve's first threshold is +inf; keep the threshold inside [0, 1] and midway to the next score
+    # roc_curve's thresholds are the scores themselves (the first is +inf): the val image scoring exactly thr[best]
+    # would be decided by rounding (INT8/FP16 variants), so take the midpoint to the next lower score, which
+    # makes the same decisions on val with a margin either side.
     t = thr[best] if np.isfinite(thr[best]) else 1.0
+    if best + 1 < len(thr):
+        t = (t + thr[best + 1]) / 2
     return float(np.clip(t, 1e-6, 1.0))
 
 

@@ -23,8 +23,9 @@ def choose_threshold(y_true, prob) -> float:
     # would be decided by rounding (INT8/FP16 variants), so take the midpoint to the next lower score, which
     # makes the same decisions on val with a margin either side.
     t = thr[best] if np.isfinite(thr[best]) else 1.0
-    if best + 1 < len(thr):
-        t = (t + thr[best + 1]) / 2
+    below = np.asarray(prob, dtype=np.float64)[np.asarray(prob) < t]
+    if below.size:
+        t = (t + below.max()) / 2
     return float(np.clip(t, 1e-6, 1.0))
 
 

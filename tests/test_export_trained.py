@@ -95,12 +95,8 @@ def trained_run(tmp_path_factory):
     # The threshold on the calibrated validation probabilities, as training does (calibration is monotone).
     z = np.log(np.clip(model.predict(xh[:60], verbose=0).ravel(), 1e-7, 1 - 1e-7))
     p_val = 1 / (1 + np.exp(-(z - np.log1p(-np.exp(z))) / TEMPERATURE))
-    # choose_threshold returns one of the validation scores itself (a roc_curve threshold), so one validation
-    # image sits exactly on it and any rounding (INT8) flips that one decision; halfway to the next lower score
-    # gives the same decisions on val with a margin.
-    t = choose_threshold(y_held[:60], p_val)
-    below = p_val[p_val < t]
-    threshold = float((t + below.max()) / 2) if below.size else t
+    # As training does: midway between two validation scores, so INT8 rounding cannot flip a val decision.
+    threshold = choose_threshold(y_held[:60], p_val)
     run = tmp / "run"
     run.mkdir()
     model.save(run / "model.keras")

@@ -7,7 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from .common import UsageError, console, echo_json, user_errors
+from .common import UsageError, console, echo_json, fail, user_errors
+
+DEFAULT_MAX_PIXELS = 50_000_000  # = edge.preprocess.DEFAULT_MAX_PIXELS (not imported here: the CLI starts light)
 
 DEVICE_HELP = "auto | cpu | cuda | tensorrt | openvino | coreml | directml. A named device that is not available " \
               "is an error (no silent fall-back to CPU)."
@@ -25,6 +27,18 @@ def classify(
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per inference batch."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decode/preprocess threads."),
     tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/90-degree rotations (slower)."),
+    precision: str = typer.Option("auto", "--precision", "-p",
+                                  help="auto | fp32 | fp16 | int8. auto runs MODEL.int8.onnx (CPU) or MODEL.fp16.onnx "
+                                       "(GPU) when its parity report beside it says passed, else the FP32 model."),
+    bit_depth: Optional[int] = typer.Option(None, "--bit-depth",
+                                            help="8 | 10 | 12 | 14 | 16: bit depth of 16-bit files (default: "
+                                                 "detected, a maximum <= 4095 is 12-bit)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0,
+                                   help="Refuse (error row) an image declaring more pixels, before decoding; 0 = no "
+                                        "limit."),
+    summary_json: Optional[Path] = typer.Option(None, "--summary",
+                                                help="Also write the summary (counts, precision, stage times) as "
+                                                     "JSON here."),
 ):
     """Classify cell images: one row per file (path,label,probability,error); P(all) = blast probability."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -33,38 +47,55 @@ def classify(
     from ..edge.bench import session_threads
     from ..edge.classify import StageTimes, classify_paths
     from ..edge.files import expand_paths
-    from ..edge.summary import ClassifySummary, render_summary
+    from ..edge.precision import choose_precision
+    from ..edge.preprocess import BIT_DEPTHS
+    from ..edge.signals import exit_code_for, graceful_stop
+    from ..edge.summary import ClassifySummary, render_summary, write_summary
     from ..edge.writers import infer_format, open_writer
 
-    with user_errors():
+    with user_errors(), graceful_stop():
+        if bit_depth is not None and bit_depth not in BIT_DEPTHS:
+            raise UsageError(f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}, got {bit_depth}")
         fmt = infer_format(out, fmt)
         files = expand_paths(paths)
         if files.missing:
             raise UsageError(f"no such file, folder or match: {', '.join(files.missing)}")
         if not files.images:
             raise UsageError(f"no images found in {', '.join(paths)} (looked for bmp, png, jpg/jpeg, tif/tiff)")
+        if not model.is_file():
+            raise UsageError(f"model file not found: {model}")
+        choice = choose_precision(model, precision, device)
         # Decode threads share the cores with onnxruntime: its idle threads sleep rather than spin.
-        clf = Classifier(model, device=device, threads=threads, spinning=False)
+        clf = Classifier(choice.path, device=device, threads=threads, spinning=False)
         times = StageTimes()
         summary = ClassifySummary(skipped=files.skipped, providers=list(clf.providers),
-                                  threads=session_threads(clf),
-                                  batch_size=batch_size, tta=tta, times=times, model=str(model),
+                                  threads=session_threads(clf), precision=choice.to_dict(),
+                                  batch_size=batch_size, tta=tta, times=times, model=str(choice.path),
                                   out=str(out) if out else "stdout")
         progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             console=console, transient=True)
+        stop = None
         try:
             with open_writer(out, fmt) as writer, progress:
                 task = progress.add_task("classify", total=len(files.images))
                 for row in classify_paths(clf, files.images, batch_size=batch_size, workers=workers, tta=tta,
-                                          times=times):
+                                          times=times, bit_depth=bit_depth, max_pixels=max_pixels or None):
                     writer.write(row)
                     summary.add(row)
                     progress.advance(task)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (graceful_stop): the rows so far are kept
             summary.interrupted = True
+            summary.stopped_by = "terminated" if exit_code_for(exc) == 143 else "interrupted"
+            stop = exc
         render_summary(summary, console)
-        if summary.interrupted:
-            raise typer.Exit(130)
+        if summary_json:
+            write_summary(summary, summary_json)
+        if stop is not None:
+            raise typer.Exit(exit_code_for(stop))
+        if summary.classified == 0:
+            first = summary.first_error or ""
+            fail(f"no file could be classified: all {summary.images} failed to read or decode"
+                 + (f" (first: {first})" if first else ""), code=1)
 
 
 def bench(

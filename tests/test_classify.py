@@ -489,3 +489,9 @@ def test_stop_signals_finish_the_batch_close_the_json_and_write_the_summary(mixe
     summary = json.loads(summ.read_text())
     assert summary["interrupted"] is True and summary["images"] == len(rows)
     assert word in err and "images" in err
+
+
+def test_thread_split_from_the_core_count():
+    from leuk_edge.edge.classify import thread_split
+
+    assert thread_split(1) == (1, 1) and thread_split(2) == (1, 2) and thread_split(16) == (4, 16)

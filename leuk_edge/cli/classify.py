@@ -23,9 +23,11 @@ def classify(
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
                                       help="csv | json | jsonl (default: from --out's suffix, else csv)."),
     device: str = typer.Option("auto", "--device", "-d", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime intra-op threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="onnxruntime intra-op threads (default: one per available core)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per inference batch."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decode/preprocess threads."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="Decode/preprocess threads (default: one per 4 cores, at least 1)."),
     tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/90-degree rotations (slower)."),
     precision: str = typer.Option("auto", "--precision", "-p",
                                   help="auto | fp32 | fp16 | int8. auto runs MODEL.int8.onnx (CPU) or MODEL.fp16.onnx "
@@ -45,7 +47,7 @@ def classify(
 
     from ..edge import Classifier
     from ..edge.bench import session_threads
-    from ..edge.classify import StageTimes, classify_paths
+    from ..edge.classify import StageTimes, classify_paths, thread_split
     from ..edge.files import expand_paths
     from ..edge.precision import choose_precision
     from ..edge.preprocess import BIT_DEPTHS
@@ -66,10 +68,12 @@ def classify(
             raise UsageError(f"model file not found: {model}")
         choice = choose_precision(model, precision, device)
         # Decode threads share the cores with onnxruntime: its idle threads sleep rather than spin.
-        clf = Classifier(choice.path, device=device, threads=threads, spinning=False)
+        auto_workers, auto_threads = thread_split()
+        workers = workers or auto_workers
+        clf = Classifier(choice.path, device=device, threads=threads or auto_threads, spinning=False)
         times = StageTimes()
         summary = ClassifySummary(skipped=files.skipped, providers=list(clf.providers),
-                                  threads=session_threads(clf), precision=choice.to_dict(),
+                                  threads=session_threads(clf), workers=workers, precision=choice.to_dict(),
                                   batch_size=batch_size, tta=tta, times=times, model=str(choice.path),
                                   out=str(out) if out else "stdout")
         progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -88,11 +88,26 @@ class StageTimes:
                 **{f"{s}_share_of_wall": self.share_of_wall(s) for s in STAGES}}
 
 
+def available_cores() -> int:
+    """CPUs this process may run on (affinity / cgroup cpuset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def thread_split(cores: int | None = None) -> tuple[int, int]:
+    """(decode workers, onnxruntime intra-op threads) for `cores` CPUs.
+
+    Preprocessing a 450x450 BMP costs ~0.5 CPU-ms, the CNN at 256 ~3.3 CPU-ms and InceptionV3 ~30: one worker per
+    four cores (at least one) keeps the batches ready, and onnxruntime gets every core, its idle threads sleeping
+    (`spinning=False`) while a worker runs. benchmarks/bench_classify.py measures the grid on the machine at hand."""
+    cores = cores or available_cores()
+    return max(1, cores // 4), cores
+
+
 def default_workers() -> int:
-    """Decode/resize threads: one per two cores (at least one). On 2 cores the model needs ~3 CPU-ms per image
-    (CNN 256) and the fast preprocessing ~0.5-1: one worker keeps the batches ready while onnxruntime has both
-    cores (benchmarks/bench_classify.py measures the split)."""
-    return max(1, (os.cpu_count() or 1) // 2)
+    return thread_split()[0]
 
 
 def _short_reason(exc: BaseException) -> str:

@@ -33,6 +33,7 @@ class ClassifySummary:
     stopped_by: str = ""  # "interrupted" (Ctrl-C) | "terminated" (SIGTERM) when `interrupted`
     providers: list[str] = field(default_factory=list)
     threads: int | str | None = None
+    workers: int | None = None  # decode/resize threads
     batch_size: int | None = None
     tta: bool = False
     times: StageTimes = field(default_factory=StageTimes)
@@ -75,7 +76,8 @@ class ClassifySummary:
         return {
             "images": self.images, "all": self.counts["all"], "hem": self.counts["hem"], "errors": self.errors,
             "skipped": self.skipped, "blast_fraction": self.blast_fraction, "blast_fraction_ci95": [lo, hi],
-            "interrupted": self.interrupted, "stopped_by": self.stopped_by, "providers": self.providers, "threads": self.threads,
+            "interrupted": self.interrupted, "stopped_by": self.stopped_by, "providers": self.providers,
+            "threads": self.threads, "workers": self.workers,
             "batch_size": self.batch_size, "tta": self.tta, "times": self.times.to_dict(), "model": self.model,
             "precision": self.precision, "out": self.out, "disclaimer": DISCLAIMER,
         }
@@ -128,7 +130,8 @@ def render_summary(summary: ClassifySummary, console) -> None:
         table.add_row("precision", f"{prec['used'].upper()}  [dim]({prec['reason']})[/]")
     table.add_row("providers", ", ".join(summary.providers) or "?")
     if summary.threads:
-        table.add_row("intra-op threads", str(summary.threads))
+        table.add_row("threads", f"{summary.threads} onnxruntime intra-op"
+                                 + (f", {summary.workers} decode/resize" if summary.workers else ""))
     if summary.out:
         table.add_row("table", summary.out)
     console.print(table)

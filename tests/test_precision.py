@@ -91,3 +91,13 @@ def test_classify_says_which_model_ran(model_set, tmp_path):
     assert "did not pass" in " ".join(res.stderr.split())
     res = invoke(["classify", img, "-m", model_set, "--precision", "int8"])
     assert res.exit_code == 2 and "did not pass its parity gate" in res.output
+
+
+def test_bench_says_which_model_ran(model_set):
+    (model_set.parent / "model.int8.parity.json").write_text(json.dumps({"passed": True}))
+    res = invoke(["bench", model_set, "-b", "1", "--runs", "2", "--warmup", "0", "--json"])
+    assert res.exit_code == 0, res.output
+    prec = json.loads(res.stdout)["precision"]
+    assert prec["used"] == "int8" and prec["path"].endswith("model.int8.onnx")
+    res = invoke(["bench", model_set, "-b", "1", "--runs", "2", "--precision", "fp32", "--json"])
+    assert json.loads(res.stdout)["precision"]["used"] == "fp32"

@@ -110,10 +110,13 @@ def bench(
     runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per batch size."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per batch size."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (no table)."),
+    precision: str = typer.Option("auto", "--precision", "-p",
+                                  help="auto | fp32 | fp16 | int8: which model file runs, as in classify."),
 ):
     """Model-only latency (p50/p95) and throughput per batch size on the chosen device."""
     from ..edge import Classifier
     from ..edge.bench import bench_model, render_bench
+    from ..edge.precision import choose_precision
 
     with user_errors():
         try:
@@ -122,8 +125,12 @@ def bench(
             raise UsageError(f"--batch-sizes must be comma-separated integers, got {batch_sizes!r}") from None
         if not sizes or min(sizes) < 1:
             raise UsageError("--batch-sizes needs at least one size >= 1")
-        clf = Classifier(model, device=device, threads=threads)
+        if not model.is_file():
+            raise UsageError(f"model file not found: {model}")
+        choice = choose_precision(model, precision, device)
+        clf = Classifier(choice.path, device=device, threads=threads)
         report = bench_model(clf, sizes, runs=runs, warmup=warmup, device=device)
+        report.precision = choice.to_dict()
     if as_json:
         echo_json(report.to_dict())
     else:

@@ -96,6 +96,9 @@ def test_every_file_gets_a_row_and_bad_ones_are_reported(mixed, tiny_onnx, tmp_p
     assert "errors" in text and "4" in text and "Wilson" in text and "1 non-image files skipped" in text
     assert DISCLAIMER in text
     assert "CPUExecutionProvider" in text
+    for stage in ("decode", "resize", "infer", "wait"):
+        assert stage in text
+    assert "% of wall" in text and "FP32" in text
 
 
 def test_probabilities_match_the_pipeline_reference(mixed, tiny_onnx, tmp_path):
@@ -233,6 +236,11 @@ def test_classify_paths_generator_and_stage_times(mixed, tiny_onnx):
     assert sum(not r.ok for r in rows) == 4 == times.errors and times.images == 13
     # 4 batches of files; the last holds only truncated.png, so no inference runs for it
     assert times.batches == 3 and times.decode_s > 0 and times.infer_s > 0 and times.throughput > 0
+    assert times.resize_s > 0
+    d = times.to_dict()
+    for stage in ("decode", "resize", "infer", "wait"):
+        assert d[f"{stage}_ms_per_image"] == pytest.approx(1000 * d[f"{stage}_s"] / 13)
+        assert d[f"{stage}_share_of_wall"] == pytest.approx(d[f"{stage}_s"] / d["wall_s"])
     # stopping early is clean (the decode pool is shut down by the generator's finally)
     gen = classify_paths(clf, paths, batch_size=2)
     first = next(gen)

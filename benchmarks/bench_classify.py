@@ -20,6 +20,7 @@ Writes benchmarks/results/bench_classify.{md,json} and prints the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -75,6 +76,47 @@ def keras_folder(model, folder: Path, size: int, batch: int):
         return len(model.predict(ds, verbose=0)), []
 
     return run
+
+
+def preprocess_cpu_ms(paths, size: int, resize: str, rounds: int = 3) -> dict:
+    """CPU ms per image (this thread's CPU time, best of `rounds` passes, one OpenCV thread) of decode + preprocess
+    into a batch slot: the fast path vs the generic OpenCV path (cv2.imread, INTER_AREA on 8 bits). Thread CPU
+    time is far less sensitive to other load on the machine than wall time."""
+    import time
+
+    import cv2
+    import numpy as np
+
+    from bench_all import generic_preprocessing
+    from leuk_edge.edge.preprocess import decode_bgr, resize_scale
+
+    out = np.empty((size, size, 3), np.float32)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+
+    def one_pass() -> tuple[float, float]:
+        dec = res = 0.0
+        for p in paths:
+            t0 = time.thread_time()
+            src = decode_bgr(p)
+            t1 = time.thread_time()
+            resize_scale(src, size, size, resize, out=out, swap_rb=True)
+            res += time.thread_time() - t1
+            dec += t1 - t0
+        return 1000 * dec / len(paths), 1000 * res / len(paths)
+
+    result = {}
+    try:
+        for name, ctx in (("fast", None), ("generic", generic_preprocessing)):
+            best = None
+            for _ in range(rounds):
+                with ctx() if ctx else contextlib.nullcontext():
+                    d, r = one_pass()
+                best = (d, r) if best is None or d + r < sum(best) else best
+            result[name] = {"decode_cpu_ms": best[0], "resize_cpu_ms": best[1], "total_cpu_ms": sum(best)}
+    finally:
+        cv2.setNumThreads(before)
+    return result
 
 
 PIPELINES = {
@@ -135,6 +177,7 @@ def main(argv=None) -> dict:
                                          tmp / f"rows_{key}.csv", grid_stages[key])
         PIPELINES["classify"] = (f"`leuk-edge classify` end-to-end, CLI thread split ({workers} decode worker(s), "
                                  f"{threads} intra-op threads)")
+        pre_cpu = preprocess_cpu_ms(paths, args.size, clf.info.input.resize)
         load_before = os.getloadavg()
         # a warm-up round of every pipeline (page cache, allocators, traces), excluded; then interleaved rounds,
         # so that other load hits every pipeline alike
@@ -162,6 +205,7 @@ def main(argv=None) -> dict:
         "targets": {"classify_vs_model_only": 0.90, "classify_vs_keras": 3.0},
         "classify_stages_last_run": stages[-1], "grid_stages_last_run": grid_stages,
         "thread_split": {"cores": cores, "workers": workers, "intra_op_threads": threads},
+        "preprocess_cpu_ms": pre_cpu,
     }
     st = stages[-1]
     rows = [
@@ -183,6 +227,10 @@ def main(argv=None) -> dict:
         f"classify stages (last run): decode {st['decode_ms_per_image']:.2f} + resize {st['resize_ms_per_image']:.2f} "
         f"ms/image on worker threads, inference {st['infer_ms_per_image']:.2f} ms/image, waiting on the workers "
         f"{1000 * st['wait_s']:.0f} ms.",
+        "Preprocessing CPU ms per image (one thread, best of 3 passes): " + "; ".join(
+            f"{k} decode {v['decode_cpu_ms']:.3f} + resize/scale {v['resize_cpu_ms']:.3f} = {v['total_cpu_ms']:.3f}"
+            for k, v in pre_cpu.items())
+        + f" (fast / generic = {pre_cpu['fast']['total_cpu_ms'] / pre_cpu['generic']['total_cpu_ms']:.2f}).",
         f"Load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} (other processes on the machine "
         "skew every row; best-of is the least disturbed run).",
         "",

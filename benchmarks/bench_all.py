@@ -15,7 +15,10 @@ folder, agreement gate), counts the FLOPs of the ONNX graph, and times, on one f
   ort_int8        the same with the INT8 (QDQ) model
   openvino_fp32   OpenVINO CPU plugin on the FP32 ONNX, pre-decoded tensors (a "not installed" row without it)
   classify_fp32   `leuk-edge classify FOLDER` end to end through the Python API the CLI calls (expand_paths,
-  classify_int8   Classifier(spinning=False), classify_paths with decode threads, rows written to a CSV)
+  classify_int8   choose_precision, Classifier with the CLI's thread split and spinning=False, classify_paths
+  classify_auto   with decode threads, rows written to a CSV); `auto` = the default `--precision auto`
+  classify_fp32_generic  the same FP32 run with the fast preprocessing paths switched off (cv2.imread for the
+                  BMPs, INTER_AREA on 8 bits): the path before issue 13, same pixels
 
 Pre-decoded tensors come from THE edge preprocessing (decode, RGB, area resize, /255) of the same BMPs. After an
 untimed warm-up of every engine, the engines alternate for --repeats rounds (each a full pass over the N images),
@@ -27,6 +30,7 @@ Writes OUT/bench_all.md and OUT/bench_all.json and prints the markdown.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import sys
@@ -46,9 +50,18 @@ ENGINES = {
     "ort_fp32": ("onnxruntime FP32", "tensors"),
     "ort_int8": ("onnxruntime INT8", "tensors"),
     "openvino_fp32": ("OpenVINO FP32", "tensors"),
+    "classify_fp32_generic": ("`leuk-edge classify` FP32, generic OpenCV preprocessing (before)", "BMP folder"),
     "classify_fp32": ("`leuk-edge classify` FP32", "BMP folder"),
     "classify_int8": ("`leuk-edge classify` INT8", "BMP folder"),
+    "classify_auto": ("`leuk-edge classify` (default `--precision auto`)", "BMP folder"),
 }
+# (label, numerator, denominator, goal per model)
+GOALS = [
+    ("classify FP32 / model alone (onnxruntime FP32)", "classify_fp32", "ort_fp32", {"cnn": 0.90, "inception": 0.95}),
+    ("classify default (`auto`) / Keras predict", "classify_auto", "keras_predict", {"cnn": 3.0, "inception": 3.0}),
+    ("classify INT8 / classify FP32", "classify_int8", "classify_fp32", {"cnn": 1.2, "inception": 1.8}),
+    ("classify FP32 / before (generic preprocessing)", "classify_fp32", "classify_fp32_generic", {}),
+]
 KERAS_INTERPOLATION = {"area": "area", "linear": "bilinear"}
 
 
@@ -125,12 +138,35 @@ def openvino_runner(onnx_path: Path, xb: list, settings: dict | None = None):
     return (lambda: over(xb)), (lambda: over(xb[:2]))
 
 
+@contextlib.contextmanager
+def generic_preprocessing():
+    """The preprocessing before issue 13: cv2.imread for every file and INTER_AREA on 8 bits (same pixels)."""
+    import importlib
+
+    pre = importlib.import_module("leuk_edge.edge.preprocess")
+    saved = pre.read_bmp_pixels, pre._float_area
+    pre.read_bmp_pixels, pre._float_area = (lambda path, scratch: None), (lambda *a: False)
+    try:
+        yield
+    finally:
+        pre.read_bmp_pixels, pre._float_area = saved
+
+
 def classify_runner(onnx_path: Path, folder: Path, warm_folder: Path, batch: int, workers: int | None,
-                    csv_path: Path):
+                    csv_path: Path, precision: str = "fp32", generic: bool = False, info: dict | None = None):
+    """`leuk-edge classify` as the CLI runs it: precision choice, thread split, spinning off; `info` receives the
+    precision choice and the stage times of the last run."""
     from leuk_edge.edge import Classifier, StageTimes, classify_paths, expand_paths
+    from leuk_edge.edge.classify import thread_split
+    from leuk_edge.edge.precision import choose_precision
     from leuk_edge.edge.writers import open_writer
 
-    clf = Classifier(onnx_path, spinning=False)  # what `leuk-edge classify` opens
+    choice = choose_precision(onnx_path, precision, "cpu")
+    auto_workers, auto_threads = thread_split()
+    workers = workers or auto_workers
+    clf = Classifier(choice.path, threads=auto_threads, spinning=False)  # what `leuk-edge classify` opens
+    if info is not None:
+        info.update(precision=choice.to_dict(), workers=workers, threads=auto_threads)
 
     def classify(where: Path):
         t0 = time.perf_counter()
@@ -138,7 +174,7 @@ def classify_runner(onnx_path: Path, folder: Path, warm_folder: Path, batch: int
         times = StageTimes()
         files = expand_paths([where])
         n = 0
-        with open_writer(csv_path) as w:
+        with open_writer(csv_path) as w, (generic_preprocessing() if generic else contextlib.nullcontext()):
             for row in classify_paths(clf, files.images, batch_size=batch, workers=workers, times=times):
                 if n % batch == 0:  # a batch's rows come out together, right after its inference
                     stamps.append(time.perf_counter())
@@ -146,6 +182,8 @@ def classify_runner(onnx_path: Path, folder: Path, warm_folder: Path, batch: int
                 n += 1
         if times.errors or n != len(files.images):
             raise RuntimeError(f"classify read {n} of {len(files.images)} files, {times.errors} errors")
+        if info is not None:
+            info["times"] = times.to_dict()
         return n, intervals(t0, stamps)
 
     return (lambda: classify(folder)), (lambda: classify(warm_folder))
@@ -176,6 +214,7 @@ def bench_model(name: str, args, work: Path, folder: Path, warm_folder: Path, pa
     x = preprocessed(paths, size, size, resize)
     xb = batches(x, args.batch_size)
     ov_settings: dict = {}
+    classify_info: dict = {k: {} for k in ENGINES if k.startswith("classify")}
     del x
     makers = {
         "keras_predict": lambda: keras_predict_runner(model, folder, warm_folder, size, resize, args.batch_size),
@@ -183,10 +222,15 @@ def bench_model(name: str, args, work: Path, folder: Path, warm_folder: Path, pa
         "ort_fp32": lambda: ort_runner(Classifier(fp32.path), xb),
         "ort_int8": lambda: ort_runner(Classifier(int8.path), xb),
         "openvino_fp32": lambda: openvino_runner(fp32.path, xb, ov_settings),
+        "classify_fp32_generic": lambda: classify_runner(fp32.path, folder, warm_folder, args.batch_size,
+                                                         args.workers, mdir / "rows_generic.csv", "fp32",
+                                                         generic=True, info=classify_info["classify_fp32_generic"]),
         "classify_fp32": lambda: classify_runner(fp32.path, folder, warm_folder, args.batch_size, args.workers,
-                                                 mdir / "rows_fp32.csv"),
+                                                 mdir / "rows_fp32.csv", "fp32", info=classify_info["classify_fp32"]),
         "classify_int8": lambda: classify_runner(int8.path, folder, warm_folder, args.batch_size, args.workers,
-                                                 mdir / "rows_int8.csv"),
+                                                 mdir / "rows_int8.csv", "auto", info=classify_info["classify_int8"]),
+        "classify_auto": lambda: classify_runner(fp32.path, folder, warm_folder, args.batch_size, args.workers,
+                                                 mdir / "rows_auto.csv", "auto", info=classify_info["classify_auto"]),
     }
     runners, warm, status = {}, {}, {}
     for key, make in makers.items():
@@ -234,7 +278,20 @@ def bench_model(name: str, args, work: Path, folder: Path, warm_folder: Path, pa
     gc.collect()
     return {"architecture": ARCHITECTURE[name], "size": size, "resize": resize, "flops": flops,
             "export": export_summary(res), "load_before_after": [load_before, load_after], "engines": engines,
-            "openvino_settings": ov_settings}
+            "openvino_settings": ov_settings, "classify": classify_info,
+            "goals": goal_rows(name, engines)}
+
+
+def goal_rows(name: str, engines: dict) -> list[dict]:
+    """The issue-13 ratios of one model, with the goal and whether it was reached."""
+    out = []
+    for label, num, den, goals in GOALS:
+        a, b = engines.get(num, {}).get("images_per_s"), engines.get(den, {}).get("images_per_s")
+        ratio = a / b if a and b else None
+        goal = goals.get(name)
+        out.append({"ratio": label, "value": ratio, "goal": goal,
+                    "reached": None if goal is None or ratio is None else ratio >= goal})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- markdown
@@ -244,14 +301,42 @@ def model_table(m: dict) -> str:
     for key, (label, source) in ENGINES.items():
         e = m["engines"][key]
         if e.get("images_per_s") is None:
-            rows.append([label, source, e.get("status", "–")] + ["–"] * 6)
+            rows.append([label, source, e.get("status", "–")] + ["–"] * 7)
             continue
         x = lambda v: fmt(v, ".2f") + " x" if v is not None else "–"  # noqa: E731
         rows.append([label, source, fmt(e["images_per_s"], ".1f"), fmt(e["batch_p50_ms"], ".1f"),
-                     fmt(e["batch_p95_ms"], ".1f"), x(e["vs_keras_predict"]), x(e["vs_ort_fp32"]),
+                     fmt(e["batch_p95_ms"], ".1f"), fmt(e.get("cpu_ms_per_image"), ".2f"),
+                     x(e["vs_keras_predict"]), x(e["vs_ort_fp32"]),
                      fmt(e["gflops_per_s"], ".1f"), fmt(e["pct_of_fp32_peak"], ".1f") + " %"])
-    return markdown_table(["engine", "input", "img/s", "batch p50 ms", "batch p95 ms", "vs Keras predict",
-                           "vs ORT FP32", "GFLOP/s", "% of FP32 peak"], rows, "llrrrrrrr")
+    return markdown_table(["engine", "input", "img/s", "batch p50 ms", "batch p95 ms", "CPU ms/img",
+                           "vs Keras predict", "vs ORT FP32", "GFLOP/s", "% of FP32 peak"], rows, "llrrrrrrrr")
+
+
+def goals_table(m: dict) -> str:
+    rows = []
+    for g in m["goals"]:
+        v, goal = g["value"], g["goal"]
+        verdict = "–" if g["reached"] is None else ("reached" if g["reached"] else
+                                                    f"**not reached** ({100 * (v / goal - 1):+.0f} %)")
+        rows.append([g["ratio"], fmt(v, ".2f") + " x" if v is not None else "–",
+                     f">= {goal:.2f} x" if goal else "–", verdict])
+    return markdown_table(["ratio (img/s / img/s, medians)", "measured", "goal", ""], rows, "lrrl")
+
+
+def stage_line(m: dict) -> str:
+    """Per-image stage times of the classify rows' last run (worker CPU for decode/resize, main-thread inference)."""
+    parts = []
+    for key in ("classify_fp32_generic", "classify_fp32", "classify_auto"):
+        info = m.get("classify", {}).get(key) or {}
+        t = info.get("times")
+        if not t:
+            continue
+        prec = (info.get("precision") or {}).get("used", "?").upper()
+        parts.append(f"{ENGINES[key][0]} [{prec}, {info.get('workers')} worker(s), {info.get('threads')} intra-op "
+                     f"threads]: decode {t['decode_ms_per_image']:.2f}, resize {t['resize_ms_per_image']:.2f}, "
+                     f"inference {t['infer_ms_per_image']:.2f}, wait {t['wait_ms_per_image']:.2f} ms/image")
+    return "- classify stages (last round; decode/resize are worker-thread times, overlapping inference): " + \
+        "; ".join(parts) + "."
 
 
 def gate_line(m: dict) -> str:
@@ -291,7 +376,7 @@ def markdown(result: dict) -> str:
     ]
     for name, m in result["models"].items():
         lines += [f"## {m['architecture']} {m['size']}x{m['size']} ({m['flops']['gflops']:.2f} GFLOP/image)", "",
-                  model_table(m), ""]
+                  model_table(m), "", goals_table(m), "", stage_line(m), ""]
     ov = v.get("openvino")
     lines += [
         f"- Machine: {meta['cpu']}, {meta['logical_cores']} logical cores (sched_getaffinity)"
@@ -310,6 +395,8 @@ def markdown(result: dict) -> str:
         thread_line(result),
         "- Batch latency: model-only rows time each call; folder rows time the gap between consecutive batch results "
         "(the first from the start of the pass), so decoding not hidden behind inference shows up there.",
+        "- CPU ms/img: process CPU time (all threads) per image, median over rounds; less sensitive to other load "
+        "than img/s (spinning onnxruntime threads count as busy).",
         "- FLOPs: 2 x MACs of Conv (grouped included), MatMul and Gemm in the FP32 ONNX graph, shapes inferred at "
         "batch 1; elementwise ops, pooling and normalisation are ignored. GFLOP/s = img/s x FLOPs/image (model "
         "only, decoding not counted).",

@@ -3,6 +3,12 @@
 import csv
 import json
 import math
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -90,6 +96,9 @@ def test_every_file_gets_a_row_and_bad_ones_are_reported(mixed, tiny_onnx, tmp_p
     assert "errors" in text and "4" in text and "Wilson" in text and "1 non-image files skipped" in text
     assert DISCLAIMER in text
     assert "CPUExecutionProvider" in text
+    for stage in ("decode", "resize", "infer", "wait"):
+        assert stage in text
+    assert "% of wall" in text and "FP32" in text
 
 
 def test_probabilities_match_the_pipeline_reference(mixed, tiny_onnx, tmp_path):
@@ -227,6 +236,11 @@ def test_classify_paths_generator_and_stage_times(mixed, tiny_onnx):
     assert sum(not r.ok for r in rows) == 4 == times.errors and times.images == 13
     # 4 batches of files; the last holds only truncated.png, so no inference runs for it
     assert times.batches == 3 and times.decode_s > 0 and times.infer_s > 0 and times.throughput > 0
+    assert times.resize_s > 0
+    d = times.to_dict()
+    for stage in ("decode", "resize", "infer", "wait"):
+        assert d[f"{stage}_ms_per_image"] == pytest.approx(1000 * d[f"{stage}_s"] / 13)
+        assert d[f"{stage}_share_of_wall"] == pytest.approx(d[f"{stage}_s"] / d["wall_s"])
     # stopping early is clean (the decode pool is shut down by the generator's finally)
     gen = classify_paths(clf, paths, batch_size=2)
     first = next(gen)
@@ -295,3 +309,197 @@ def test_classify_matches_keras_on_the_same_files(mixed, tmp_path):
     got = np.array([float(r["probability"]) for r in good])
     assert np.ptp(ref) > 1e-3  # the outputs differ between images
     np.testing.assert_allclose(got, ref, atol=1e-3)
+
+
+# --- issue 9: labels follow the threshold, bit depth, pixel limit, bugs are not data, stop signals -----------------
+
+def _tiny_p(mean_rgb, scale: float = 1.0) -> float:
+    """The tiny model by hand: sigmoid(w . mean_rgb + b) with w = (-4, -8, 2), b = 1.5 (tests/tiny_models.py)."""
+    r, g, b = np.asarray(mean_rgb, np.float64) * scale
+    return float(1 / (1 + np.exp(-(-4 * r - 8 * g + 2 * b + 1.5))))
+
+
+def test_labels_follow_the_models_threshold(tmp_path):
+    from tiny_models import make_tiny_onnx
+
+    model = make_tiny_onnx(tmp_path / "t03.onnx", threshold=0.3)
+    d = tmp_path / "solid"
+    d.mkdir()
+    for name, level in (("a_dark", 26), ("b_mid", 51), ("c_light", 77)):  # gray: p = sigmoid(1.5 - 10 level/255)
+        cv2.imwrite(str(d / f"{name}.png"), np.full((40, 40, 3), level, np.uint8))
+    out = tmp_path / "rows.csv"
+    assert invoke(["classify", d, "-m", model, "-o", out]).exit_code == 0
+    rows = read_csv(out)
+    expected_p = [_tiny_p([v / 255] * 3) for v in (26, 51, 77)]
+    np.testing.assert_allclose([float(r["probability"]) for r in rows], expected_p, atol=1e-5)
+    assert 0.3 <= expected_p[1] < 0.5  # the middle one is "all" only because the threshold is 0.3
+    assert [r["label"] for r in rows] == ["all", "all", "hem"]
+
+
+def test_metadata_scale_is_honoured(tmp_path):
+    from tiny_models import make_tiny_onnx
+
+    half = make_tiny_onnx(tmp_path / "half.onnx", scale=0.5 / 255)
+    img = cv2.cvtColor(_cell(5), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(tmp_path / "c.bmp"), img)
+    out = tmp_path / "rows.csv"
+    assert invoke(["classify", tmp_path / "c.bmp", "-m", half, "-o", out]).exit_code == 0
+    small = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), (32, 32), interpolation=cv2.INTER_AREA)
+    mean = small.reshape(-1, 3).mean(axis=0)
+    got = float(read_csv(out)[0]["probability"])
+    assert abs(got - _tiny_p(mean, 0.5 / 255)) < 1e-5 and abs(got - _tiny_p(mean, 1 / 255)) > 1e-3
+
+    from tiny_models import tiny_metadata
+    import onnx
+
+    meta = tiny_metadata(32, scale=0)
+    m = onnx.load(str(half))
+    onnx.helper.set_model_props(m, {"leuk_edge": json.dumps(meta)})
+    onnx.save(m, str(tmp_path / "zero.onnx"))
+    assert "scale" in _one_error_line(invoke(["classify", tmp_path / "c.bmp", "-m", tmp_path / "zero.onnx"]))
+
+
+def test_a_12_bit_tiff_classifies_like_its_8_bit_original(tiny_onnx, tmp_path):
+    d = tmp_path / "depth"
+    d.mkdir()
+    bgr = cv2.cvtColor(_cell(7), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(d / "a_8bit.bmp"), bgr)
+    twelve = np.rint(bgr.astype(np.float64) * 4095 / 255).astype(np.uint16)
+    assert cv2.imwrite(str(d / "b_12bit.tif"), twelve)
+    out = tmp_path / "rows.csv"
+    assert invoke(["classify", d, "-m", tiny_onnx, "-o", out]).exit_code == 0
+    p8, p12 = (float(r["probability"]) for r in read_csv(out))
+    assert abs(p8 - p12) < 0.02
+    # forced to 16 bits the same file is nearly black: the option is really used
+    assert invoke(["classify", d / "b_12bit.tif", "-m", tiny_onnx, "-o", out, "--bit-depth", "16"]).exit_code == 0
+    assert abs(float(read_csv(out)[0]["probability"]) - p8) > 0.02
+    assert "bit-depth" in _one_error_line(invoke(["classify", d, "-m", tiny_onnx, "--bit-depth", "11"]))
+
+
+def _huge_png(path):
+    """A valid 8-bit gray PNG declaring 20000 x 20000 pixels: ~389 KB on disk, 400 MB decoded (1.2 GB as RGB)."""
+    import zlib
+
+    from test_preprocess import png_bytes
+
+    comp = zlib.compressobj(9)
+    chunk = b"\x00" * (20001 * 1000)  # 1000 rows: filter byte + 20000 zero pixels each
+    idat = b"".join(comp.compress(chunk) for _ in range(20)) + comp.flush()
+    path.write_bytes(png_bytes(20000, 20000, 0, idat=idat))
+    return path
+
+
+def test_an_image_over_max_pixels_is_an_error_row_and_costs_little_memory(tiny_onnx, tmp_path):
+    big = _huge_png(tmp_path / "huge.png")
+    small = tmp_path / "small.bmp"
+    cv2.imwrite(str(small), np.full((64, 64, 3), 90, np.uint8))
+    out = tmp_path / "rows.csv"
+    code = f"""
+        import json, resource
+        from leuk_edge.cli import app
+        def run(args):
+            try:
+                return app(args, standalone_mode=False) or 0
+            except SystemExit as exc:
+                return exc.code
+        run(["classify", {str(small)!r}, "-m", {str(tiny_onnx)!r}, "-o", {str(out)!r}])  # everything loaded
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        code = run(["classify", {str(big)!r}, {str(small)!r}, "-m", {str(tiny_onnx)!r}, "-o", {str(out)!r}])
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({{"code": code, "grew_kb": after - before}}))
+    """
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["code"] == 0
+    assert got["grew_kb"] < 50 * 1024, got  # decoding it would take >= 400 MB
+    rows = {Path(r["path"]).name: r for r in read_csv(out)}
+    assert rows["huge.png"]["label"] == "error" and rows["huge.png"]["error"].startswith("image too large")
+    assert rows["small.bmp"]["label"] in ("all", "hem")
+    assert invoke(["classify", small, "-m", tiny_onnx, "--max-pixels", "-1"]).exit_code == 2
+
+
+def test_only_unreadable_files_exit_1_with_one_line(tiny_onnx, tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.bmp").write_bytes(b"")
+    (d / "b.png").write_text("not a png")
+    out = tmp_path / "rows.csv"
+    res = invoke(["classify", d, "-m", tiny_onnx, "-o", out])
+    assert res.exit_code == 1, res.output
+    last = [ln for ln in res.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith("error: no file could be classified: all 2 failed") and "a.bmp: empty file" in last
+    assert [r["label"] for r in read_csv(out)] == ["error", "error"]  # the rows are still written
+
+
+def test_a_bug_in_a_worker_crashes_with_a_traceback_and_keeps_the_rows(mixed, tiny_onnx, tmp_path, monkeypatch):
+    import leuk_edge.edge.classify as mod
+
+    real = mod.resize_scale
+
+    def buggy(src, *args, **kwargs):
+        if src.shape[:2] == (450, 450) and src.ndim == 3 and int(src[0, 0, 0]) == 255:
+            raise ValueError("a bug, not bad data")
+        return real(src, *args, **kwargs)
+
+    d = tmp_path / "crash"
+    d.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(d / f"c{i}.bmp"), cv2.cvtColor(_cell(i), cv2.COLOR_RGB2BGR))
+    white = np.full((450, 450, 3), 255, np.uint8)
+    cv2.imwrite(str(d / "c3.bmp"), white)  # the 4th file hits the bug (second batch of 2)
+    monkeypatch.setattr(mod, "resize_scale", buggy)
+    out = tmp_path / "rows.json"
+    res = invoke(["classify", d, "-m", tiny_onnx, "-o", out, "-b", "2"])
+    assert res.exit_code == 1
+    assert isinstance(res.exception, mod.WorkerCrash) and isinstance(res.exception.__cause__, ValueError)
+    assert "c3.bmp" in str(res.exception)
+    rows = json.loads(out.read_text())  # still a valid JSON array, with the first batch in it
+    assert [Path(r["path"]).name for r in rows] == ["c0.bmp", "c1.bmp"] and all(r["label"] != "error" for r in rows)
+
+
+SLOW_CLASSIFY = """
+import sys, time
+from leuk_edge.edge.model import Classifier
+real = Classifier.predict
+def slow(self, *args, **kwargs):  # a slow model, so that the signal arrives mid-run
+    time.sleep(0.4)
+    return real(self, *args, **kwargs)
+Classifier.predict = slow
+from leuk_edge.cli import app
+app(sys.argv[1:])
+"""
+
+
+def _default_sigint():
+    # A test run started from a background job inherits "ignore" for SIGINT; the child must get the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_stop_signals_finish_the_batch_close_the_json_and_write_the_summary(mixed, tiny_onnx, tmp_path, sig, code,
+                                                                           word):
+    out, summ = tmp_path / "rows.json", tmp_path / "summary.json"
+    args = ["classify", str(mixed), "-m", str(tiny_onnx), "-o", str(out), "-b", "2", "--summary", str(summ)]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLASSIFY, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_text().count('"path"') >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    rows = json.loads(out.read_text())  # the array was closed
+    assert 2 <= len(rows) < 13
+    summary = json.loads(summ.read_text())
+    assert summary["interrupted"] is True and summary["images"] == len(rows)
+    assert word in err and "images" in err
+
+
+def test_thread_split_from_the_core_count():
+    from leuk_edge.edge.classify import thread_split
+
+    assert thread_split(1) == (1, 1) and thread_split(2) == (1, 2) and thread_split(16) == (4, 16)

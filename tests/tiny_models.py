@@ -10,17 +10,18 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def tiny_metadata(size: int, threshold: float = 0.5, resize: str = "area") -> dict:
+def tiny_metadata(size: int, threshold: float = 0.5, resize: str = "area", scale: float = 1 / 255) -> dict:
     return {
         "schema_version": 1, "architecture": "cnn", "classes": ["hem", "all"], "threshold": threshold,
         "input": {"name": "image", "height": size, "width": size, "channels": 3, "layout": "NHWC",
-                  "color": "RGB", "scale": 1 / 255, "resize": resize},
+                  "color": "RGB", "scale": scale, "resize": resize},
         "output": {"name": "p_all", "meaning": "P(all)"},
         "source_sha256": "0" * 64, "leuk_edge_version": "test", "created": "2026-01-01T00:00:00Z",
     }
 
 
-def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, metadata: bool = True) -> Path:
+def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, metadata: bool = True,
+                   scale: float = 1 / 255) -> Path:
     """P(all) = sigmoid(w . mean_rgb + b): darker / more purple cells score higher. Dynamic batch."""
     w = numpy_helper.from_array(np.array([[-4.0], [-8.0], [2.0]], np.float32), "w")
     b = numpy_helper.from_array(np.array([1.5], np.float32), "b")
@@ -42,7 +43,7 @@ def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, met
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     if metadata:
-        helper.set_model_props(model, {"leuk_edge": json.dumps(tiny_metadata(size, threshold))})
+        helper.set_model_props(model, {"leuk_edge": json.dumps(tiny_metadata(size, threshold, scale=scale))})
     onnx.checker.check_model(model)
     path = Path(path)
     onnx.save(model, str(path))

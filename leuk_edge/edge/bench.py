@@ -31,6 +31,7 @@ class BenchReport:
     input: list[int]  # [height, width, channels]
     warmup: int
     results: list[BatchBench] = field(default_factory=list)
+    precision: dict = field(default_factory=dict)  # edge.precision.PrecisionChoice.to_dict(): which file ran
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +88,9 @@ def render_bench(report: BenchReport, console) -> None:
     for r in report.results:
         table.add_row(str(r.batch_size), str(r.runs), f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.images_per_s:.1f}")
     console.print(table)
+    if report.precision:
+        console.print(f"precision {report.precision['used'].upper()} ({report.precision['reason']})",
+                      highlight=False)
     console.print(f"device {report.device}; providers {', '.join(report.providers)}; intra-op threads "
                   f"{report.threads}; input {'x'.join(map(str, report.input))}; warm-up {report.warmup} runs "
                   "excluded", highlight=False)

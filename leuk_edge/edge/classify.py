@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .model import Classifier
-from .preprocess import ImageReadError, decode_image, preprocess
+from .preprocess import DEFAULT_MAX_PIXELS, ImageReadError, decode_bgr, resize_scale
 
 ERROR_LABEL = "error"
 
@@ -45,19 +45,28 @@ class Row:
         return asdict(self)
 
 
+STAGES = ("decode", "resize", "infer", "wait")
+
+
+class WorkerCrash(RuntimeError):
+    """A worker failed for a reason other than an unreadable file: a bug, not a data problem. Not a row."""
+
+
 @dataclass
 class StageTimes:
     """Per-stage time accumulators of one run (seconds).
 
-    `decode_s` sums over worker threads (CPU time spent in decode + preprocess, it overlaps inference);
-    `infer_s` is onnxruntime time on the main thread; `wait_s` is how long inference waited for decoding
-    (a pipeline stall: near zero when decoding keeps up); `wall_s` is the run's elapsed time.
+    `decode_s` (read + decode to 8-bit BGR) and `resize_s` (resize + scale into the batch) sum over the worker
+    threads, overlapping inference; `infer_s` is onnxruntime time on the main thread; `wait_s` is how long
+    inference waited for the workers (a pipeline stall: near zero when decoding keeps up); `wall_s` is the run's
+    elapsed time. Shares of wall time can add up to more than 100 %: the stages run at the same time.
     """
 
     images: int = 0
     errors: int = 0
     batches: int = 0
     decode_s: float = 0.0
+    resize_s: float = 0.0
     infer_s: float = 0.0
     wait_s: float = 0.0
     wall_s: float = 0.0
@@ -70,14 +79,35 @@ class StageTimes:
     def ms_per_image(self, stage: str) -> float:
         return 1000.0 * getattr(self, f"{stage}_s") / self.images if self.images else 0.0
 
+    def share_of_wall(self, stage: str) -> float:
+        return getattr(self, f"{stage}_s") / self.wall_s if self.wall_s > 0 else 0.0
+
     def to_dict(self) -> dict:
         return {**asdict(self), "images_per_s": self.throughput,
-                "decode_ms_per_image": self.ms_per_image("decode"),
-                "infer_ms_per_image": self.ms_per_image("infer")}
+                **{f"{s}_ms_per_image": self.ms_per_image(s) for s in STAGES},
+                **{f"{s}_share_of_wall": self.share_of_wall(s) for s in STAGES}}
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (affinity / cgroup cpuset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def thread_split(cores: int | None = None) -> tuple[int, int]:
+    """(decode workers, onnxruntime intra-op threads) for `cores` CPUs.
+
+    Preprocessing a 450x450 BMP costs ~0.5 CPU-ms, the CNN at 256 ~3.3 CPU-ms and InceptionV3 ~30: one worker per
+    four cores (at least one) keeps the batches ready, and onnxruntime gets every core, its idle threads sleeping
+    (`spinning=False`) while a worker runs. benchmarks/bench_classify.py measures the grid on the machine at hand."""
+    cores = cores or available_cores()
+    return max(1, cores // 4), cores
 
 
 def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    return thread_split()[0]
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -101,6 +131,13 @@ def opencv_threads(n: int | None):
         cv2.setNumThreads(before)
 
 
+def _result(future: Future, path: Path):
+    try:
+        return future.result()
+    except Exception as exc:  # not an ImageReadError (that one is returned as a row): a bug, crash loudly
+        raise WorkerCrash(f"unexpected {type(exc).__name__} while preprocessing {path}: {exc}") from exc
+
+
 def classify_paths(
     classifier: Classifier,
     paths: Sequence[str | Path],
@@ -109,8 +146,11 @@ def classify_paths(
     tta: bool = False,
     times: StageTimes | None = None,
     prefetch: int = 2,
+    bit_depth: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Iterator[Row]:
-    """Yield one Row per path, in order. Unreadable files become `label="error"` rows; the run goes on.
+    """Yield one Row per path, in order. Files that cannot be read or decoded (or are over `max_pixels`) become
+    `label="error"` rows and the run goes on; any other failure in a worker is a bug and raises WorkerCrash.
 
     `prefetch` batches are decoded ahead of the one being inferred, into pre-allocated batch arrays.
     Pass a StageTimes to read the per-stage timings (it is updated as rows are produced, so it is valid
@@ -123,19 +163,20 @@ def classify_paths(
     workers = workers or default_workers()
     prefetch = max(1, prefetch)
     h, w = classifier.size
-    resize = classifier.info.input.resize
+    resize, scale = classifier.info.input.resize, classifier.info.input.scale
     batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     # One buffer per batch in flight (prefetch) + the one being inferred: never overwritten while in use.
     buffers = [np.empty((batch_size, h, w, 3), np.float32) for _ in range(min(prefetch + 1, len(batches)))]
 
-    def load_into(buf: np.ndarray, i: int, path: Path) -> tuple[str | None, float]:
+    def load_into(buf: np.ndarray, i: int, path: Path) -> tuple[str | None, float, float]:
         t0 = time.perf_counter()
         try:
-            preprocess(decode_image(path), h, w, resize, out=buf[i])  # straight into the batch array
-            err = None
-        except Exception as exc:  # noqa: BLE001 - any failure of one file is that file's error row
-            err = _short_reason(exc)
-        return err, time.perf_counter() - t0
+            src = decode_bgr(path, bit_depth, max_pixels)
+        except ImageReadError as exc:  # only a file that cannot be read/decoded is that file's error row
+            return _short_reason(exc), time.perf_counter() - t0, 0.0
+        t1 = time.perf_counter()
+        resize_scale(src, h, w, resize, out=buf[i], scale=scale, swap_rb=True)  # straight into the batch array
+        return None, t1 - t0, time.perf_counter() - t1
 
     start = time.perf_counter()
     pending: deque[tuple[list[Path], np.ndarray, list[Future]]] = deque()
@@ -157,10 +198,11 @@ def classify_paths(
                     submit(next_k)
                     next_k += 1
                 t0 = time.perf_counter()
-                results = [f.result() for f in futures]
+                results = [_result(f, p) for f, p in zip(futures, batch)]
                 times.wait_s += time.perf_counter() - t0
                 times.decode_s += sum(r[1] for r in results)
-                good = [i for i, (err, _) in enumerate(results) if err is None]
+                times.resize_s += sum(r[2] for r in results)
+                good = [i for i, r in enumerate(results) if r[0] is None]
                 probs = np.zeros((0,), np.float32)
                 if good:
                     x = buf[:len(batch)] if len(good) == len(batch) else buf[good]

@@ -59,10 +59,16 @@ class ModelInfo:
             raise MetadataError("only NHWC RGB 3-channel models are supported")
         if list(d["classes"]) != ["hem", "all"]:
             raise MetadataError(f"classes must be ['hem', 'all'], got {d['classes']}")
+        try:
+            scale = float(inp["scale"])
+        except (TypeError, ValueError):
+            scale = float("nan")
+        if not (0 < scale < float("inf")):  # the runner multiplies the 8-bit pixels by it (edge.preprocess)
+            raise MetadataError(f"input scale must be a positive number, got {inp['scale']!r}")
         known = set(REQUIRED_KEYS)
         return cls(
             architecture=str(d["architecture"]),
-            input=InputSpec(**{k: inp[k] for k in INPUT_KEYS}),
+            input=InputSpec(**{**{k: inp[k] for k in INPUT_KEYS}, "scale": scale}),
             output=dict(d["output"]),
             threshold=float(d["threshold"]),
             classes=tuple(d["classes"]),

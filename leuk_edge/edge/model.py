@@ -84,7 +84,7 @@ class Classifier:
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         h, w = self.size
-        return preprocess(rgb, h, w, self.info.input.resize)
+        return preprocess(rgb, h, w, self.info.input.resize, scale=self.info.input.scale)
 
     @property
     def has_cam(self) -> bool:

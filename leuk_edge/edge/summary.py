@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from .. import DISCLAIMER
-from .classify import ERROR_LABEL, Row, StageTimes
+from .classify import ERROR_LABEL, STAGES, Row, StageTimes
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -29,16 +30,22 @@ class ClassifySummary:
     counts: Counter = field(default_factory=Counter)
     skipped: int = 0
     interrupted: bool = False
+    stopped_by: str = ""  # "interrupted" (Ctrl-C) | "terminated" (SIGTERM) when `interrupted`
     providers: list[str] = field(default_factory=list)
     threads: int | str | None = None
+    workers: int | None = None  # decode/resize threads
     batch_size: int | None = None
     tta: bool = False
     times: StageTimes = field(default_factory=StageTimes)
     model: str = ""
     out: str = ""
+    precision: dict = field(default_factory=dict)  # edge.precision.PrecisionChoice.to_dict(): which model ran, why
+    first_error: str = ""  # "path: reason" of the first error row
 
     def add(self, row: Row) -> None:
         self.counts[row.label] += 1
+        if not row.ok and not self.first_error:
+            self.first_error = f"{row.path}: {row.error}"
 
     def extend(self, rows: Iterable[Row]) -> None:
         for r in rows:
@@ -69,10 +76,20 @@ class ClassifySummary:
         return {
             "images": self.images, "all": self.counts["all"], "hem": self.counts["hem"], "errors": self.errors,
             "skipped": self.skipped, "blast_fraction": self.blast_fraction, "blast_fraction_ci95": [lo, hi],
-            "interrupted": self.interrupted, "providers": self.providers, "threads": self.threads,
+            "interrupted": self.interrupted, "stopped_by": self.stopped_by, "providers": self.providers,
+            "threads": self.threads, "workers": self.workers,
             "batch_size": self.batch_size, "tta": self.tta, "times": self.times.to_dict(), "model": self.model,
-            "out": self.out, "disclaimer": DISCLAIMER,
+            "precision": self.precision, "out": self.out, "disclaimer": DISCLAIMER,
         }
+
+
+def write_summary(summary: ClassifySummary, path) -> None:
+    """The summary as JSON (`classify --summary FILE`)."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
 def _pct(x: float) -> str:
@@ -91,7 +108,7 @@ def render_summary(summary: ClassifySummary, console) -> None:
     from rich.table import Table
 
     t = summary.times
-    title = "leuk-edge classify" + (" (interrupted)" if summary.interrupted else "")
+    title = "leuk-edge classify" + (f" ({summary.stopped_by or 'interrupted'})" if summary.interrupted else "")
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
@@ -102,13 +119,19 @@ def render_summary(summary: ClassifySummary, console) -> None:
     table.add_row("errors", f"[red]{summary.errors}[/]" if summary.errors else "0")
     table.add_row("blast fraction", blast_fraction_text(summary.blast_fraction, *summary.blast_interval))
     table.add_row("throughput", f"{t.throughput:.1f} images/s  ({t.wall_s:.2f} s wall)")
-    table.add_row("decode+preprocess", f"{t.ms_per_image('decode'):.2f} ms/image (worker threads, overlapped)")
-    table.add_row("inference", f"{t.ms_per_image('infer'):.2f} ms/image  (batch {summary.batch_size}"
-                               + (", TTA x8" if summary.tta else "") + ")")
-    table.add_row("waiting on decode", f"{1000 * t.wait_s:.0f} ms total")
+    notes = {"decode": "read + decode, worker threads", "resize": "resize + scale into the batch, worker threads",
+             "infer": f"onnxruntime, batch {summary.batch_size}" + (", TTA x8" if summary.tta else ""),
+             "wait": "inference waiting for the workers"}
+    for stage in STAGES:
+        table.add_row(stage, f"{t.ms_per_image(stage):.2f} ms/image  {100 * t.share_of_wall(stage):5.1f} % of wall  "
+                             f"[dim]({notes[stage]})[/]")
+    prec = summary.precision
+    if prec:
+        table.add_row("precision", f"{prec['used'].upper()}  [dim]({prec['reason']})[/]")
     table.add_row("providers", ", ".join(summary.providers) or "?")
     if summary.threads:
-        table.add_row("intra-op threads", str(summary.threads))
+        table.add_row("threads", f"{summary.threads} onnxruntime intra-op"
+                                 + (f", {summary.workers} decode/resize" if summary.workers else ""))
     if summary.out:
         table.add_row("table", summary.out)
     console.print(table)

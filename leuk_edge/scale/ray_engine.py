@@ -32,7 +32,7 @@ import numpy as np
 from ..edge.classify import ERROR_LABEL, Row, StageTimes, _short_reason
 from ..edge.files import FileList, expand_paths
 from ..edge.model import Classifier
-from ..edge.preprocess import decode_image, is_image_file, preprocess
+from ..edge.preprocess import ImageReadError, decode_image, is_image_file, preprocess
 
 MAX_RESTARTS = 4  # per actor: a poison input that kills the process every time must not loop forever
 MAX_TASK_RETRIES = 4
@@ -111,8 +111,6 @@ def load_rgb(path: str) -> np.ndarray:
     try:
         data = read_bytes(path)
     except Exception as exc:  # noqa: BLE001 - a file that cannot be fetched is that file's error row
-        from ..edge.preprocess import ImageReadError
-
         raise ImageReadError(f"cannot read file: {str(exc).splitlines()[0][:160]}") from None
     with tempfile.NamedTemporaryFile(suffix=Path(path).suffix, prefix="leuk-edge-") as tmp:
         tmp.write(data)
@@ -132,9 +130,11 @@ def classify_batch(clf: Classifier, paths: Sequence[str], tta: bool = False,
     t0 = time.perf_counter()
     for i, path in enumerate(paths):
         try:
-            preprocess(load(path), h, w, clf.info.input.resize, out=buf[i])
-        except Exception as exc:  # noqa: BLE001 - any failure of one file is that file's error row
+            rgb = load(path)
+        except ImageReadError as exc:  # as the local engine: only a file that cannot be read is its error row
             errors[i] = _short_reason(exc)
+            continue
+        preprocess(rgb, h, w, clf.info.input.resize, out=buf[i], scale=clf.info.input.scale)
     t1 = time.perf_counter()
     good = [i for i in range(len(paths)) if i not in errors]
     probs = clf.predict(buf[good], tta=tta).tolist() if good else []

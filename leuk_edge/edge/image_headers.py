@@ -1,0 +1,145 @@
+"""Image dimensions from the file header alone (PNG, BMP, JPEG, TIFF), read before any pixel is decoded.
+
+OpenCV has no header-only API, and a small compressed file can declare a huge image (a 389 KB PNG of 20000 x 20000
+pixels decodes to 1.2 GB of RGB): the runner checks the declared size against `--max-pixels` first. Also the
+fast path for the C-NMC format: `read_bmp_pixels` puts an uncompressed 24-bit BMP's pixel array straight into
+numpy (no general decoder), and leaves every other BMP variant to OpenCV.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _png(head: bytes) -> tuple[int, int] | None:
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", head[16:24])
+
+
+def _bmp(head: bytes) -> tuple[int, int] | None:
+    if head[:2] != b"BM" or len(head) < 26:
+        return None
+    (dib,) = struct.unpack("<I", head[14:18])
+    if dib == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        w, h = struct.unpack("<HH", head[18:22])
+    else:
+        w, h = struct.unpack("<ii", head[18:26])
+    return abs(w), abs(h)
+
+
+def _jpeg(fh: BinaryIO) -> tuple[int, int] | None:
+    fh.seek(2)
+    while True:
+        b = fh.read(1)
+        while b and b != b"\xff":  # skip to the next marker
+            b = fh.read(1)
+        while b == b"\xff":  # fill bytes
+            b = fh.read(1)
+        if not b:
+            return None
+        marker = b[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            continue
+        if marker == 0xD9:
+            return None
+        raw = fh.read(2)
+        if len(raw) < 2:
+            return None
+        (length,) = struct.unpack(">H", raw)
+        if marker in _JPEG_SOF:
+            seg = fh.read(5)
+            if len(seg) < 5:
+                return None
+            h, w = struct.unpack(">HH", seg[1:5])
+            return w, h
+        fh.seek(length - 2, 1)
+
+
+def _tiff(fh: BinaryIO, head: bytes) -> tuple[int, int] | None:
+    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if order is None:
+        return None
+    (magic,) = struct.unpack(order + "H", head[2:4])
+    if magic != 42:  # 43 = BigTIFF: left to OpenCV
+        return None
+    (ifd,) = struct.unpack(order + "I", head[4:8])
+    fh.seek(ifd)
+    raw = fh.read(2)
+    if len(raw) < 2:
+        return None
+    (count,) = struct.unpack(order + "H", raw)
+    dims: dict[int, int] = {}
+    for _ in range(min(count, 4096)):
+        entry = fh.read(12)
+        if len(entry) < 12:
+            break
+        tag, typ = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
+            dims[tag] = struct.unpack(order + ("H" if typ == 3 else "I"), entry[8:10] if typ == 3 else entry[8:12])[0]
+    if 256 in dims and 257 in dims:
+        return dims[256], dims[257]
+    return None
+
+
+def image_dims(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) declared by the file's header, or None when the format is not one of PNG, BMP, JPEG,
+    TIFF or the header cannot be parsed (the caller then decodes and checks the decoded size)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+            if head[:8] == b"\x89PNG\r\n\x1a\n":
+                return _png(head)
+            if head[:2] == b"BM":
+                return _bmp(head)
+            if head[:2] == b"\xff\xd8":
+                return _jpeg(fh)
+            if head[:4] in (b"II*\x00", b"MM\x00*"):
+                return _tiff(fh, head)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def read_bmp_pixels(path: str | Path, scratch: "Scratch") -> np.ndarray | None:
+    """An uncompressed 24-bit BMP (BI_RGB, the C-NMC format) -> its BGR pixels as an (H, W, 3) uint8 view
+    into `scratch` (top row first; bottom-up files come back as a flipped view, nothing copied).
+    None for any other BMP variant or a file shorter than its header says: OpenCV decodes those."""
+    with open(path, "rb", buffering=0) as fh:
+        head = fh.read(54)
+        if len(head) < 54 or head[:2] != b"BM":
+            return None
+        (offset,) = struct.unpack("<I", head[10:14])
+        dib, w, h, planes, bpp, compression = struct.unpack("<IiiHHI", head[14:34])
+        if dib < 40 or planes != 1 or bpp != 24 or compression != 0 or w <= 0 or h == 0:
+            return None
+        rows = abs(h)
+        stride = (w * 3 + 3) & ~3  # rows are padded to 4 bytes
+        need = stride * rows
+        fh.seek(offset)
+        buf = scratch.get("bmp", (need,), np.uint8)
+        if fh.readinto(memoryview(buf)) != need:
+            return None
+    pixels = buf.reshape(rows, stride)[:, : w * 3].reshape(rows, w, 3)
+    return pixels[::-1] if h > 0 else pixels
+
+
+class Scratch:
+    """Per-thread reusable arrays keyed by name: no per-image allocation of the big decode/resize buffers."""
+
+    def __init__(self):
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        a = self._arrays.get(name)
+        size = int(np.prod(shape))
+        if a is None or a.dtype != dtype or a.size < size:
+            a = np.empty(size, dtype)
+            self._arrays[name] = a
+        return a[:size].reshape(shape)

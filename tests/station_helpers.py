@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -78,3 +79,26 @@ def wait_until(predicate, timeout: float = 20.0, every: float = 0.05):
             return value
         time.sleep(every)
     raise AssertionError("condition not met in time")
+
+
+def make_cam_onnx(path, size: int = 32, threshold: float = 0.5):
+    """The tiny model plus a `cam` output (N x size/4 x size/4: the darkness of each 4x4 block), as an exported
+    model with explanations has."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tiny_models import make_tiny_onnx
+
+    model = onnx.load(str(make_tiny_onnx(path, size=size, threshold=threshold)))
+    g = model.graph
+    g.node.extend([
+        helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("AveragePool", ["nchw"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("ReduceMean", ["pooled", "one"], ["grey"], keepdims=0),
+        helper.make_node("Neg", ["grey"], ["cam"]),
+    ])
+    g.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    g.output.append(helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["N", size // 4, size // 4]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

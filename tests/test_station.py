@@ -347,3 +347,36 @@ def test_serve_cli_prints_url_and_stops_on_sigterm(media):
         proc.kill()
     assert code == 143, err
     assert "stream summary" in err and "terminated" in err and DISCLAIMER in " ".join(err.split())
+
+
+def test_explanation_overlays_when_the_model_has_cam(media, tmp_path):
+    from station_helpers import make_cam_onnx
+
+    model = make_cam_onnx(tmp_path / "cam.onnx", threshold=THRESHOLD)
+    assert Classifier(model).has_cam
+    st = build_station(model, tmp_path / "work", source=str(media / "fields" / "frames" / "field_000.png"),
+                       pace=0, **OPTIONS)
+    with serve_in_thread(st) as base:
+        wait_until(lambda: not httpx.get(f"{base}/api/health").json()["running"])
+        cells = httpx.get(f"{base}/api/cells").json()
+        assert cells and all(c["cam"] for c in cells)
+        crop = cv2.imdecode(np.frombuffer(httpx.get(base + cells[0]["crop"]).content, np.uint8), cv2.IMREAD_COLOR)
+        cam = cv2.imdecode(np.frombuffer(httpx.get(base + cells[0]["cam"]).content, np.uint8), cv2.IMREAD_COLOR)
+        assert cam.shape == crop.shape and np.abs(cam.astype(int) - crop.astype(int)).mean() > 10  # a heat map
+        assert httpx.get(f"{base}/api/model").json()["explanations"] is True
+    # The model calls stay one per frame: the map comes from the same call as P(all).
+    assert st.hub.clf.calls == st.hub.frames_with_cells == 1
+
+
+def test_station_loads_no_tensorflow(media):
+    code = f"""
+import json, sys
+from leuk_edge.cli import serve
+from leuk_edge.station.app import build_station, create_app
+st = build_station({str(media / 'tiny.onnx')!r}, {str(media / 'work-imports')!r}, device="cpu")
+create_app(st)
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx"))))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

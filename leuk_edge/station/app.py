@@ -121,7 +121,8 @@ def create_app(st: Station) -> FastAPI:
         h = st.hub
         return {"status": "ok", "model": st.info["file"], "providers": st.info["providers"],
                 "source": h.source.describe() if h else None, "running": bool(h and h.running),
-                "data_root": st.data_root is not None, "slide": st.store.slide, "disclaimer": DISCLAIMER}
+                "data_root": st.data_root is not None, "slide": st.store.slide,
+                "threshold": st.store.threshold, "band": st.store.band, "disclaimer": DISCLAIMER}
 
     @app.get("/api/model")
     def model():

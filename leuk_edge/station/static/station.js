@@ -29,13 +29,13 @@ let health = null;
 async function initLive() {
   health = await api("/api/health");
   $("disclaimer").textContent = health.disclaimer;
+  $("band").textContent = `P(all) within ${health.band} of ${health.threshold}`;
   if (!health.source) { $("no-source").hidden = false; $("live").hidden = true; return; }
   $("live").src = withToken("/api/stream.mjpg");
   $("source-status").textContent = health.source;
   const es = new EventSource(withToken("/api/events"));
   es.onmessage = (m) => { const e = JSON.parse(m.data); $("latency").textContent = e.latency_ms.toFixed(0) + " ms"; };
   es.onerror = () => { api("/api/health").then((h) => { if (!h.running) es.close(); }).catch(() => es.close()); };
-  if (!health.data_root) return;
 }
 async function refreshSummary() {
   try {
@@ -206,7 +206,6 @@ async function loadModel() {
 
 initLive().then(() => {
   if (health.data_root) { $("browser").hidden = false; browse(""); }
-  $("band").textContent = "";
 }).catch((e) => { $("source-status").textContent = "cannot reach the station: " + e.message; });
 refreshSummary();
 setInterval(refreshSummary, 1000);

@@ -65,7 +65,7 @@ $("pause-btn").addEventListener("click", async () => {
 });
 
 // --- review
-let cells = [], order = [], sel = 0;
+let cells = [], order = [], sel = 0, selTrack = null;
 const GALLERIES = ["all", "uncertain", "hem"];
 async function loadCells() {
   cells = await api(withToken("/api/cells"));
@@ -92,8 +92,9 @@ function renderCells() {
         `<div class="rev">${c.review ? "&#10003; " + esc(c.review) : "unreviewed"}</div></div>`;
     }).join("");
   }
-  sel = Math.min(sel, Math.max(order.length - 1, 0));
-  document.querySelectorAll(".card").forEach((el) => el.addEventListener("click", () => { sel = order.indexOf(+el.dataset.track); highlight(); }));
+  // The selection follows its cell when the gallery refreshes (new cells, updated P(all)).
+  sel = selTrack !== null && order.includes(selTrack) ? order.indexOf(selTrack) : Math.min(sel, Math.max(order.length - 1, 0));
+  document.querySelectorAll(".card").forEach((el) => el.addEventListener("click", () => { sel = order.indexOf(+el.dataset.track); selTrack = order[sel]; highlight(); }));
   const done = cells.filter((c) => c.review).length;
   $("review-progress").textContent = `${done} / ${cells.length} reviewed`;
   highlight();
@@ -106,17 +107,20 @@ async function reviewSelected(label) {
   const track = order[sel];
   if (track === undefined) return;
   const c = cells.find((x) => x.track === track);
-  const r = await post(`/api/cells/${track}/review`, {label: label || (c.pre_class === "uncertain" ? c.label : c.pre_class)});
-  Object.assign(c, {review: r.review});
+  label = label || (c.pre_class === "uncertain" ? c.label : c.pre_class);
+  c.review = label;  // shown at once; the next key already goes to the next cell
   if (sel < order.length - 1) sel += 1;
+  selTrack = order[sel];
   renderCells();
+  try { await post(`/api/cells/${track}/review`, {label}); }
+  catch (e) { c.review = null; renderCells(); $("review-progress").textContent = "not saved: " + e.message; }
 }
 document.addEventListener("keydown", (ev) => {
   if (!$("tab-review").classList.contains("on") || ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") return;
   const keys = {a: "all", h: "hem", n: "not classed", c: null, Enter: null};
   if (ev.key in keys) { reviewSelected(keys[ev.key]); ev.preventDefault(); }
-  else if (ev.key === "ArrowRight" || ev.key === "ArrowDown" || ev.key === "j") { sel = Math.min(sel + 1, order.length - 1); highlight(); ev.preventDefault(); }
-  else if (ev.key === "ArrowLeft" || ev.key === "ArrowUp" || ev.key === "k") { sel = Math.max(sel - 1, 0); highlight(); ev.preventDefault(); }
+  else if (ev.key === "ArrowRight" || ev.key === "ArrowDown" || ev.key === "j") { sel = Math.min(sel + 1, order.length - 1); selTrack = order[sel]; highlight(); ev.preventDefault(); }
+  else if (ev.key === "ArrowLeft" || ev.key === "ArrowUp" || ev.key === "k") { sel = Math.max(sel - 1, 0); selTrack = order[sel]; highlight(); ev.preventDefault(); }
 });
 $("sort").addEventListener("change", renderCells);
 $("show-cam").addEventListener("change", renderCells);

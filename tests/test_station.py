@@ -380,3 +380,20 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflo
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_every_page_file_ships_in_the_wheel():
+    """pyproject's package data covers every file of the page (a wheel without them serves a blank station)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import leuk_edge.station
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "leuk_edge.station"]
+    static = Path(leuk_edge.station.__file__).parent / "static"
+    files = [p.relative_to(static.parent).as_posix() for p in static.iterdir()]
+    assert {"static/index.html", "static/station.js", "static/station.css"} <= set(files)
+    assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), (files, globs)

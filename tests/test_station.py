@@ -331,7 +331,9 @@ def test_station_without_source_classifies_uploads(media):
         assert m["providers"] == ["CPUExecutionProvider"]
 
 
-def test_serve_cli_prints_url_and_stops_on_sigterm(media):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_serve_cli_prints_url_and_stops_gracefully(media, sig, code, word):
+    """Ctrl-C and SIGTERM stop the station with a viewer connected, print the summary, exit 130 / 143."""
     proc = subprocess.Popen([sys.executable, "-c", "from leuk_edge.cli import main; main()", "serve", "-m",
                              str(media / "tiny.onnx"), "-s", str(media / "fields" / "drift.mp4"), "--loop",
                              "--um-per-px", "0.3", "--port", "0", "--folder", str(media / "work-cli")],
@@ -340,13 +342,19 @@ def test_serve_cli_prints_url_and_stops_on_sigterm(media):
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), proc.stderr.read()
         wait_until(lambda: httpx.get(url + "api/summary").json()["frames"] > 0)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(20)
+        viewer = threading.Thread(target=mjpeg_frames, args=(url.rstrip("/"), 10**6), daemon=True)
+        viewer.start()  # an endless MJPEG response must not hold the shutdown open
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        rc = proc.wait(20)
+        stopped_in = time.monotonic() - t0
         err = proc.stderr.read()
     finally:
         proc.kill()
-    assert code == 143, err
-    assert "stream summary" in err and "terminated" in err and DISCLAIMER in " ".join(err.split())
+    assert rc == code, err
+    assert stopped_in < 2.5  # the streams end at once, not after uvicorn's graceful-shutdown timeout (3 s)
+    assert "stream summary" in err and word in err and DISCLAIMER in " ".join(err.split())
 
 
 def test_explanation_overlays_when_the_model_has_cam(media, tmp_path):

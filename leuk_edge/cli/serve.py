@@ -11,6 +11,8 @@ from ..edge.detect import CNMC_CANVAS_UM, DetectorConfig
 from .classify import DEVICE_HELP
 from .common import UsageError, console, user_errors
 
+MAX_REQUEST = 256 << 20  # one upload request is read into memory: never more than this, whatever the per-file limits
+
 
 def serve(
     model: Path = typer.Option(..., "--model", "-m", help="Exported leuk-edge ONNX model (metadata inside)."),
@@ -19,7 +21,8 @@ def serve(
                                               "Without it the station classifies uploads only."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (a non-loopback one needs --token)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free port)."),
-    token: Optional[str] = typer.Option(None, "--token", help="Access token for /api/* ('auto': generate one)."),
+    token: Optional[str] = typer.Option(None, "--token", help="Access token for /api/*, 8+ characters ('auto': "
+                                                              "generate one)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root",
                                              help="A folder on the station whose subfolders the page may classify."),
     folder: Path = typer.Option(Path("station"), "--folder",
@@ -53,6 +56,7 @@ def serve(
     Prints the URL (with the token when one is needed); Ctrl-C (or SIGTERM) stops it and prints the stream summary.
     """
     import os
+    import signal
 
     from ..edge.signals import Terminated, graceful_stop
     from ..edge.stream import StreamOptions, render_summary
@@ -69,7 +73,8 @@ def serve(
                                                         camera_pixel_um=camera_pixel_um, drop_edge=not keep_edge),
                                 stride=stride, crop_um=crop_um or None)
         limits = Limits(max_files=max_files, max_file_bytes=int(max_upload_mb * 2**20),
-                        max_request_bytes=int(max_upload_mb * 2**20) * max_files + (1 << 20), max_pixels=max_pixels)
+                        max_request_bytes=min(int(max_upload_mb * 2**20) * max_files, MAX_REQUEST) + (1 << 20),
+                        max_pixels=max_pixels)
         station = build_station(model, folder, source=source, options=options, loop=loop, pace=pace, device=device,
                                 threads=threads, token=tok, data_root=data_root, limits=limits, band=band,
                                 slide=slide, backend=backend, reconnect_s=reconnect_s, timeout_s=timeout_s)
@@ -92,6 +97,8 @@ def serve(
         finally:
             summary = station.close()
             sock.close()
+        if stopped is None and server.stop_signal is not None:  # re-raised into SIG_IGN (e.g. a background job)
+            stopped = Terminated() if server.stop_signal == signal.SIGTERM else KeyboardInterrupt()
         if summary is not None:
             if stopped is not None:
                 summary["ended"] = "terminated" if isinstance(stopped, Terminated) else "interrupted"

@@ -62,8 +62,10 @@ class StationServer(uvicorn.Server):
         super().__init__(uvicorn.Config(app, log_level=kw.pop("log_level", "warning"), lifespan="off",
                                         timeout_graceful_shutdown=3, access_log=False, **kw))
         self.station = station
+        self.stop_signal: int | None = None
 
     def handle_exit(self, sig, frame) -> None:
+        self.stop_signal = sig
         if self.station.hub is not None:
             self.station.hub.stopping.set()
         super().handle_exit(sig, frame)

@@ -15,7 +15,6 @@ Writes benchmarks/results/bench_station.{md,json}.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile

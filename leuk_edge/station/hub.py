@@ -11,7 +11,6 @@ model calls and keep the crops (and explanation maps) of the frame, which the re
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone

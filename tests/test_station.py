@@ -325,8 +325,15 @@ def test_recording_goes_to_the_station_folder(looping):
     cap.release()
 
 
-def test_station_without_source_classifies_uploads(media):
-    st = build_station(media / "tiny.onnx", media / "work-nosrc", device="cpu")
+def test_station_without_source_classifies_uploads(media, tmp_path):
+    import shutil
+
+    model = tmp_path / "cnn.onnx"
+    shutil.copyfile(media / "tiny.onnx", model)
+    (tmp_path / "cnn.parity.json").write_text(json.dumps({"passed": True, "max_abs_diff": 1e-6, "n": 20}))
+    (tmp_path / "cnn.int8.parity.json").write_text(json.dumps({"passed": False, "max_abs_diff": 0.2, "n": 100}))
+    (tmp_path / "cnn.card.md").write_text("# Model card\nIntended use: research.")
+    st = build_station(model, media / "work-nosrc", device="cpu")
     with serve_in_thread(st) as base:
         assert httpx.get(f"{base}/api/health").json()["source"] is None
         assert httpx.get(f"{base}/api/stream.mjpg").status_code == 404
@@ -334,6 +341,12 @@ def test_station_without_source_classifies_uploads(media):
         m = httpx.get(f"{base}/api/model").json()
         assert m["threshold"] == THRESHOLD and m["architecture"] == "cnn" and m["input"]["height"] == 32
         assert m["providers"] == ["CPUExecutionProvider"]
+        assert m["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest() and m["source_sha256"] == "0" * 64
+        assert [(p["file"], p["report"]["passed"]) for p in m["parity"]] == [("cnn.int8.parity.json", False),
+                                                                            ("cnn.parity.json", True)]
+        assert m["card"]["file"] == "cnn.card.md" and "Intended use" in m["card"]["text"]
+        r = httpx.post(f"{base}/api/classify", files=[("files", ("x.png", _png_declaring(8, 8), "image/png"))])
+        assert r.status_code == 200 and r.json()["rows"][0]["label"] == "error"  # no IDAT data: unreadable
 
 
 HEAVY_AT_EXIT = ("import atexit, sys; atexit.register(lambda: print('heavy modules:', sorted(m for m in sys.modules "

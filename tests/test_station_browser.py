@@ -59,6 +59,12 @@ def test_station_page_in_chromium(tmp_path):
             assert rows[0].startswith("cell.png") and ("all" in rows[0] or "hem" in rows[0])
             assert rows[1].startswith("broken.png") and "error" in rows[1]
             page.screenshot(path=str(tmp_path / "station-classify.png"))
+            with page.expect_download() as download:
+                page.click("#csv-btn")
+            csv_lines = open(download.value.path()).read().splitlines()
+            assert csv_lines[0] == "path,label,probability,error"  # the classify table's CSV contract
+            assert [line.split(",")[:2] for line in csv_lines[1:]] == [[r.split("\t")[0], r.split("\t")[1]]
+                                                                       for r in rows]
             # Review by keyboard, fast: `c` confirms the selected cell's pre-class, `h` (pressed at once) makes the
             # NEXT cell hem. Each key goes to its own cell even before the first answer is back.
             page.click("nav button[data-tab=review]")

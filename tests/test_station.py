@@ -159,6 +159,24 @@ def test_two_viewers_share_one_pipeline(looping):
     assert c1 - c0 == with_cells  # one model call per processed frame with cells, two viewers or not
 
 
+def test_open_streams_are_capped_and_released(looping):
+    """Each open MJPEG/SSE response holds a worker thread: past the cap the answer is 503, and a viewer that
+    leaves gives its slot back."""
+    base, st = looping
+    wait_until(lambda: st.streams == 0, timeout=5)  # earlier tests' viewers have left
+    before, st.max_streams = st.max_streams, 1
+    try:
+        with httpx.stream("GET", f"{base}/api/stream.mjpg", params={"token": TOKEN}, timeout=10) as r:
+            next(r.iter_bytes())  # streaming: the slot is taken
+            assert st.streams == 1
+            second = httpx.get(f"{base}/api/events", params={"token": TOKEN}, timeout=10)
+            assert second.status_code == 503 and "at most 1" in second.json()["detail"]
+        wait_until(lambda: st.streams == 0, timeout=5)  # the client left: released
+        assert len(mjpeg_frames(base, 1, params={"token": TOKEN})) == 1
+    finally:
+        st.max_streams = before
+
+
 def test_token_rules(looping):
     base, _ = looping
     assert httpx.get(f"{base}/api/health").status_code == 401

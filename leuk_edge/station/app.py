@@ -7,8 +7,10 @@ it is compared in constant time. The page itself holds no data and is served wit
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,6 +29,7 @@ from .review import ReviewStore, SignRefused
 from .uploads import Limits, classify_files, classify_folder, safe_name
 
 STATIC = resources.files("leuk_edge.station") / "static"
+MAX_STREAMS = 24  # open MJPEG + SSE responses (anyio's default pool has 40 worker threads for all sync handlers)
 
 
 @dataclass
@@ -39,6 +42,27 @@ class Station:
     data_root: Path | None = None
     limits: Limits = field(default_factory=Limits)
     info: dict = field(default_factory=dict)
+    max_streams: int = MAX_STREAMS
+    streams: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def check_capacity(self) -> None:
+        """Open MJPEG/SSE responses each hold a worker thread while they wait for frames: beyond `max_streams`
+        the answer is 503, so viewers cannot starve the API's other requests of threads (a soft cap: the count
+        is taken when a stream really starts)."""
+        if self.streams >= self.max_streams:
+            raise HTTPException(503, f"{self.streams} live streams are open; the station serves at most "
+                                     f"{self.max_streams} at once")
+
+    @contextlib.contextmanager
+    def stream_slot(self):
+        with self._lock:
+            self.streams += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.streams -= 1
 
     def close(self) -> dict | None:
         return self.hub.stop() if self.hub else None
@@ -132,7 +156,13 @@ def create_app(st: Station) -> FastAPI:
     def stream():
         h = hub()
 
+        st.check_capacity()
+
         def parts():
+            with st.stream_slot():
+                yield from _frames()
+
+        def _frames():
             last = -1
             while not h.stopping.is_set():
                 got = h.next_jpeg(last, timeout=1.0)
@@ -153,7 +183,13 @@ def create_app(st: Station) -> FastAPI:
             since = int(last_id) + 1
         start = since - 1 if since is not None else h.newest_event()  # default: from now on
 
+        st.check_capacity()
+
         def lines():
+            with st.stream_slot():
+                yield from _lines()
+
+        def _lines():
             last = start
             idle = 0
             while not h.stopping.is_set():

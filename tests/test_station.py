@@ -394,7 +394,8 @@ def test_serve_cli_prints_url_and_stops_gracefully(media, sig, code, word):
         proc.kill()
     assert rc == code, err
     assert "heavy modules: []" in out  # the station runs on the edge install: no TensorFlow, Keras, tf2onnx
-    assert stopped_in < 2.5  # the streams end at once, not after uvicorn's graceful-shutdown timeout (3 s)
+    # The streams end at once: uvicorn did not have to cancel them after its graceful-shutdown timeout.
+    assert "graceful shutdown exceeded" not in err and stopped_in < 10, (stopped_in, err)
     assert "stream summary" in err and word in err and DISCLAIMER in " ".join(err.split())
 
 

@@ -64,9 +64,9 @@ def finite(media):
 
 @pytest.fixture(scope="module")
 def looping(media):
-    """The video replayed without end at 20 frames/s, behind a token."""
+    """The video replayed without end at 10 frames/s, behind a token."""
     st = build_station(media / "tiny.onnx", media / "work-loop", source=str(media / "fields" / "drift.mp4"),
-                       loop=True, pace=20, token=TOKEN, **OPTIONS)
+                       loop=True, pace=10, token=TOKEN, **OPTIONS)
     with serve_in_thread(st) as base:
         yield base, st
 
@@ -114,78 +114,6 @@ def test_events_carry_cells_and_the_summary_agrees(finite):
     final = st.hub.summary
     assert final["ended"] == "end of source"
     assert (final["cells"]["all"], final["cells"]["hem"]) == (s["all"], s["hem"])
-
-
-def test_mjpeg_frames_arrive(looping):
-    base, _ = looping
-    frames = mjpeg_frames(base, 3, params={"token": TOKEN})
-    assert len(frames) == 3
-    for jpeg in frames:
-        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        assert img is not None and img.shape == (360, 640, 3)
-
-
-def test_two_viewers_share_one_pipeline(looping):
-    """The model runs once per frame with cells, not once per viewer: count the real model executions."""
-    base, st = looping
-    calls = []
-    real = st.clf.predict
-    pause = lambda on: httpx.post(f"{base}/api/pause", json={"on": on}, **_auth())  # noqa: E731
-    st.clf.predict = lambda *a, **k: (calls.append(1), real(*a, **k))[1]  # every onnxruntime run goes here
-    try:
-        pause(True)
-        time.sleep(0.4)  # the frame in flight finishes; nothing runs while paused, so the counts are exact
-        n0, c0 = st.hub.newest_event(), len(calls)
-        got = [None, None]
-
-        def view(i):
-            got[i] = mjpeg_frames(base, 12, params={"token": TOKEN})
-        viewers = [threading.Thread(target=view, args=(i,)) for i in range(2)]
-        for v in viewers:
-            v.start()
-        pause(False)
-        for v in viewers:
-            v.join(30)
-        pause(True)
-        time.sleep(0.4)
-        n1, c1 = st.hub.newest_event(), len(calls)
-        events = [e for s, e in st.hub.events_after(n0, timeout=0) if s <= n1]  # the frames of the window
-    finally:
-        st.clf.predict = real
-        pause(False)
-    assert all(len(g) == 12 for g in got)
-    with_cells = sum(1 for e in events if e["cells"])
-    assert with_cells >= 12
-    assert c1 - c0 == with_cells  # one model call per processed frame with cells, two viewers or not
-
-
-def test_open_streams_are_capped_and_released(looping):
-    """Each open MJPEG/SSE response holds a worker thread: past the cap the answer is 503, and a viewer that
-    leaves gives its slot back."""
-    base, st = looping
-    wait_until(lambda: st.streams == 0, timeout=5)  # earlier tests' viewers have left
-    before, st.max_streams = st.max_streams, 1
-    try:
-        with httpx.stream("GET", f"{base}/api/stream.mjpg", params={"token": TOKEN}, timeout=10) as r:
-            next(r.iter_bytes())  # streaming: the slot is taken
-            assert st.streams == 1
-            second = httpx.get(f"{base}/api/events", params={"token": TOKEN}, timeout=10)
-            assert second.status_code == 503 and "at most 1" in second.json()["detail"]
-        wait_until(lambda: st.streams == 0, timeout=5)  # the client left: released
-        assert len(mjpeg_frames(base, 1, params={"token": TOKEN})) == 1
-    finally:
-        st.max_streams = before
-
-
-def test_token_rules(looping):
-    base, _ = looping
-    assert httpx.get(f"{base}/api/health").status_code == 401
-    assert httpx.get(f"{base}/api/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert httpx.get(f"{base}/api/summary", params={"token": TOKEN[:-1]}).status_code == 401
-    assert httpx.get(f"{base}/api/health", **_auth()).json()["status"] == "ok"
-    assert httpx.get(f"{base}/api/health", params={"token": TOKEN}).status_code == 200
-    page = httpx.get(f"{base}/")  # the page carries no data; the API behind it does
-    assert page.status_code == 200 and DISCLAIMER in page.text
 
 
 def test_non_loopback_host_needs_a_token(media):
@@ -331,18 +259,6 @@ def test_review_sign_and_reviews_become_data(finite, media, tmp_path):
     assert CliRunner().invoke(app, ["data", "reviews", str(tmp_path / "none.jsonl"), str(out)]).exit_code == 2
 
 
-def test_recording_goes_to_the_station_folder(looping):
-    base, st = looping
-    r = httpx.post(f"{base}/api/record", json={"on": True, "path": "/tmp/elsewhere.mp4"}, **_auth()).json()
-    assert r["recording"] and r["path"].startswith(str(st.folder / "recordings"))
-    time.sleep(0.6)
-    r = httpx.post(f"{base}/api/record", json={"on": False}, **_auth()).json()
-    assert not r["recording"] and r["frames"] > 0
-    cap = cv2.VideoCapture(r["path"])
-    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == r["frames"]
-    cap.release()
-
-
 def test_station_without_source_classifies_uploads(media, tmp_path):
     import shutil
 
@@ -372,6 +288,8 @@ HEAVY_AT_EXIT = ("import atexit, sys; atexit.register(lambda: print('heavy modul
 
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+
+
 def test_serve_cli_prints_url_and_stops_gracefully(media, sig, code, word):
     """Ctrl-C and SIGTERM stop the station with a viewer connected, print the summary, exit 130 / 143."""
     proc = subprocess.Popen([sys.executable, "-c", HEAVY_AT_EXIT + "from leuk_edge.cli import main; main()", "serve", "-m",
@@ -433,3 +351,88 @@ def test_every_page_file_ships_in_the_wheel():
     files = [p.relative_to(static.parent).as_posix() for p in static.iterdir()]
     assert {"static/index.html", "static/station.js", "static/station.css"} <= set(files)
     assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), (files, globs)
+
+
+def test_mjpeg_frames_arrive(looping):
+    base, _ = looping
+    frames = mjpeg_frames(base, 3, params={"token": TOKEN})
+    assert len(frames) == 3
+    for jpeg in frames:
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape == (360, 640, 3)
+
+
+def test_two_viewers_share_one_pipeline(looping):
+    """The model runs once per frame with cells, not once per viewer: count the real model executions."""
+    base, st = looping
+    calls = []
+    real = st.clf.predict
+    pause = lambda on: httpx.post(f"{base}/api/pause", json={"on": on}, **_auth())  # noqa: E731
+    st.clf.predict = lambda *a, **k: (calls.append(1), real(*a, **k))[1]  # every onnxruntime run goes here
+    try:
+        pause(True)
+        time.sleep(0.4)  # the frame in flight finishes; nothing runs while paused, so the counts are exact
+        n0, c0 = st.hub.newest_event(), len(calls)
+        got = [None, None]
+
+        def view(i):
+            got[i] = mjpeg_frames(base, 12, params={"token": TOKEN})
+        viewers = [threading.Thread(target=view, args=(i,)) for i in range(2)]
+        for v in viewers:
+            v.start()
+        pause(False)
+        for v in viewers:
+            v.join(30)
+        pause(True)
+        time.sleep(0.4)
+        n1, c1 = st.hub.newest_event(), len(calls)
+        events = [e for s, e in st.hub.events_after(n0, timeout=0) if s <= n1]  # the frames of the window
+    finally:
+        st.clf.predict = real
+        pause(False)
+    assert all(len(g) == 12 for g in got)
+    with_cells = sum(1 for e in events if e["cells"])
+    assert with_cells >= 12
+    assert c1 - c0 == with_cells  # one model call per processed frame with cells, two viewers or not
+
+
+def test_open_streams_are_capped_and_released(looping):
+    """Each open MJPEG/SSE response holds a worker thread: past the cap the answer is 503, and a viewer that
+    leaves gives its slot back."""
+    base, st = looping
+    wait_until(lambda: st.streams == 0, timeout=5)  # earlier tests' viewers have left
+    before, st.max_streams = st.max_streams, 1
+    try:
+        with httpx.stream("GET", f"{base}/api/stream.mjpg", params={"token": TOKEN}, timeout=10) as r:
+            chunks = r.iter_bytes()  # kept: a dropped iterator closes the response, the viewer would be gone
+            next(chunks)  # streaming: the slot is taken
+            assert st.streams == 1
+            second = httpx.get(f"{base}/api/events", params={"token": TOKEN}, timeout=10)
+            assert second.status_code == 503 and "at most 1" in second.json()["detail"]
+        wait_until(lambda: st.streams == 0, timeout=3)  # the client left: released at once
+        assert len(mjpeg_frames(base, 1, params={"token": TOKEN})) == 1
+    finally:
+        st.max_streams = before
+
+
+def test_token_rules(looping):
+    base, _ = looping
+    assert httpx.get(f"{base}/api/health").status_code == 401
+    assert httpx.get(f"{base}/api/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{base}/api/summary", params={"token": TOKEN[:-1]}).status_code == 401
+    assert httpx.get(f"{base}/api/health", **_auth()).json()["status"] == "ok"
+    assert httpx.get(f"{base}/api/health", params={"token": TOKEN}).status_code == 200
+    page = httpx.get(f"{base}/")  # the page carries no data; the API behind it does
+    assert page.status_code == 200 and DISCLAIMER in page.text
+
+
+def test_recording_goes_to_the_station_folder(looping):
+    base, st = looping
+    r = httpx.post(f"{base}/api/record", json={"on": True, "path": "/tmp/elsewhere.mp4"}, **_auth()).json()
+    assert r["recording"] and r["path"].startswith(str(st.folder / "recordings"))
+    time.sleep(0.6)
+    r = httpx.post(f"{base}/api/record", json={"on": False}, **_auth()).json()
+    assert not r["recording"] and r["frames"] > 0
+    cap = cv2.VideoCapture(r["path"])
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == r["frames"]
+    cap.release()

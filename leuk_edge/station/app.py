@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from .. import DISCLAIMER
 from . import browse
@@ -120,6 +120,16 @@ class TokenGate:
         await self.app(scope, receive, send)
 
 
+async def _threaded(gen):
+    """A blocking generator iterated on worker threads, closed as soon as its response ends (a viewer that
+    leaves gives its thread and stream slot back at once, not whenever the response is garbage-collected)."""
+    try:
+        async for chunk in iterate_in_threadpool(gen):
+            yield chunk
+    finally:
+        gen.close()
+
+
 def _too_large(message: str):
     raise HTTPException(status_code=413, detail=message)
 
@@ -173,7 +183,8 @@ def create_app(st: Station) -> FastAPI:
                 last, jpeg = got
                 yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
                        + b"\r\n\r\n" + jpeg + b"\r\n")
-        return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame", headers=no_cache)
+        return StreamingResponse(_threaded(parts()), media_type="multipart/x-mixed-replace; boundary=frame",
+                                 headers=no_cache)
 
     @app.get("/api/events")
     def events(request: Request, since: int | None = None):
@@ -204,7 +215,7 @@ def create_app(st: Station) -> FastAPI:
                 for seq, ev in evs:
                     yield f"id: {seq}\ndata: {json.dumps(ev)}\n\n".encode()
                 last = evs[-1][0]
-        return StreamingResponse(lines(), media_type="text/event-stream", headers=no_cache)
+        return StreamingResponse(_threaded(lines()), media_type="text/event-stream", headers=no_cache)
 
     @app.get("/api/summary")
     def summary():

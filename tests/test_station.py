@@ -436,3 +436,26 @@ def test_recording_goes_to_the_station_folder(looping):
     cap = cv2.VideoCapture(r["path"])
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == r["frames"]
     cap.release()
+
+
+def test_summary_agrees_with_events_across_replays(looping):
+    """Replays bring the cells round again as new tracks; tracks that are over are folded into fixed totals (the
+    station's memory stays bounded) and the totals still agree with the events, track by track."""
+    base, st = looping
+    wait_until(lambda: st.hub.source.replays >= 2, timeout=30)
+    httpx.post(f"{base}/api/pause", json={"on": True}, **_auth())
+    try:
+        time.sleep(0.4)
+        events = [e for _, e in st.hub.events_after(-1, timeout=0)]
+        s = httpx.get(f"{base}/api/summary", **_auth()).json()
+    finally:
+        httpx.post(f"{base}/api/pause", json={"on": False}, **_auth())
+    assert events[0]["frame"] == 0 and len(events) == s["frames"]  # the ring still holds the whole run
+    tracks = {}
+    for e in events:
+        for c in e["cells"]:
+            tracks.setdefault(c["track"], []).append(c["probability"])
+    labels = [label_for(np.mean(ps), THRESHOLD) for ps in tracks.values()]
+    assert (s["cells"], s["all"], s["hem"]) == (len(tracks), labels.count("all"), labels.count("hem"))
+    first_pass = {c["track"] for e in events if e["frame"] < 24 for c in e["cells"]}
+    assert len(tracks) >= 2 * len(first_pass)  # the replays' cells were counted again, as new tracks

@@ -21,10 +21,12 @@ import cv2
 import numpy as np
 
 from ..edge.draw import VideoRecorder
+from ..edge.labels import label_for
 from ..edge.stream import StreamOptions, run_stream
 from ..edge.summary import wilson_interval
 
 EVENT_RING = 5000  # stream events kept for SSE replay (?since=N / Last-Event-ID)
+TRACK_GONE = 10  # a track unseen for this many processed frames is over (CellTracker lets go after 5 misses)
 JPEG_QUALITY = 80
 
 
@@ -114,7 +116,9 @@ class Hub:
         self._encode_lock = threading.Lock()
         self._events: deque = deque(maxlen=EVENT_RING)
         self._event_seq = 0
-        self._tracks: dict[int, list] = {}  # tracker id -> [sum of P(all), sightings]: totals as the tracker's
+        self._tracks: dict[int, list] = {}  # tracker id -> [sum of P(all), sightings, last result number]
+        self._ended = {"all": 0, "hem": 0}   # labels of the tracks that are over (bounded memory when live)
+        self._results = 0
         self._thread: threading.Thread | None = None
         self.latency_ms = 0.0
 
@@ -158,10 +162,16 @@ class Hub:
         for e, c in zip(event["cells"], result.cells):
             e["track"] = int(c.track)
         with self._cond:
+            self._results += 1
             for c in result.cells:
-                t = self._tracks.setdefault(int(c.track), [0.0, 0])
+                t = self._tracks.setdefault(int(c.track), [0.0, 0, 0])
                 t[0] += float(c.probability)
                 t[1] += 1
+                t[2] = self._results
+            if self._results % TRACK_GONE == 0:
+                for k in [k for k, t in self._tracks.items() if self._results - t[2] > TRACK_GONE]:
+                    s, n, _ = self._tracks.pop(k)
+                    self._ended[label_for(s / n, self.clf.threshold)] += 1
             self._events.append((self._event_seq, event))
             self._event_seq += 1
             self._cond.notify_all()
@@ -227,12 +237,10 @@ class Hub:
 
     def live_summary(self) -> dict:
         """`GET /api/summary`: the tracker's totals (mean P(all) per track against the threshold)."""
-        from ..edge.labels import label_for
-
         with self._cond:
-            means = [s / n for s, n in self._tracks.values()]
-        labels = [label_for(p, self.clf.threshold) for p in means]
-        n_all, n = labels.count("all"), len(labels)
+            labels = [label_for(s / n, self.clf.threshold) for s, n, _ in self._tracks.values()]
+            n_all = labels.count("all") + self._ended["all"]
+            n = len(labels) + self._ended["all"] + self._ended["hem"]
         lo, hi = wilson_interval(n_all, n)
         stats = self.stats
         return {"frames": stats.frames if stats else 0, "cells": n, "all": n_all, "hem": n - n_all,

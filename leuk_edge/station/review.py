@@ -181,6 +181,8 @@ class ReviewStore:
             if self.slide == signed["slide"]:  # signed within the same second
                 self.slide += f"-{len(list(path.parent.glob('*.json')))}"
             self._by_track.clear()  # cells still in view belong to the next slide
+            # The signed slide lives on in reviews.jsonl and signed/: memory stays bounded on an endless source.
+            self.items = {k: it for k, it in self.items.items() if it.slide != signed["slide"]}
             return signed
 
 

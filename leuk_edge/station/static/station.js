@@ -45,7 +45,7 @@ async function refreshSummary() {
     $("all-count").textContent = s.all;
     $("hem-count").textContent = s.hem;
     $("blast-fraction").textContent = s.blast_fraction === null ? "-" :
-      `${pct(s.blast_fraction)} (95 % CI ${pct(s.ci_low)} - ${pct(s.ci_high)})`;
+      `${pct(s.blast_fraction)}\n95 % CI ${pct(s.ci_low)} - ${pct(s.ci_high)}`;
     $("fps").textContent = s.fps.toFixed(1);
     $("pause-btn").textContent = s.paused ? "Resume" : "Pause";
     if (s.error) $("source-status").textContent = "pipeline error: " + s.error;

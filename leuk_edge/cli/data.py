@@ -1,4 +1,4 @@
-"""`leuk-edge data synth|fields|inspect`."""
+"""`leuk-edge data synth|fields|inspect|reviews`."""
 
 from __future__ import annotations
 
@@ -90,6 +90,21 @@ def inspect(
     console.print(f"unreadable: {len(report['unreadable'])}", highlight=False)
     for bad in report["unreadable"]:
         console.print(f"  {bad['path']}: {bad['reason']}", highlight=False)
+
+
+@data_app.command("reviews")
+def reviews(
+    reviews_jsonl: Path = typer.Argument(..., help="The station's reviews.jsonl."),
+    out: Path = typer.Argument(..., help="Folder to write C-NMC_Leukemia/ into."),
+):
+    """Turn a station's reviewed cells into a labelled C-NMC-layout dataset (subject = slide) for `train`."""
+    from ..station.reviews_data import write_reviews_dataset
+
+    with user_errors():
+        s = write_reviews_dataset(reviews_jsonl, out)
+    console.print(f"wrote {s['all']} all + {s['hem']} hem reviewed cells from {len(s['subjects'])} slide(s) to "
+                  f"{s['root']} ({s['not classed']} not classed left out, {s['missing_crop']} without their crop, "
+                  f"{s['bad_lines']} unreadable lines)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -152,6 +152,7 @@ def run_demo(out: str | Path, quick: bool = False, log: Callable[[str], None] = 
           out / "stream_summary.json", "--model", edge_model, "--run", runs / "cnn", "--out", out / "report.html")
     report = write_report(d, time.perf_counter() - t_start)
     log(f"demo finished in {time.perf_counter() - t_start:.0f} s; report: {report}")
+    log(f"open the station: leuk-edge serve --model {models / 'cnn.onnx'} --source {fields / 'drift.mp4'} --loop")
     return report
 
 

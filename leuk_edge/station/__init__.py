@@ -1,0 +1,15 @@
+"""The microscope station: `leuk-edge serve`, a local web page over the edge runtime.
+
+A thin layer: the live view is `edge.stream.run_stream` (sources, detection, classifier, CellTracker, summary) in one
+background thread; the page's galleries, uploads and model tab read the same objects. No TensorFlow here.
+
+    hub.py      one shared pipeline: frames (JPEG on demand), events, running totals, recording, pause
+    replay.py   the source wrapper: --loop, pacing of file sources, pause
+    review.py   the technologist's review: pre-class galleries, reviews JSONL, signing a slide
+    uploads.py  upload limits, the declared-dimension check before decoding, classify rows
+    browse.py   --data-root folders that cannot be left
+    reviews_data.py  reviews JSONL -> C-NMC-layout dataset (`leuk-edge data reviews`)
+    modelinfo.py     the Model tab: metadata, parity reports, model card, file hash
+    app.py      the FastAPI app (the API of docs/contracts.md "Station API") and the token rule
+    server.py   binding, the loopback/token rule, uvicorn with graceful shutdown
+"""

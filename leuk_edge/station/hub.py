@@ -1,0 +1,251 @@
+"""One shared pipeline for every viewer: `edge.stream.run_stream` in a background thread.
+
+The model runs once per processed frame whatever the number of viewers: viewers only read what the pipeline thread
+published. The annotated frame is kept as the newest one only (a slow viewer skips to it: no backlog) and encoded
+to JPEG at most once per frame, on the first viewer's request. Stream events go to a bounded ring that the SSE
+endpoint replays from. Hooks into run_stream are its public ones: `window` (the annotated frame of each result),
+`recorder` (switchable MP4 recording) and `on_result`; the classifier is wrapped by `CountingClassifier` to count
+model calls and keep the crops (and explanation maps) of the frame, which the review gallery shows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from ..edge.draw import VideoRecorder
+from ..edge.labels import label_for
+from ..edge.stream import StreamOptions, run_stream
+from ..edge.summary import wilson_interval
+
+EVENT_RING = 5000  # stream events kept for SSE replay (?since=N / Last-Event-ID)
+TRACK_GONE = 10  # a track unseen for this many processed frames is over (CellTracker lets go after 5 misses)
+JPEG_QUALITY = 80
+
+
+class CountingClassifier:
+    """The Classifier, seen through a proxy that counts model calls and keeps the last batch of crops.
+
+    `run_stream` calls `predict_rgb(crops)` once per frame that has cells (one batched call); the crops are in the
+    order of the frame's cells, so the hub can file each new track's crop. With a `cam` output the maps are
+    computed in the same call."""
+
+    def __init__(self, classifier):
+        self._clf = classifier
+        self.calls = 0
+        self.last_crops: list[np.ndarray] = []
+        self.last_cams: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self._clf, name)
+
+    def predict_rgb(self, images, tta: bool = False, cam: bool = False):
+        with self._lock:
+            self.calls += 1
+        want_cam = cam or self._clf.has_cam
+        out = self._clf.predict_rgb(images, tta=tta, cam=want_cam)
+        p, maps = out if want_cam else (out, None)
+        self.last_crops, self.last_cams = list(images), maps
+        return (p, maps) if cam else p
+
+
+class _Switch:
+    """The `recorder` handed to run_stream: forwards to a VideoRecorder while recording is on."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._rec: VideoRecorder | None = None
+        self._lock = threading.Lock()
+        self.last: dict | None = None
+
+    def set(self, on: bool, fps: float | None) -> dict:
+        with self._lock:
+            if on and self._rec is None:
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+                self._rec = VideoRecorder(self.folder / f"station-{stamp}.mp4", fps)
+            elif not on and self._rec is not None:
+                self._rec.close()
+                self.last = {"path": str(self._rec.path), "frames": self._rec.frames}
+                self._rec = None
+            if self._rec is not None:
+                return {"recording": True, "path": str(self._rec.path), "frames": self._rec.frames}
+            return {"recording": False, **(self.last or {"path": None, "frames": 0})}
+
+    def write(self, bgr, fps=None) -> None:
+        with self._lock:
+            if self._rec is not None:
+                self._rec.write(bgr, fps=fps)
+
+    def close(self) -> None:
+        self.set(False, None)
+
+
+@dataclass
+class _Published:
+    seq: int
+    bgr: np.ndarray
+    jpeg: bytes | None = None
+
+
+class Hub:
+    """The live pipeline and what viewers read from it. `on_cells(cells, crops, cams, frame)` (the review store)
+    is called in the pipeline thread for every processed frame, after the tracker has numbered the cells."""
+
+    def __init__(self, source, classifier, options: StreamOptions, record_dir: Path,
+                 on_cells: Callable | None = None):
+        self.source = source
+        self.clf = CountingClassifier(classifier)
+        self.options = options
+        self.on_cells = on_cells
+        self.recorder = _Switch(Path(record_dir))
+        self.frames_with_cells = 0
+        self.stats = None
+        self.summary: dict | None = None
+        self.error: str | None = None
+        self.stopping = threading.Event()
+        self._cond = threading.Condition()
+        self._frame: _Published | None = None
+        self._encode_lock = threading.Lock()
+        self._events: deque = deque(maxlen=EVENT_RING)
+        self._event_seq = 0
+        self._tracks: dict[int, list] = {}  # tracker id -> [sum of P(all), sightings, last result number]
+        self._ended = {"all": 0, "hem": 0}   # labels of the tracks that are over (bounded memory when live)
+        self._results = 0
+        self._thread: threading.Thread | None = None
+        self.latency_ms = 0.0
+
+    # --- pipeline thread -------------------------------------------------------------------------------------
+    def start(self) -> Hub:
+        self._thread = threading.Thread(target=self._run, name="station pipeline", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.summary = run_stream(self.source, self.clf, self.options, recorder=self.recorder, window=self,
+                                      on_result=self._on_result)
+        except Exception as exc:  # noqa: BLE001 - the page shows it; the station keeps serving uploads
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    def show(self, bgr: np.ndarray) -> bool:
+        """run_stream's `window`: publish the annotated frame; False ends the run."""
+        with self._cond:
+            seq = self._frame.seq + 1 if self._frame else 0
+            self._frame = _Published(seq, bgr)
+            self._cond.notify_all()
+        return not self.stopping.is_set()
+
+    def close(self) -> None:  # run_stream closes its window at the end
+        pass
+
+    def _on_result(self, result, stats) -> None:
+        self.stats = stats
+        self.latency_ms = result.latency_ms
+        crops = self.clf.last_crops if result.cells else []
+        cams = self.clf.last_cams if result.cells else None
+        if result.cells:
+            self.frames_with_cells += 1
+            if len(crops) != len(result.cells):  # the batch was not this frame's: no crops rather than wrong ones
+                crops, cams = [], None
+        event = result.event()
+        for e, c in zip(event["cells"], result.cells):
+            e["track"] = int(c.track)
+        with self._cond:
+            self._results += 1
+            for c in result.cells:
+                t = self._tracks.setdefault(int(c.track), [0.0, 0, 0])
+                t[0] += float(c.probability)
+                t[1] += 1
+                t[2] = self._results
+            if self._results % TRACK_GONE == 0:
+                for k in [k for k, t in self._tracks.items() if self._results - t[2] > TRACK_GONE]:
+                    s, n, _ = self._tracks.pop(k)
+                    self._ended[label_for(s / n, self.clf.threshold)] += 1
+            self._events.append((self._event_seq, event))
+            self._event_seq += 1
+            self._cond.notify_all()
+        if self.on_cells:
+            self.on_cells(result.cells, crops, cams, result.frame)
+
+    # --- control ---------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> dict | None:
+        """End the run (the source is closed by run_stream) and return its summary."""
+        self.stopping.set()
+        if hasattr(self.source, "pause"):
+            self.source.pause(False)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():  # blocked in a read: closing the source unblocks it
+                self.source.close()
+                self._thread.join(timeout)
+        with self._cond:
+            self._cond.notify_all()
+        return self.summary
+
+    def record(self, on: bool) -> dict:
+        return self.recorder.set(on, self.source.fps)
+
+    def pause(self, on: bool) -> bool:
+        if hasattr(self.source, "pause"):
+            self.source.pause(on)
+        return self.paused
+
+    @property
+    def paused(self) -> bool:
+        return bool(getattr(self.source, "paused", False))
+
+    # --- readers (any thread) --------------------------------------------------------------------------------
+    def next_jpeg(self, after: int, timeout: float = 1.0) -> tuple[int, bytes] | None:
+        """The newest frame newer than `after` as JPEG (waiting up to `timeout`), or None. Each frame is encoded
+        once, however many viewers ask."""
+        with self._cond:
+            self._cond.wait_for(lambda: (self._frame is not None and self._frame.seq > after)
+                                or not self.running or self.stopping.is_set(), timeout=timeout)
+            pub = self._frame
+        if pub is None or pub.seq <= after:
+            return None
+        with self._encode_lock:
+            if pub.jpeg is None:
+                ok, buf = cv2.imencode(".jpg", pub.bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                pub.jpeg = buf.tobytes() if ok else b""
+        return pub.seq, pub.jpeg
+
+    def newest_event(self) -> int:
+        with self._cond:
+            return self._event_seq - 1
+
+    def events_after(self, after: int, timeout: float = 1.0) -> list[tuple[int, dict]]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._event_seq - 1 > after or not self.running or self.stopping.is_set(),
+                                timeout=timeout)
+            return [(s, e) for s, e in self._events if s > after]
+
+    def live_summary(self) -> dict:
+        """`GET /api/summary`: the tracker's totals (mean P(all) per track against the threshold)."""
+        with self._cond:
+            labels = [label_for(s / n, self.clf.threshold) for s, n, _ in self._tracks.values()]
+            n_all = labels.count("all") + self._ended["all"]
+            n = len(labels) + self._ended["all"] + self._ended["hem"]
+        lo, hi = wilson_interval(n_all, n)
+        stats = self.stats
+        return {"frames": stats.frames if stats else 0, "cells": n, "all": n_all, "hem": n - n_all,
+                "blast_fraction": round(n_all / n, 4) if n else None,
+                "ci_low": round(lo, 4) if n else None, "ci_high": round(hi, 4) if n else None,
+                "fps": round(stats.fps, 2) if stats else 0.0, "latency_ms": round(self.latency_ms, 1),
+                "running": self.running, "paused": self.paused, "error": self.error,
+                "model_calls": self.clf.calls, "frames_with_cells": self.frames_with_cells}

@@ -1,0 +1,46 @@
+"""What the Model tab shows: the runner's view of the model, its parity reports and model card, its file hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .. import DISCLAIMER, __version__
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _base(path: Path) -> str:
+    """`cnn.int8.onnx` -> `cnn`: variants share the FP32 model's card and sit beside its reports."""
+    return path.name.split(".")[0]
+
+
+def model_info(clf, sha256: str) -> dict:
+    path = Path(clf.path)
+    folder, base = path.parent, _base(path)
+    parity = []
+    for p in sorted(folder.glob(f"{base}*.parity.json")):
+        try:
+            parity.append({"file": p.name, "report": json.loads(p.read_text())})
+        except (OSError, ValueError) as exc:
+            parity.append({"file": p.name, "error": str(exc)})
+    card = next((c for c in (folder / f"{path.stem}.card.md", folder / f"{base}.card.md") if c.is_file()), None)
+    extra = clf.info.extra
+    return {
+        "file": path.name, "sha256": sha256, "architecture": clf.info.architecture,
+        "input": asdict(clf.info.input), "output": clf.info.output, "classes": list(clf.info.classes),
+        "threshold": clf.threshold, "calibration": clf.calibration, "explanations": clf.has_cam,
+        "providers": list(clf.providers), "source_sha256": extra.get("source_sha256"),
+        "model_version": extra.get("leuk_edge_version"), "created": extra.get("created"),
+        "runner_version": __version__, "parity": parity,
+        "card": {"file": card.name, "text": card.read_text(errors="replace")} if card else None,
+        "disclaimer": DISCLAIMER,
+    }

@@ -1,0 +1,162 @@
+"""Uploads: limits, the declared-dimension check that runs BEFORE any decoder, and classify rows.
+
+`declared_size(head)` reads an image's width and height from its header alone (PNG IHDR, BMP info header, JPEG
+SOF, TIFF first IFD); an image that declares more than `max_pixels` is refused without decoding, so a tiny file
+that claims 20000x20000 cannot make the station allocate gigabytes. A file whose header is none of these is
+refused too: only what can be checked is decoded. The bytes go to a temporary folder, are classified through
+`edge.classify.classify_paths` (the classify command's own path) and are deleted.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from ..edge.classify import ERROR_LABEL, Row, StageTimes, classify_paths
+from ..edge.preprocess import decode_image
+from ..edge.summary import ClassifySummary
+
+HEAD_BYTES = 1 << 20  # enough of a file to reach any of the headers below (JPEG: past EXIF and thumbnails)
+JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_files: int = 200               # files per request
+    max_file_bytes: int = 25 << 20     # per file
+    max_request_bytes: int = 200 << 20  # whole request
+    max_pixels: int = 40_000_000       # declared width x height
+
+
+class HeaderError(ValueError):
+    """The header is not one this check understands, or is cut short."""
+
+
+def _jpeg(b: bytes) -> tuple[int, int, str]:
+    i = 2
+    while i + 4 <= len(b):
+        if b[i] != 0xFF:
+            raise HeaderError("corrupt JPEG (no marker)")
+        marker = b[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", b[i + 2:i + 4])
+        if marker in JPEG_SOF:
+            if i + 9 > len(b):
+                break
+            h, w = struct.unpack(">HH", b[i + 5:i + 9])
+            return w, h, "jpeg"
+        i += 2 + length
+    raise HeaderError("JPEG without a frame header in its first MiB")
+
+
+def _tiff(b: bytes) -> tuple[int, int, str]:
+    end = "<" if b[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(end + "I", b[4:8])
+    if ifd + 2 > len(b):
+        raise HeaderError("TIFF directory beyond the first MiB")
+    (n,) = struct.unpack(end + "H", b[ifd:ifd + 2])
+    size = {}
+    for k in range(n):
+        e = ifd + 2 + 12 * k
+        if e + 12 > len(b):
+            break
+        tag, typ = struct.unpack(end + "HH", b[e:e + 4])
+        if tag in (256, 257):
+            size[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), b[e + 8:e + (10 if typ == 3 else 12)])[0]
+    if 256 not in size or 257 not in size:
+        raise HeaderError("TIFF without image width/length")
+    return size[256], size[257], "tiff"
+
+
+def declared_size(head: bytes) -> tuple[int, int, str]:
+    """(width, height, format) as the file's header declares them; HeaderError when unknown or cut short."""
+    try:
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", head[16:24])
+            return w, h, "png"
+        if head[:2] == b"BM":
+            (dib,) = struct.unpack("<I", head[14:18])
+            if dib == 12:  # OS/2 BITMAPCOREHEADER
+                w, h = struct.unpack("<HH", head[18:22])
+            else:
+                w, h = struct.unpack("<ii", head[18:26])
+            return abs(w), abs(h), "bmp"  # negative height: a top-down bitmap
+        if head[:3] == b"\xff\xd8\xff":
+            return _jpeg(head)
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff(head)
+    except struct.error:
+        raise HeaderError("image header cut short") from None
+    raise HeaderError("not a PNG, JPEG, BMP or TIFF image")
+
+
+def check_dimensions(head: bytes, max_pixels: int) -> str:
+    """The format of an acceptable image; ValueError with a one-line reason otherwise."""
+    w, h, fmt = declared_size(head)
+    if w <= 0 or h <= 0:
+        raise HeaderError(f"{fmt.upper()} declares an empty image ({w}x{h})")
+    if w * h > max_pixels:
+        raise HeaderError(f"{fmt.upper()} declares {w}x{h} = {w * h / 1e6:.0f} Mpx, over the station's limit of "
+                          f"{max_pixels / 1e6:.0f} Mpx (refused before decoding)")
+    return fmt
+
+
+def safe_name(name: str | None, i: int) -> str:
+    """The client's file name, reduced to its last component (never used as a path on the station)."""
+    base = PurePath((name or "").replace("\\", "/")).name
+    return base[:200] or f"upload-{i}"
+
+
+def classify_files(classifier, files: list[tuple[str, bytes]], max_pixels: int, on_image=None) -> dict:
+    """[(name, bytes)] -> {"rows": [...], "summary": {...}} in the classify contract. Bad files are error rows.
+    `on_image(name, rgb, probability)` is called for each classified image (the review gallery)."""
+    rows: list[Row | None] = [None] * len(files)
+    todo: list[tuple[int, Path]] = []
+    times = StageTimes()
+    with tempfile.TemporaryDirectory(prefix="leuk-station-") as tmp:
+        for i, (name, data) in enumerate(files):
+            try:
+                fmt = check_dimensions(data[:HEAD_BYTES], max_pixels)
+            except HeaderError as exc:
+                rows[i] = Row(name, ERROR_LABEL, None, str(exc))
+                continue
+            path = Path(tmp) / f"{i:05d}.{fmt}"
+            path.write_bytes(data)
+            todo.append((i, path))
+        for (i, path), row in zip(todo, classify_paths(classifier, [p for _, p in todo], times=times)):
+            rows[i] = Row(files[i][0], row.label, row.probability, row.error)
+            if on_image is not None and row.ok:
+                on_image(files[i][0], decode_image(path), float(row.probability))
+    return summarize(rows, classifier, times)
+
+
+def classify_folder(classifier, paths: list[Path], names: list[str], max_pixels: int) -> dict:
+    """Images under --data-root (already confined to it) -> the same answer as uploads; rows named relatively."""
+    rows: list[Row | None] = [None] * len(paths)
+    todo = []
+    for i, p in enumerate(paths):
+        try:
+            with open(p, "rb") as fh:
+                check_dimensions(fh.read(HEAD_BYTES), max_pixels)
+            todo.append(i)
+        except (HeaderError, OSError) as exc:
+            rows[i] = Row(names[i], ERROR_LABEL, None, str(exc))
+    times = StageTimes()
+    for i, row in zip(todo, classify_paths(classifier, [paths[i] for i in todo], times=times)):
+        rows[i] = Row(names[i], row.label, row.probability, row.error)
+    return summarize(rows, classifier, times)
+
+
+def summarize(rows: list[Row], classifier, times: StageTimes) -> dict:
+    s = ClassifySummary(providers=list(classifier.providers), times=times, model=str(classifier.path))
+    s.extend(rows)
+    return {"rows": [{"path": r.path, "label": r.label,
+                      "probability": None if r.probability is None else round(float(r.probability), 6),
+                      "error": r.error} for r in rows], "summary": s.to_dict()}

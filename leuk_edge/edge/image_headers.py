@@ -88,23 +88,35 @@ def _tiff(fh: BinaryIO, head: bytes) -> tuple[int, int] | None:
     return None
 
 
+def header_dims(fh: BinaryIO) -> tuple[int, int, str] | None:
+    """(width, height, format) declared by the header of a seekable binary file (a file or io.BytesIO), or None
+    when the format is not one of PNG, BMP, JPEG, TIFF or the header cannot be parsed."""
+    try:
+        head = fh.read(32)
+        if head[:8] == b"\x89PNG\r\n\x1a\n":
+            dims, fmt = _png(head), "png"
+        elif head[:2] == b"BM":
+            dims, fmt = _bmp(head), "bmp"
+        elif head[:2] == b"\xff\xd8":
+            dims, fmt = _jpeg(fh), "jpeg"
+        elif head[:4] in (b"II*\x00", b"MM\x00*"):
+            dims, fmt = _tiff(fh, head), "tiff"
+        else:
+            return None
+    except (OSError, struct.error):
+        return None
+    return None if dims is None else (int(dims[0]), int(dims[1]), fmt)
+
+
 def image_dims(path: str | Path) -> tuple[int, int] | None:
     """(width, height) declared by the file's header, or None when the format is not one of PNG, BMP, JPEG,
     TIFF or the header cannot be parsed (the caller then decodes and checks the decoded size)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(32)
-            if head[:8] == b"\x89PNG\r\n\x1a\n":
-                return _png(head)
-            if head[:2] == b"BM":
-                return _bmp(head)
-            if head[:2] == b"\xff\xd8":
-                return _jpeg(fh)
-            if head[:4] in (b"II*\x00", b"MM\x00*"):
-                return _tiff(fh, head)
-    except (OSError, struct.error):
+            found = header_dims(fh)
+    except OSError:
         return None
-    return None
+    return None if found is None else found[:2]
 
 
 def read_bmp_pixels(path: str | Path, scratch: "Scratch") -> np.ndarray | None:

@@ -9,17 +9,17 @@ refused too: only what can be checked is decoded. The bytes go to a temporary fo
 
 from __future__ import annotations
 
-import struct
+import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from ..edge.classify import ERROR_LABEL, Row, StageTimes, classify_paths
+from ..edge.image_headers import header_dims
 from ..edge.preprocess import decode_image
 from ..edge.summary import ClassifySummary
 
 HEAD_BYTES = 1 << 20  # enough of a file to reach any of the headers below (JPEG: past EXIF and thumbnails)
-JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
 @dataclass(frozen=True)
@@ -34,67 +34,13 @@ class HeaderError(ValueError):
     """The header is not one this check understands, or is cut short."""
 
 
-def _jpeg(b: bytes) -> tuple[int, int, str]:
-    i = 2
-    while i + 4 <= len(b):
-        if b[i] != 0xFF:
-            raise HeaderError("corrupt JPEG (no marker)")
-        marker = b[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", b[i + 2:i + 4])
-        if marker in JPEG_SOF:
-            if i + 9 > len(b):
-                break
-            h, w = struct.unpack(">HH", b[i + 5:i + 9])
-            return w, h, "jpeg"
-        i += 2 + length
-    raise HeaderError("JPEG without a frame header in its first MiB")
-
-
-def _tiff(b: bytes) -> tuple[int, int, str]:
-    end = "<" if b[:2] == b"II" else ">"
-    (ifd,) = struct.unpack(end + "I", b[4:8])
-    if ifd + 2 > len(b):
-        raise HeaderError("TIFF directory beyond the first MiB")
-    (n,) = struct.unpack(end + "H", b[ifd:ifd + 2])
-    size = {}
-    for k in range(n):
-        e = ifd + 2 + 12 * k
-        if e + 12 > len(b):
-            break
-        tag, typ = struct.unpack(end + "HH", b[e:e + 4])
-        if tag in (256, 257):
-            size[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), b[e + 8:e + (10 if typ == 3 else 12)])[0]
-    if 256 not in size or 257 not in size:
-        raise HeaderError("TIFF without image width/length")
-    return size[256], size[257], "tiff"
-
-
 def declared_size(head: bytes) -> tuple[int, int, str]:
-    """(width, height, format) as the file's header declares them; HeaderError when unknown or cut short."""
-    try:
-        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-            w, h = struct.unpack(">II", head[16:24])
-            return w, h, "png"
-        if head[:2] == b"BM":
-            (dib,) = struct.unpack("<I", head[14:18])
-            if dib == 12:  # OS/2 BITMAPCOREHEADER
-                w, h = struct.unpack("<HH", head[18:22])
-            else:
-                w, h = struct.unpack("<ii", head[18:26])
-            return abs(w), abs(h), "bmp"  # negative height: a top-down bitmap
-        if head[:3] == b"\xff\xd8\xff":
-            return _jpeg(head)
-        if head[:4] in (b"II*\x00", b"MM\x00*"):
-            return _tiff(head)
-    except struct.error:
-        raise HeaderError("image header cut short") from None
-    raise HeaderError("not a PNG, JPEG, BMP or TIFF image")
+    """(width, height, format) as the file's header declares them (the edge runner's own header reader);
+    HeaderError when unknown or cut short."""
+    found = header_dims(io.BytesIO(head))
+    if found is None:
+        raise HeaderError("not a PNG, JPEG, BMP or TIFF image, or its header is cut short")
+    return found
 
 
 def check_dimensions(head: bytes, max_pixels: int) -> str:

@@ -33,3 +33,13 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("LEUK_EDGE_REQUIRE_ALL") == "1" and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where every test must run: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at import (`pytest.importorskip("tf2onnx")`)."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("LEUK_EDGE_REQUIRE_ALL") == "1" and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"module skipped in CI, where every test must run: {report.longrepr}"

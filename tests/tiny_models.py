@@ -20,9 +20,8 @@ def tiny_metadata(size: int, threshold: float = 0.5, resize: str = "area", scale
     }
 
 
-def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, metadata: bool = True,
-                   scale: float = 1 / 255) -> Path:
-    """P(all) = sigmoid(w . mean_rgb + b): darker / more purple cells score higher. Dynamic batch."""
+def _p_all_graph() -> tuple[list, list]:
+    """(initializers, nodes) of P(all) = sigmoid(w . mean_rgb + b) from the input `image` to the output `p_all`."""
     w = numpy_helper.from_array(np.array([[-4.0], [-8.0], [2.0]], np.float32), "w")
     b = numpy_helper.from_array(np.array([1.5], np.float32), "b")
     axes = numpy_helper.from_array(np.array([1, 2], np.int64), "axes")
@@ -34,11 +33,18 @@ def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, met
         helper.make_node("Add", ["z0", "b"], ["z"]),
         helper.make_node("Sigmoid", ["z"], ["p_all"]),
     ]
+    return [w, b, axes, shape], nodes
+
+
+def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, metadata: bool = True,
+                   scale: float = 1 / 255) -> Path:
+    """P(all) = sigmoid(w . mean_rgb + b): darker / more purple cells score higher. Dynamic batch."""
+    inits, nodes = _p_all_graph()
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
         [helper.make_tensor_value_info("p_all", TensorProto.FLOAT, ["N", 1])],
-        initializer=[w, b, axes, shape],
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
@@ -57,19 +63,11 @@ def make_tiny_cam_onnx(path: str | Path, size: int = 32, grid: int = 4, threshol
     if size % grid:
         raise ValueError("size must be a multiple of grid")
     k = size // grid
-    w = numpy_helper.from_array(np.array([[-4.0], [-8.0], [2.0]], np.float32), "w")
-    b = numpy_helper.from_array(np.array([1.5], np.float32), "b")
-    axes = numpy_helper.from_array(np.array([1, 2], np.int64), "axes")
     ch_axis = numpy_helper.from_array(np.array([1], np.int64), "ch_axis")
-    shape = numpy_helper.from_array(np.array([-1, 3], np.int64), "shape")
     cam_shape = numpy_helper.from_array(np.array([-1, grid, grid], np.int64), "cam_shape")
     one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
-    nodes = [
-        helper.make_node("ReduceMean", ["image", "axes"], ["m"], keepdims=1),
-        helper.make_node("Reshape", ["m", "shape"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "w"], ["z0"]),
-        helper.make_node("Add", ["z0", "b"], ["z"]),
-        helper.make_node("Sigmoid", ["z"], ["p_all"]),
+    inits, nodes = _p_all_graph()
+    nodes += [
         helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
         helper.make_node("ReduceMean", ["nchw", "ch_axis"], ["gray"], keepdims=1),
         helper.make_node("Sub", ["one", "gray"], ["dark"]),
@@ -81,7 +79,7 @@ def make_tiny_cam_onnx(path: str | Path, size: int = 32, grid: int = 4, threshol
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
         [helper.make_tensor_value_info("p_all", TensorProto.FLOAT, ["N", 1]),
          helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["N", grid, grid])],
-        initializer=[w, b, axes, ch_axis, shape, cam_shape, one],
+        initializer=[*inits, ch_axis, cam_shape, one],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9

@@ -15,6 +15,25 @@ def tiny_onnx(tmp_path_factory):
     return make_tiny_onnx(tmp_path_factory.mktemp("models") / "tiny.onnx", size=32)
 
 
+@pytest.fixture
+def interrupt_classify_after(monkeypatch):
+    """`arm(n)`: the classify engine raises KeyboardInterrupt (as Ctrl-C would) after handing out n rows."""
+    import leuk_edge.edge.classify as mod
+
+    real = mod.classify_paths
+
+    def arm(n: int) -> None:
+        def interrupted(*args, **kwargs):
+            for i, row in enumerate(real(*args, **kwargs)):
+                if i == n:
+                    raise KeyboardInterrupt
+                yield row
+
+        monkeypatch.setattr(mod, "classify_paths", interrupted)
+
+    return arm
+
+
 @pytest.fixture(scope="session")
 def synth_cnmc(tmp_path_factory):
     """A small synthetic C-NMC dataset (8 subjects x 6 cells); returns the C-NMC_Leukemia folder."""

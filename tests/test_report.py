@@ -400,18 +400,8 @@ def test_report_opens_offline_in_chromium(table, cam_model, tmp_path):
     assert decoded and all(decoded) and shown == "5"
 
 
-def test_interrupted_classify_still_reports_its_finished_rows(cells, cam_model, tmp_path, monkeypatch):
-    import leuk_edge.edge.classify as mod
-
-    real = mod.classify_paths
-
-    def interrupted(*args, **kwargs):
-        for i, row in enumerate(real(*args, **kwargs)):
-            if i == 7:
-                raise KeyboardInterrupt
-            yield row
-
-    monkeypatch.setattr(mod, "classify_paths", interrupted)
+def test_interrupted_classify_still_reports_its_finished_rows(cells, cam_model, tmp_path, interrupt_classify_after):
+    interrupt_classify_after(7)
     table, out, cam = tmp_path / "t.csv", tmp_path / "r.html", tmp_path / "cam"
     res = invoke("classify", cells, "--model", cam_model, "--out", table, "--report", out, "--cam", cam)
     assert res.exit_code == 130 and "--cam: skipped" in res.all_output

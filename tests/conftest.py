@@ -15,6 +15,18 @@ def tiny_onnx(tmp_path_factory):
     return make_tiny_onnx(tmp_path_factory.mktemp("models") / "tiny.onnx", size=32)
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium for the browser tests (Playwright's own download is unreachable). The one deliberate skip
+    of the suite, for a developer machine without it; in CI (.ci/run installs it) a skip is a failure anyway."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does)")
+    return path
+
+
 @pytest.fixture
 def interrupt_classify_after(monkeypatch):
     """`arm(n)`: the classify engine raises KeyboardInterrupt (as Ctrl-C would) after handing out n rows."""

@@ -375,14 +375,10 @@ def test_threshold_comes_from_the_labels_without_a_model(tmp_path):
 
 
 @pytest.mark.browser
-def test_report_opens_offline_in_chromium(table, cam_model, tmp_path):
+def test_report_opens_offline_in_chromium(table, cam_model, tmp_path, chromium):
     """Chromium renders the page from the file alone: no request but the page itself, every image decodes."""
-    import shutil
+    from playwright import sync_api
 
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Chromium is not installed")
     out = tmp_path / "r.html"
     assert invoke("report", table, "--model", cam_model, "--out", out).exit_code == 0
     requests = []

@@ -1,6 +1,5 @@
 """The station page in a real browser: Playwright driving the system's Chromium (headless)."""
 
-import shutil
 import time
 
 import cv2
@@ -14,15 +13,13 @@ from leuk_edge.synth.fields import FieldConfig, write_fields
 from station_helpers import serve_in_thread
 from tiny_models import make_tiny_onnx
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TOKEN = "browser-test-token"
 
 
 @pytest.mark.browser
-def test_station_page_in_chromium(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Chromium is not installed (.ci/run installs it)")
+def test_station_page_in_chromium(tmp_path, chromium):
+    from playwright import sync_api
+
     model = make_tiny_onnx(tmp_path / "tiny.onnx", size=32, threshold=0.66)
     write_fields(tmp_path / "fields", frames=1, video_frames=24, fps=12.0,
                  cfg=FieldConfig(width=640, height=360, um_per_px=0.3, leukocytes=4), seed=8)
@@ -33,7 +30,7 @@ def test_station_page_in_chromium(tmp_path):
     st = build_station(model, tmp_path / "work", source=str(tmp_path / "fields" / "drift.mp4"), loop=True, pace=12,
                        token=TOKEN, device="cpu", options=StreamOptions(detector=DetectorConfig(um_per_px=0.3)))
     with serve_in_thread(st) as base, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{base}/?token={TOKEN}")

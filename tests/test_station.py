@@ -276,8 +276,8 @@ def test_station_without_source_classifies_uploads(media, tmp_path):
         assert m["threshold"] == THRESHOLD and m["architecture"] == "cnn" and m["input"]["height"] == 32
         assert m["providers"] == ["CPUExecutionProvider"]
         assert m["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest() and m["source_sha256"] == "0" * 64
-        assert [(p["file"], p["report"]["passed"]) for p in m["parity"]] == [("cnn.int8.parity.json", False),
-                                                                            ("cnn.parity.json", True)]
+        assert [(p["file"], p["report"]["passed"]) for p in m["parity"]] == [("cnn.parity.json", True),  # FP32 first
+                                                                            ("cnn.int8.parity.json", False)]
         assert m["card"]["file"] == "cnn.card.md" and "Intended use" in m["card"]["text"]
         r = httpx.post(f"{base}/api/classify", files=[("files", ("x.png", _png_declaring(8, 8), "image/png"))])
         assert r.status_code == 200 and r.json()["rows"][0]["label"] == "error"  # no IDAT data: unreadable
@@ -459,3 +459,14 @@ def test_summary_agrees_with_events_across_replays(looping):
     assert (s["cells"], s["all"], s["hem"]) == (len(tracks), labels.count("all"), labels.count("hem"))
     first_pass = {c["track"] for e in events if e["frame"] < 24 for c in e["cells"]}
     assert len(tracks) >= 2 * len(first_pass)  # the replays' cells were counted again, as new tracks
+
+
+def test_model_tab_lists_only_this_models_reports(tmp_path):
+    from leuk_edge.edge import Classifier
+    from leuk_edge.station.modelinfo import model_info
+
+    model = make_tiny_onnx(tmp_path / "cnn.onnx", size=32)
+    for name in ("cnn.parity.json", "cnn.int8.parity.json", "cnn_big.parity.json", "cnnx.fp16.parity.json"):
+        (tmp_path / name).write_text(json.dumps({"passed": True}))
+    info = model_info(Classifier(model, device="cpu"), "x")
+    assert [p["file"] for p in info["parity"]] == ["cnn.parity.json", "cnn.int8.parity.json"]

@@ -49,9 +49,21 @@ def sibling(model: Path, precision: str, suffix: str = ".onnx") -> Path:
     return model.with_name(stem + ("" if precision == "fp32" else f".{precision}") + suffix)
 
 
+def card_path(model: Path) -> Path | None:
+    """The model card of `model`: MODEL.card.md beside MODEL.onnx; a variant shares its FP32 model's card."""
+    card = sibling(base_stem(Path(model))[0], "fp32", ".card.md")
+    return card if card.is_file() else None
+
+
+def parity_reports(model: Path) -> list[Path]:
+    """The parity reports of a model's set that exist: MODEL.parity.json, then each variant's."""
+    base = base_stem(Path(model))[0]
+    return [r for r in (sibling(base, p, ".parity.json") for p in ("fp32", *VARIANTS)) if r.is_file()]
+
+
 def gate_status(variant: Path) -> tuple[bool, str]:
     """(passed, why) from the parity report beside `variant` (X.onnx -> X.parity.json)."""
-    report = variant.with_name(variant.name[: -len(".onnx")] + ".parity.json")
+    report = sibling(variant, "fp32", ".parity.json")
     if not variant.is_file():
         return False, f"{variant.name} not found"
     if not report.is_file():

@@ -8,21 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-VARIANT_SUFFIXES = (".int8", ".fp16", ".failed")
-
-
-def card_path(model: str | Path) -> Path | None:
-    """`MODEL.card.md` beside `MODEL.onnx`; a variant (`MODEL.int8.onnx`) falls back to its FP32 model's card."""
-    model = Path(model)
-    stem = model.name[:-len(model.suffix)] if model.suffix else model.name
-    candidates = [model.with_name(f"{stem}.card.md")]
-    base = stem
-    while any(base.endswith(s) for s in VARIANT_SUFFIXES):
-        base = base.rsplit(".", 1)[0]
-        candidates.append(model.with_name(f"{base}.card.md"))
-    candidates.append(model.with_name("MODEL.card.md"))
-    return next((c for c in candidates if c.is_file()), None)
-
+from ..edge.precision import card_path, sibling
 
 def _json(path: Path) -> dict | None:
     try:
@@ -50,7 +36,7 @@ class ModelFacts:
         path = Path(classifier.path)
         card = card_path(path)
         return cls(str(path), meta, classifier.has_cam, card.read_text(encoding="utf-8") if card else None,
-                   str(card) if card else None, _json(path.with_name(path.name[:-len(path.suffix)] + ".parity.json")))
+                   str(card) if card else None, _json(sibling(path, "fp32", ".parity.json")))
 
 
 @dataclass

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import DISCLAIMER, __version__
+from ..edge.precision import card_path, parity_reports
 
 
 def file_sha256(path: Path) -> str:
@@ -18,21 +19,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _base(path: Path) -> str:
-    """`cnn.int8.onnx` -> `cnn`: variants share the FP32 model's card and sit beside its reports."""
-    return path.name.split(".")[0]
-
-
 def model_info(clf, sha256: str) -> dict:
     path = Path(clf.path)
-    folder, base = path.parent, _base(path)
     parity = []
-    for p in sorted(folder.glob(f"{base}*.parity.json")):
+    for p in parity_reports(path):
         try:
             parity.append({"file": p.name, "report": json.loads(p.read_text())})
         except (OSError, ValueError) as exc:
             parity.append({"file": p.name, "error": str(exc)})
-    card = next((c for c in (folder / f"{path.stem}.card.md", folder / f"{base}.card.md") if c.is_file()), None)
+    card = card_path(path)
     extra = clf.info.extra
     return {
         "file": path.name, "sha256": sha256, "architecture": clf.info.architecture,

@@ -470,3 +470,51 @@ def test_model_tab_lists_only_this_models_reports(tmp_path):
         (tmp_path / name).write_text(json.dumps({"passed": True}))
     info = model_info(Classifier(model, device="cpu"), "x")
     assert [p["file"] for p in info["parity"]] == ["cnn.parity.json", "cnn.int8.parity.json"]
+
+
+def test_upload_limit_above_the_library_default_is_the_one_applied(monkeypatch, tmp_path):
+    """The station's --max-pixels reaches the decoder: a limit above the 50 MP library default must not be capped
+    by it (the files would be refused as 'image too large' by the edge runner's default)."""
+    from leuk_edge.edge import Classifier
+    from leuk_edge.station import uploads
+
+    seen = {}
+    real = uploads.classify_paths
+
+    def spy(*args, **kwargs):
+        seen["max_pixels"] = kwargs.get("max_pixels", "library default")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(uploads, "classify_paths", spy)
+    good = cv2.imencode(".png", np.full((40, 40, 3), 120, np.uint8))[1].tobytes()
+    clf = Classifier(make_tiny_onnx(tmp_path / "m.onnx", size=32), device="cpu")
+    out = uploads.classify_files(clf, [("a.png", good)], max_pixels=80_000_000)
+    assert out["rows"][0]["label"] in ("all", "hem") and seen["max_pixels"] == 80_000_000
+
+
+def test_looping_replay_reports_each_unreadable_frame_once(tmp_path):
+    from leuk_edge.edge.sources import open_source
+    from leuk_edge.station.replay import ReplaySource
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "a.png"), np.full((60, 80, 3), 200, np.uint8))
+    (frames / "b.png").write_bytes(b"not an image")
+    src = ReplaySource(lambda: open_source(str(frames)), loop=True)
+    for _ in range(10):
+        src.read()
+    src.close()
+    assert [name for name, _ in src.errors] == ["b.png"]
+
+
+def test_crop_urls_carry_a_token_with_url_characters(media, tmp_path):
+    """A user-chosen token may hold &, + or #: the crop URLs the API hands out must still authenticate."""
+    token = "a&b+c#d=e f"
+    st = build_station(media / "tiny.onnx", tmp_path / "work", device="cpu", token=token)
+    good = cv2.imencode(".png", np.full((40, 40, 3), 120, np.uint8))[1].tobytes()
+    with serve_in_thread(st) as base:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.post(f"{base}/api/classify", files=[("files", ("a.png", good, "image/png"))],
+                          headers=auth).status_code == 200
+        cells = httpx.get(f"{base}/api/cells", params={"token": token}).json()
+        assert cells and all(httpx.get(base + c["crop"]).status_code == 200 for c in cells)

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -226,7 +226,7 @@ def create_app(st: Station) -> FastAPI:
 
     def _query(request: Request) -> str:
         t = request.query_params.get("token")
-        return f"?token={t}" if t else ""
+        return "?" + urlencode({"token": t}) if t else ""  # a token may hold &, + or #
 
     @app.get("/api/cells")
     def cells(request: Request):

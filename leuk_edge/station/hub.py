@@ -121,6 +121,7 @@ class Hub:
         self._results = 0
         self._thread: threading.Thread | None = None
         self.latency_ms = 0.0
+        self.fps = 0.0  # read by request threads: a snapshot taken by the pipeline thread, never its live deque
 
     # --- pipeline thread -------------------------------------------------------------------------------------
     def start(self) -> Hub:
@@ -152,6 +153,7 @@ class Hub:
     def _on_result(self, result, stats) -> None:
         self.stats = stats
         self.latency_ms = result.latency_ms
+        self.fps = stats.fps
         crops = self.clf.last_crops if result.cells else []
         cams = self.clf.last_cams if result.cells else None
         if result.cells:
@@ -246,6 +248,6 @@ class Hub:
         return {"frames": stats.frames if stats else 0, "cells": n, "all": n_all, "hem": n - n_all,
                 "blast_fraction": round(n_all / n, 4) if n else None,
                 "ci_low": round(lo, 4) if n else None, "ci_high": round(hi, 4) if n else None,
-                "fps": round(stats.fps, 2) if stats else 0.0, "latency_ms": round(self.latency_ms, 1),
+                "fps": round(self.fps, 2), "latency_ms": round(self.latency_ms, 1),
                 "running": self.running, "paused": self.paused, "error": self.error,
                 "model_calls": self.clf.calls, "frames_with_cells": self.frames_with_cells}

@@ -44,7 +44,7 @@ class ReplaySource(Source):
     dropped = property(lambda s: s.inner.dropped, lambda s, v: None)
     reconnects = property(lambda s: s.inner.reconnects, lambda s, v: None)
     lost = property(lambda s: s.inner.lost, lambda s, v: None)
-    errors = property(lambda s: s.inner.errors, lambda s, v: None)
+    errors = property(lambda s: s._first_pass_errors if s.replays else s.inner.errors, lambda s, v: None)
 
     def pause(self, on: bool) -> None:
         (self._running.clear if on else self._running.set)()
@@ -68,10 +68,10 @@ class ReplaySource(Source):
     def _restart(self) -> bool:
         if not self.loop or self._closed.is_set():
             return False
-        errors = self.inner.errors
+        if not self.replays:  # the first pass saw every file: its unreadable frames are the run's, reported once
+            self._first_pass_errors = list(self.inner.errors)
         self.inner.close()
         self.inner = self._opener()
-        self.inner.errors = errors  # unreadable frames are reported once per run, not lost on replay
         self._offset = self._last + 1
         self.replays += 1
         return True

@@ -76,7 +76,8 @@ def classify_files(classifier, files: list[tuple[str, bytes]], max_pixels: int, 
             path = Path(tmp) / f"{i:05d}.{fmt}"
             path.write_bytes(data)
             todo.append((i, path))
-        for (i, path), row in zip(todo, classify_paths(classifier, [p for _, p in todo], times=times)):
+        for (i, path), row in zip(todo, classify_paths(classifier, [p for _, p in todo], times=times,
+                                                               max_pixels=max_pixels)):
             rows[i] = Row(files[i][0], row.label, row.probability, row.error)
             if on_image is not None and row.ok:
                 on_image(files[i][0], decode_image(path), float(row.probability))
@@ -95,7 +96,8 @@ def classify_folder(classifier, paths: list[Path], names: list[str], max_pixels:
         except (HeaderError, OSError) as exc:
             rows[i] = Row(names[i], ERROR_LABEL, None, str(exc))
     times = StageTimes()
-    for i, row in zip(todo, classify_paths(classifier, [paths[i] for i in todo], times=times)):
+    for i, row in zip(todo, classify_paths(classifier, [paths[i] for i in todo], times=times,
+                                                     max_pixels=max_pixels)):
         rows[i] = Row(names[i], row.label, row.probability, row.error)
     return summarize(rows, classifier, times)
 

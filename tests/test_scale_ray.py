@@ -190,3 +190,32 @@ def test_local_engine_does_not_import_ray(tiny_onnx, folder, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out == {"code": 0, "ray": []}
+
+
+def test_sigterm_keeps_the_rows_and_exits_143(ray_local, folder, tiny_onnx, local_rows, tmp_path, monkeypatch):
+    """ray.init installs its own SIGTERM handler (sys.exit): a `docker stop` lost every row and exited 15. The run
+    must take the graceful path, as the local engine does: rows so far written, summary, exit 143."""
+    import signal
+
+    from leuk_edge.scale import ray_cli
+
+    real = ray_cli.classify_ray
+
+    def terminated_after_5(*args, **kwargs):
+        for i, row in enumerate(real(*args, **kwargs)):
+            if i == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield row
+
+    def connect_like_ray_init(address):
+        # What ray.init does in a fresh process (Ray 2.60, worker.py): SIGTERM -> sys.exit(signum).
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        return False  # the fixture's Ray is already up: nothing to shut down
+
+    monkeypatch.setattr(ray_cli, "classify_ray", terminated_after_5)
+    monkeypatch.setattr(ray_cli, "connect", connect_like_ray_init)
+    out = tmp_path / "rows.csv"
+    res = invoke(["classify", folder, "-m", tiny_onnx, "--engine", "ray", "--actors", "1", "--out", out])
+    assert res.exit_code == 143, res.output
+    rows = read_csv(out)
+    assert 5 <= len(rows) < len(local_rows) and "terminated" in res.output

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..edge.signals import EXIT_SIGINT, EXIT_SIGTERM
 from .common import UsageError, console, echo_json, fail, user_errors
 
 DEFAULT_MAX_PIXELS = 50_000_000  # = edge.preprocess.DEFAULT_MAX_PIXELS (not imported here: the CLI starts light)
@@ -61,7 +62,7 @@ def classify(
     from ..edge.files import expand_paths
     from ..edge.precision import choose_precision
     from ..edge.preprocess import BIT_DEPTHS
-    from ..edge.signals import exit_code_for, graceful_stop
+    from ..edge.signals import Terminated, graceful_stop
     from ..edge.summary import ClassifySummary, render_summary, write_summary
     from ..edge.writers import infer_format, open_writer
 
@@ -82,8 +83,8 @@ def classify(
             ray_model = choose_precision(model, precision, device).path
             opts = RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
                               device=device, tta=tta)
-            summary = classify_with_ray(paths, ray_model, out, fmt, opts, console)
-            raise typer.Exit(130 if summary.interrupted else 0)
+            _exit_as(classify_with_ray(paths, ray_model, out, fmt, opts, console))
+            return
         if bit_depth is not None and bit_depth not in BIT_DEPTHS:
             raise UsageError(f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}, got {bit_depth}")
         fmt = infer_format(out, fmt)
@@ -111,20 +112,19 @@ def classify(
                                   out=str(out) if out else "stdout")
         progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             console=console, transient=True)
-        stop = None
         try:
             with open_writer(out, fmt) as writer, progress:
                 task = progress.add_task("classify", total=len(files.images))
-                for row in _keep(classify_paths(clf, files.images, batch_size=batch_size, workers=workers, tta=tta,
-                                                times=times, bit_depth=bit_depth, max_pixels=max_pixels or None),
-                                 kept):
+                for row in classify_paths(clf, files.images, batch_size=batch_size, workers=workers, tta=tta,
+                                          times=times, bit_depth=bit_depth, max_pixels=max_pixels or None):
+                    if kept is not None:
+                        kept.append(row)
                     writer.write(row)
                     summary.add(row)
                     progress.advance(task)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (graceful_stop): the rows so far are kept
             summary.interrupted = True
-            summary.stopped_by = "terminated" if exit_code_for(exc) == 143 else "interrupted"
-            stop = exc
+            summary.stopped_by = "terminated" if isinstance(exc, Terminated) else "interrupted"
         render_summary(summary, console)
         if summary_json:
             write_summary(summary, summary_json)
@@ -132,20 +132,17 @@ def classify(
             from .report import after_classify
 
             after_classify(clf, kept, cam, cam_all, report, str(out or "stdout"), summary.interrupted)
-        if stop is not None:
-            raise typer.Exit(exit_code_for(stop))
-        if summary.classified == 0:
-            first = summary.first_error or ""
-            fail(f"no file could be classified: all {summary.images} failed to read or decode"
-                 + (f" (first: {first})" if first else ""), code=1)
+        _exit_as(summary)
 
 
-def _keep(rows, kept: list | None):
-    """Pass rows through, keeping them in `kept` (when a list) for the post-passes."""
-    for row in rows:
-        if kept is not None:
-            kept.append(row)
-        yield row
+def _exit_as(summary) -> None:
+    """Both engines end alike: 130 after Ctrl-C, 143 after SIGTERM, 1 when no file could be classified."""
+    if summary.interrupted:
+        raise typer.Exit(EXIT_SIGTERM if summary.stopped_by == "terminated" else EXIT_SIGINT)
+    if summary.classified == 0:
+        first = summary.first_error or ""
+        fail(f"no file could be classified: all {summary.images} failed to read or decode"
+             + (f" (first: {first})" if first else ""), code=1)
 
 
 def bench(

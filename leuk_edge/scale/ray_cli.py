@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..edge.classify import Row, StageTimes
+from ..edge.signals import Terminated, graceful_stop
 from ..edge.summary import ClassifySummary, render_summary
 from .ray_engine import RayEngineError, RayOptions, classify_ray, connect, list_inputs, pool_size
 
@@ -48,9 +49,7 @@ def write_rows(rows: Sequence[Row], out: str | Path | None, fmt: str | None) -> 
 def classify_with_ray(paths: Sequence[str], model: Path, out: Path | None, fmt: str | None, opts: RayOptions,
                       console) -> ClassifySummary:
     """Run the Ray engine end to end; raises ValueErrors (one line) for bad input or an unreachable cluster.
-    Ctrl-C keeps the rows already classified (written sorted) and marks the summary interrupted."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    Ctrl-C or SIGTERM keeps the rows already classified (written sorted) and marks the summary interrupted."""
     from ..edge import Classifier
     from ..edge.writers import infer_format
 
@@ -66,6 +65,22 @@ def classify_with_ray(paths: Sequence[str], model: Path, out: Path | None, fmt: 
     started = connect(opts.address)
     times = StageTimes()
     rows: list[Row] = []
+    # ray.init installs its own SIGTERM handler (sys.exit): put the graceful one back for the run.
+    with graceful_stop():
+        summary, failure = _run(files, model, opts, times, rows, out, console, started)
+    write_rows(rows, out, fmt)
+    if failure is not None:
+        first = (str(failure).strip().splitlines() or [type(failure).__name__])[0][:200]
+        raise RayEngineError(f"the Ray run failed after {len(rows)} of {len(files.images)} rows (kept in "
+                             f"{out or 'stdout'}): {first}")
+    render_summary(summary, console)
+    return summary
+
+
+def _run(files, model: Path, opts: RayOptions, times: StageTimes, rows: list[Row], out, console, started: bool):
+    """Classify into `rows`; -> (summary, failure past the retries or None). Stops like Ctrl-C on SIGINT/SIGTERM."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     failure: Exception | None = None
     try:
         n_actors = pool_size(opts)
@@ -83,8 +98,9 @@ def classify_with_ray(paths: Sequence[str], model: Path, out: Path | None, fmt: 
                     rows.append(row)
                     summary.add(row)
                     progress.advance(task)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through graceful_stop
             summary.interrupted = True
+            summary.stopped_by = "terminated" if isinstance(exc, Terminated) else "interrupted"
         except Exception as exc:  # noqa: BLE001 - e.g. a batch that failed past its retries: keep what is done
             failure = exc
     finally:
@@ -92,10 +108,4 @@ def classify_with_ray(paths: Sequence[str], model: Path, out: Path | None, fmt: 
             import ray
 
             ray.shutdown()
-    write_rows(rows, out, fmt)
-    if failure is not None:
-        first = (str(failure).strip().splitlines() or [type(failure).__name__])[0][:200]
-        raise RayEngineError(f"the Ray run failed after {len(rows)} of {len(files.images)} rows (kept in "
-                             f"{out or 'stdout'}): {first}")
-    render_summary(summary, console)
-    return summary
+    return summary, failure

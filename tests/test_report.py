@@ -417,3 +417,16 @@ def test_card_is_the_models_own_never_a_stranger(tmp_path):
     (tmp_path / "cnn.card.md").write_text("cnn card")
     assert card_path(tmp_path / "cnn.int8.onnx") == tmp_path / "cnn.card.md"  # a variant shares its FP32 card
     assert card_path(tmp_path / "cnn.failed.onnx") is None  # a failed candidate is another model
+
+
+def test_a_bug_while_drawing_overlays_is_not_a_skipped_file(cam_model, tmp_path, monkeypatch):
+    """Only an unreadable file is skipped (with its reason); any other failure is a bug and surfaces."""
+    from leuk_edge.edge import Classifier, explain
+    from leuk_edge.edge.preprocess import ImageReadError
+
+    clf = Classifier(cam_model, device="cpu")
+    monkeypatch.setattr(explain, "decode_image", lambda path: (_ for _ in ()).throw(ImageReadError("gone")))
+    assert list(explain.iter_overlays(clf, [("a.png", 0.9, "all")])) == [("a.png", "gone")]
+    monkeypatch.setattr(explain, "decode_image", lambda path: (_ for _ in ()).throw(KeyError("bug")))
+    with pytest.raises(KeyError):
+        list(explain.iter_overlays(clf, [("a.png", 0.9, "all")]))

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from .preprocess import decode_image
+from .preprocess import ImageReadError, decode_image
 
 ALPHA = 0.45  # heat-map weight in the blend: the cell stays readable underneath
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -64,7 +64,7 @@ def iter_overlays(classifier, items: Sequence[tuple[str, float | None, str]], ba
             try:
                 images.append(decode_image(path))
                 chunk.append((path, p, label))
-            except Exception as exc:  # noqa: BLE001 - a file gone or changed since classify: say so, go on
+            except ImageReadError as exc:  # a file gone or changed since classify: say so, go on (bugs crash)
                 yield path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not chunk:
             continue

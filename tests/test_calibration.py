@@ -61,3 +61,16 @@ def test_a_calibrated_model_keeps_t_near_one_and_old_runs_mean_t_one():
     assert fit_temperature([1, 1, 1], [0.2, 0.9, 0.7]) == 1.0  # one class: nothing to fit
     assert temperature_of({}) == 1.0
     assert temperature_of({"calibration": {"method": "temperature", "temperature": 2.5, "fitted_on": "val"}}) == 2.5
+
+
+def test_a_runs_calibration_entry_is_checked_wherever_it_is_read():
+    """evaluate and export read config.json's calibration through one rule: a negative temperature (which would
+    flip every probability) or an entry without its method is refused, not applied; old runs mean T = 1."""
+    from leuk_edge.train.calibration import temperature_of
+
+    assert temperature_of({}) == 1.0
+    assert temperature_of({"calibration": {"method": "temperature", "temperature": 2.5, "fitted_on": "val"}}) == 2.5
+    for bad in ({"method": "temperature", "temperature": -1}, {"temperature": 2}, {"method": "temperature"},
+                {"method": "temperature", "temperature": float("nan")}, "T=2"):
+        with pytest.raises(ValueError, match="calibration"):
+            temperature_of({"calibration": bad})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,14 +149,9 @@ def source_info(model, keras_path: str | Path) -> SourceInfo:
 
 def _calibration(entry, cfg_path: Path) -> dict | None:
     """config.json's calibration entry, checked; None when the run has none (older runs: uncalibrated)."""
-    if entry is None:
-        return None
-    if not isinstance(entry, dict) or entry.get("method") != "temperature":
-        raise ModelLoadError(f"{cfg_path}: calibration must be {{\"method\": \"temperature\", ...}}, got {entry!r}")
+    from ..train.calibration import calibration_of
+
     try:
-        t = float(entry["temperature"])
-    except (KeyError, TypeError, ValueError):
-        raise ModelLoadError(f"{cfg_path}: calibration has no numeric temperature") from None
-    if not (math.isfinite(t) and t > 0):
-        raise ModelLoadError(f"{cfg_path}: calibration temperature must be a positive number, got {t}")
-    return {"method": "temperature", "temperature": t, "fitted_on": str(entry.get("fitted_on", "val"))}
+        return calibration_of({"calibration": entry})
+    except ValueError as exc:
+        raise ModelLoadError(f"{cfg_path}: {exc}") from None

@@ -7,6 +7,8 @@ over-confident model, T < 1 sharpens an under-confident one; T = 1 is the identi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, logit
@@ -96,7 +98,24 @@ def calibration_entry(temperature: float) -> dict:
     return {"method": "temperature", "temperature": float(temperature), "fitted_on": "val"}
 
 
+def calibration_of(config: dict) -> dict | None:
+    """A run's config.json calibration entry, checked (ValueError, one line); None for runs written before
+    calibration existed. Every reader (evaluate, export, the demo) goes through this one rule."""
+    entry = config.get("calibration")
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or entry.get("method") != "temperature":
+        raise ValueError(f"calibration must be {{\"method\": \"temperature\", ...}}, got {entry!r}")
+    try:
+        t = float(entry["temperature"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("calibration has no numeric temperature") from None
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"calibration temperature must be a positive number, got {t}")
+    return {"method": "temperature", "temperature": t, "fitted_on": str(entry.get("fitted_on", "val"))}
+
+
 def temperature_of(config: dict) -> float:
-    """T from a run's config.json; 1.0 for runs written before calibration existed."""
-    cal = config.get("calibration") or {}
-    return float(cal.get("temperature", 1.0)) if cal.get("method", "temperature") == "temperature" else 1.0
+    """T from a run's config.json (checked by `calibration_of`); 1.0 for runs without calibration."""
+    entry = calibration_of(config)
+    return entry["temperature"] if entry else 1.0

@@ -115,7 +115,7 @@ def explain_errors(model_or_run: str | Path, data: str | Path, n: int, out: str 
     size = int(config.get("image_size") or model.input_shape[1])
     resize = config.get("resize") or RESIZE.get(config.get("model", "cnn"), "area")
     threshold = float(config.get("threshold", 0.5))
-    temperature = float((config.get("calibration") or {}).get("temperature", 1.0))
+    temperature = temperature_of(config)
     ds = load_dataset(data)
     sets = {}
     if split and split.get("val"):

@@ -100,8 +100,7 @@ def export_with_int8(d: Demo, name: str, keras_path: Path, models: Path, int8: b
         raise DemoError(f"the FP32 export of {name} failed its parity gate")
     if step.exit_code == 0 and (models / f"{name}.int8.onnx").is_file():
         return fp32
-    failed = models / f"{name}.int8.failed.parity.json"
-    report = json.loads((failed if failed.is_file() else models / f"{name}.int8.parity.json").read_text())
+    report = json.loads((models / f"{name}.int8.parity.json").read_text())  # a failed variant keeps its report
     d.notes.append(f"the INT8 {name} model failed its agreement gate ({report['decision_agreement']:.3f} < "
                    f"{report.get('min_agreement', 0.98)}) and was renamed {name}.int8.failed.onnx; the edge steps "
                    "use the FP32 model. Short synthetic training leaves many probabilities near the threshold, "

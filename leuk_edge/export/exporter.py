@@ -182,10 +182,11 @@ def prepare(keras_path, out, opset: int, parity_data, calib_data, int8: bool, ba
         check_source(folder)
     model = load_keras_model(keras_path)
     src = source_info(model, keras_path)
-    if cam:
+    if cam or src.temperature != 1.0:
         from ..train.cam import split_model
 
-        split_model(model)  # a model without pooling + Dense head cannot be explained: say so now
+        # The cam output and the folded temperature both need the pooling + Dense head: say so now, not mid-way
+        split_model(model)
     warnings = list(src.warnings)
     if parity_data is None or (int8 and calib_data is None):
         from .run_data import run_images

@@ -119,25 +119,30 @@ def image_dims(path: str | Path) -> tuple[int, int] | None:
     return None if found is None else found[:2]
 
 
-def read_bmp_pixels(path: str | Path, scratch: "Scratch") -> np.ndarray | None:
+def read_bmp_pixels(src: str | Path | BinaryIO, scratch: "Scratch") -> np.ndarray | None:
     """An uncompressed 24-bit BMP (BI_RGB, the C-NMC format) -> its BGR pixels as an (H, W, 3) uint8 view
     into `scratch` (top row first; bottom-up files come back as a flipped view, nothing copied).
-    None for any other BMP variant or a file shorter than its header says: OpenCV decodes those."""
-    with open(path, "rb", buffering=0) as fh:
-        head = fh.read(54)
-        if len(head) < 54 or head[:2] != b"BM":
-            return None
-        (offset,) = struct.unpack("<I", head[10:14])
-        dib, w, h, planes, bpp, compression = struct.unpack("<IiiHHI", head[14:34])
-        if dib < 40 or planes != 1 or bpp != 24 or compression != 0 or w <= 0 or h == 0:
-            return None
-        rows = abs(h)
-        stride = (w * 3 + 3) & ~3  # rows are padded to 4 bytes
-        need = stride * rows
-        fh.seek(offset)
-        buf = scratch.get("bmp", (need,), np.uint8)
-        if fh.readinto(memoryview(buf)) != need:
-            return None
+    None for any other BMP variant or a file shorter than its header says: OpenCV decodes those.
+    `src`: a path, or a file already open (read from its start: the decoder opens each file once)."""
+    if isinstance(src, (str, Path)):
+        with open(src, "rb") as fh:
+            return read_bmp_pixels(fh, scratch)
+    fh = src
+    fh.seek(0)
+    head = fh.read(54)
+    if len(head) < 54 or head[:2] != b"BM":
+        return None
+    (offset,) = struct.unpack("<I", head[10:14])
+    dib, w, h, planes, bpp, compression = struct.unpack("<IiiHHI", head[14:34])
+    if dib < 40 or planes != 1 or bpp != 24 or compression != 0 or w <= 0 or h == 0:
+        return None
+    rows = abs(h)
+    stride = (w * 3 + 3) & ~3  # rows are padded to 4 bytes
+    need = stride * rows
+    fh.seek(offset)
+    buf = scratch.get("bmp", (need,), np.uint8)
+    if fh.readinto(memoryview(buf)) != need:
+        return None
     pixels = buf.reshape(rows, stride)[:, : w * 3].reshape(rows, w, 3)
     return pixels[::-1] if h > 0 else pixels
 

@@ -219,3 +219,24 @@ def test_sigterm_keeps_the_rows_and_exits_143(ray_local, folder, tiny_onnx, loca
     assert res.exit_code == 143, res.output
     rows = read_csv(out)
     assert 5 <= len(rows) < len(local_rows) and "terminated" in res.output
+
+
+def test_ray_engine_applies_bit_depth_and_max_pixels_like_local(ray_local, tiny_onnx, tmp_path):
+    """The actors decode with the local engine's options: a 12-bit TIFF forced to 16-bit and a pixel limit give the
+    same rows as --engine local (they were refused with --engine ray before)."""
+    import cv2
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"c{i}.tif"), rng.integers(0, 4096, (40, 40, 3)).astype(np.uint16))
+    cv2.imwrite(str(folder / "big.png"), np.zeros((300, 300, 3), np.uint8))
+    args = ["--bit-depth", "16", "--max-pixels", "50000"]
+    local, remote = tmp_path / "local.csv", tmp_path / "ray.csv"
+    assert invoke(["classify", folder, "-m", tiny_onnx, "--out", local, *args]).exit_code == 0
+    res = invoke(["classify", folder, "-m", tiny_onnx, "--engine", "ray", "--actors", "1", "--out", remote, *args])
+    assert res.exit_code == 0, res.output
+    rows = sorted(read_csv(remote), key=lambda r: r["path"])
+    assert_same_rows(rows, sorted(read_csv(local), key=lambda r: r["path"]))
+    assert [r["label"] for r in rows if r["path"].endswith("big.png")] == ["error"]

@@ -70,23 +70,22 @@ def classify(
         from ..scale.ray_cli import check_engine  # no ray import: --engine ray only
 
         check_engine(engine, out, fmt)
+        if bit_depth is not None and bit_depth not in BIT_DEPTHS:
+            raise UsageError(f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}, got {bit_depth}")
         if engine == "ray":
             from ..scale.ray_cli import RayOptions, classify_with_ray
 
-            if bit_depth is not None or max_pixels != DEFAULT_MAX_PIXELS or cam or report or summary_json:
-                raise UsageError("--bit-depth, --max-pixels, --cam, --report and --summary work with --engine local "
-                                 "only (for now)")
-
+            if cam or report or summary_json:
+                raise UsageError("--cam, --report and --summary work with --engine local only (for now)")
             if not model.is_file():
                 raise UsageError(f"model file not found: {model}")
-            # The same model file as the local engine would run (its precision choice), so the rows agree.
-            ray_model = choose_precision(model, precision, device).path
+            # The file the local engine would run on the actors' device (GPU actors: FP16 if it passed; CPU: INT8).
+            actor_device = device if device != "auto" else ("cuda" if gpus_per_actor > 0 else "cpu")
+            ray_model = choose_precision(model, precision, actor_device).path
             opts = RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
-                              device=device, tta=tta)
+                              device=device, tta=tta, bit_depth=bit_depth, max_pixels=max_pixels or None)
             _exit_as(classify_with_ray(paths, ray_model, out, fmt, opts, console))
             return
-        if bit_depth is not None and bit_depth not in BIT_DEPTHS:
-            raise UsageError(f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}, got {bit_depth}")
         fmt = infer_format(out, fmt)
         files = expand_paths(paths)
         if files.missing:

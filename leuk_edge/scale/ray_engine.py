@@ -6,11 +6,11 @@
 
 Pipeline: the listed paths -> `ray.data.from_items` -> `map_batches(ClassifyActor, ActorPoolStrategy)`. Each actor
 holds ONE `Classifier` (its ONNX session is created once, from model bytes shipped through the object store, so
-nodes need no copy of the model) and calls the edge functions the local engine calls: `decode_image`,
-`preprocess`, `Classifier.predict`, `Classifier.label`, `_short_reason` (same pixels, same labels, same error
-texts). Local paths (incl. shared storage mounted on every node) are decoded straight from the file like the local
+nodes need no copy of the model) and calls the edge functions the local engine calls: `load_image` (decode +
+resize, with `--bit-depth`/`--max-pixels` and the metadata scale), `Classifier.predict`, `Classifier.label`,
+`_short_reason` (same pixels, same labels, same error texts). Local paths (incl. shared storage mounted on every node) are decoded straight from the file like the local
 engine; URIs (s3://, gs://, hdfs://, file://, whatever pyarrow.fs reads) are read as bytes through pyarrow and go
-through the same `decode_image` via a short-lived scratch copy.
+through the same `load_image` via a short-lived scratch copy.
 
 Faults: actors get `max_restarts`/`max_task_retries` (a dead actor is replaced, its batch re-run); Ray Data emits
 a re-run batch's output once, so every input file still yields exactly one row. `ray` is imported only inside the
@@ -19,20 +19,21 @@ functions that need it: importing this module does not require the [ray] extra.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from ..edge.classify import ERROR_LABEL, Row, StageTimes, _short_reason
 from ..edge.files import FileList, expand_paths
 from ..edge.model import Classifier
-from ..edge.preprocess import ImageReadError, decode_image, is_image_file, preprocess
+from ..edge.preprocess import DEFAULT_MAX_PIXELS, ImageReadError, is_image_file, load_image
 
 MAX_RESTARTS = 4  # per actor: a poison input that kills the process every time must not loop forever
 MAX_TASK_RETRIES = 4
@@ -52,6 +53,8 @@ class RayOptions:
     batch_size: int = 8  # images per actor call = per inference batch
     device: str = "auto"
     tta: bool = False
+    bit_depth: int | None = None  # as classify --bit-depth (None: detected)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # as classify --max-pixels (None: no limit)
 
 
 # ----------------------------------------------------------------------------------------------------- inputs
@@ -104,10 +107,12 @@ def read_bytes(uri: str) -> bytes:
         return fh.read()
 
 
-def load_rgb(path: str) -> np.ndarray:
-    """The local engine's `decode_image`; a URI's bytes go through it via a scratch copy deleted right after."""
+@contextlib.contextmanager
+def readable(path: str):
+    """A local path as it is; a URI's bytes (through pyarrow) as a scratch copy, deleted right after."""
     if not is_uri(path):
-        return decode_image(path)
+        yield path
+        return
     try:
         data = read_bytes(path)
     except Exception as exc:  # noqa: BLE001 - a file that cannot be fetched is that file's error row
@@ -115,26 +120,29 @@ def load_rgb(path: str) -> np.ndarray:
     with tempfile.NamedTemporaryFile(suffix=Path(path).suffix, prefix="leuk-edge-") as tmp:
         tmp.write(data)
         tmp.flush()
-        return decode_image(tmp.name)
+        yield tmp.name
 
 
 # ------------------------------------------------------------------------------------------------- one batch
 
-def classify_batch(clf: Classifier, paths: Sequence[str], tta: bool = False,
-                   load: Callable[[str], np.ndarray] = load_rgb) -> tuple[list[Row], float, float]:
-    """The local engine's per-batch step: decode+preprocess each file into one batch array, predict the readable
-    ones, one Row per path (unreadable -> error row). -> (rows, decode seconds, inference seconds)."""
+def classify_batch(clf: Classifier, paths: Sequence[str], tta: bool = False, bit_depth: int | None = None,
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[list[Row], float, float]:
+    """The local engine's per-batch step: each file through `load_image` (the local engine's decode + resize,
+    with its bit depth, pixel limit and the metadata scale) into one batch array, predict the readable ones, one
+    Row per path (unreadable -> error row; any other failure is a bug and raises).
+    -> (rows, decode+resize seconds, inference seconds)."""
     h, w = clf.size
+    spec = clf.info.input
     buf = np.empty((len(paths), h, w, 3), np.float32)
     errors: dict[int, str] = {}
     t0 = time.perf_counter()
     for i, path in enumerate(paths):
         try:
-            rgb = load(path)
+            with readable(path) as local:
+                load_image(local, h, w, spec.resize, bit_depth=bit_depth, max_pixels=max_pixels, scale=spec.scale,
+                           out=buf[i])
         except ImageReadError as exc:  # as the local engine: only a file that cannot be read is its error row
             errors[i] = _short_reason(exc)
-            continue
-        preprocess(rgb, h, w, clf.info.input.resize, out=buf[i], scale=clf.info.input.scale)
     t1 = time.perf_counter()
     good = [i for i in range(len(paths)) if i not in errors]
     probs = clf.predict(buf[good], tta=tta).tolist() if good else []
@@ -169,7 +177,8 @@ def table_rows(table) -> list[Row]:
 class ClassifyActor:
     """One per Ray actor: the ONNX session is made once, from the shipped model bytes; each call is one batch."""
 
-    def __init__(self, model_bytes, model_name: str, device: str = "auto", threads: int = 1, tta: bool = False):
+    def __init__(self, model_bytes, model_name: str, device: str = "auto", threads: int = 1, tta: bool = False,
+                 bit_depth: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         import cv2
         import ray
 
@@ -177,7 +186,7 @@ class ClassifyActor:
             model_bytes = ray.get(model_bytes)
         cv2.setNumThreads(1)  # one core per actor: OpenCV's pool would fight onnxruntime for it
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-        self.tta = tta
+        self.tta, self.bit_depth, self.max_pixels = tta, bit_depth, max_pixels
         with tempfile.TemporaryDirectory(prefix="leuk-edge-model-") as tmp:
             path = Path(tmp) / Path(model_name).name
             path.write_bytes(model_bytes)
@@ -185,7 +194,8 @@ class ClassifyActor:
             self.clf = Classifier(path, device=device, threads=threads, spinning=False)
 
     def __call__(self, batch):
-        rows, decode_s, infer_s = classify_batch(self.clf, batch.column("path").to_pylist(), self.tta)
+        rows, decode_s, infer_s = classify_batch(self.clf, batch.column("path").to_pylist(), self.tta,
+                                                 self.bit_depth, self.max_pixels)
         return rows_table(rows, decode_s, infer_s)
 
 
@@ -293,7 +303,8 @@ def classify_ray(paths: Sequence[str], model: str | Path, opts: RayOptions | Non
             actor_cls, batch_size=opts.batch_size, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=n_actors),
             fn_constructor_kwargs={"model_bytes": model_ref, "model_name": model.name, "device": opts.device,
-                                   "threads": max(1, int(opts.cpus_per_actor)), "tta": opts.tta},
+                                   "threads": max(1, int(opts.cpus_per_actor)), "tta": opts.tta,
+                                   "bit_depth": opts.bit_depth, "max_pixels": opts.max_pixels},
             num_cpus=opts.cpus_per_actor, num_gpus=opts.gpus_per_actor or None,
             max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
     start = time.perf_counter()

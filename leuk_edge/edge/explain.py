@@ -24,21 +24,32 @@ ALPHA = 0.45  # heat-map weight in the blend: the cell stays readable underneath
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def heat(cam: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A (h, w) map -> float32 (height, width) in [0, 1], scaled to the map's own min..max (a flat map is 0)."""
+def heat(cam: np.ndarray, height: int, width: int, positive_only: bool = False) -> np.ndarray:
+    """A (h, w) map -> float32 (height, width) in [0, 1], scaled to the map's own min..max (a flat map is 0);
+    `positive_only`: only the positive evidence, scaled 0..max (evaluate --explain shows the decision's side)."""
     cam = np.asarray(cam, np.float32)
+    if positive_only:
+        cam = np.maximum(cam, 0.0)
     up = cv2.resize(cam, (width, height), interpolation=cv2.INTER_CUBIC if min(cam.shape) > 1 else cv2.INTER_LINEAR)
-    lo, hi = float(cam.min()), float(cam.max())  # the grid's range: cubic overshoot is clipped to it
+    lo, hi = (0.0 if positive_only else float(cam.min())), float(cam.max())  # cubic overshoot is clipped to it
     if hi - lo < 1e-12:
         return np.zeros((height, width), np.float32)
     return np.clip((up - lo) / (hi - lo), 0.0, 1.0)
 
 
-def draw_overlay(rgb: np.ndarray, cam: np.ndarray, probability: float | None, label: str) -> np.ndarray:
-    """RGB uint8 image + its cam map -> BGR uint8 overlay (JET heat map: red = strongest evidence for `all`)."""
+def blend(rgb: np.ndarray, cam: np.ndarray, positive_only: bool = False) -> np.ndarray:
+    """RGB uint8 image + its cam map -> BGR uint8, the JET heat map laid over it (red = strongest evidence for
+    `all`). The one overlay of classify --cam, the report and the station's review gallery."""
     h, w = rgb.shape[:2]
-    colored = cv2.applyColorMap((255 * heat(cam, h, w)).astype(np.uint8), cv2.COLORMAP_JET)
-    bgr = cv2.addWeighted(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 1 - ALPHA, colored, ALPHA, 0)
+    colored = cv2.applyColorMap((255 * heat(cam, h, w, positive_only)).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.addWeighted(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 1 - ALPHA, colored, ALPHA, 0)
+
+
+def draw_overlay(rgb: np.ndarray, cam: np.ndarray, probability: float | None, label: str,
+                 positive_only: bool = False) -> np.ndarray:
+    """`blend`, with P(all) and the label in the corner (`label` alone when `probability` is None)."""
+    h, w = rgb.shape[:2]
+    bgr = blend(rgb, cam, positive_only)
     text = f"P(all) {probability:.2f}  {label}" if probability is not None else label
     scale = max(0.35, w / 600)
     (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .. import DISCLAIMER
+from ..edge.explain import blend
 from ..edge.labels import label_for
 from ..edge.summary import wilson_interval
 
@@ -58,15 +59,6 @@ class Item:
         return self.p_sum / max(self.n, 1)
 
 
-def cam_overlay(rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:
-    """The class-activation map (feature grid) stretched over the crop as a heat map, half transparent (BGR)."""
-    m = cam.astype(np.float32)
-    m = (m - m.min()) / max(float(m.max() - m.min()), 1e-6)
-    heat = cv2.applyColorMap(cv2.resize((m * 255).astype(np.uint8), (rgb.shape[1], rgb.shape[0]),
-                                        interpolation=cv2.INTER_LINEAR), cv2.COLORMAP_JET)
-    return cv2.addWeighted(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 0.55, heat, 0.45, 0)
-
-
 class ReviewStore:
     def __init__(self, folder: Path, threshold: float, model_sha256: str, band: float = DEFAULT_BAND,
                  slide_prefix: str | None = None):
@@ -102,7 +94,7 @@ class ReviewStore:
         if rgb is not None:
             item.crop = self._save(item, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), "")
             if cam is not None:
-                item.cam = self._save(item, cam_overlay(rgb, cam), ".cam")
+                item.cam = self._save(item, blend(rgb, cam), ".cam")
         self.items[item.id] = item
         return item
 

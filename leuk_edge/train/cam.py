@@ -193,11 +193,7 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, caption: str, size: int = 256) -> 
     caption in the corner; RGB uint8 size x size."""
     import cv2
 
+    from ..edge.explain import draw_overlay  # the one overlay drawing, also used by classify --cam and the station
+
     base = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    heat = np.clip(cv2.resize(cam.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR), 0, None)
-    heat = (255 * heat / heat.max()).astype(np.uint8) if heat.max() > 0 else np.zeros((size, size), np.uint8)
-    colour = cv2.cvtColor(cv2.applyColorMap(heat, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    out = cv2.addWeighted(base, 0.55, colour, 0.45, 0)
-    cv2.rectangle(out, (0, 0), (size, 18), (0, 0, 0), -1)
-    cv2.putText(out, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
+    return cv2.cvtColor(draw_overlay(base, cam, None, caption, positive_only=True), cv2.COLOR_BGR2RGB)

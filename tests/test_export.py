@@ -462,3 +462,20 @@ def test_keras_model_with_lambda_is_refused(tmp_path):
     assert "refusing to load" in res.output and "Lambda" in res.output
     assert not marker.exists()
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_card_names_where_the_threshold_came_from(tmp_path):
+    """A run whose config.json lacks the threshold takes the val threshold from metrics.json: the card must say
+    so, not '0.5 assumed' beside a value of 0.3."""
+    from leuk_edge.export.card import card_essentials
+    from leuk_edge.export.keras_io import SourceInfo
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"val": {"threshold": 0.3}}))
+    src = SourceInfo("cnn", 32, 32, "area", 0.3, threshold_source="metrics.json")
+    assert "metrics.json" in card_essentials(run / "model.keras", src)["threshold"]["chosen"]
+    assumed = SourceInfo("cnn", 32, 32, "area", 0.5, threshold_source="assumed")
+    assert "assumed" in card_essentials(run / "model.keras", assumed)["threshold"]["chosen"]
+    config = SourceInfo("cnn", 32, 32, "area", 0.4, threshold_source="config", config={"threshold": 0.4})
+    assert "validation split" in card_essentials(run / "model.keras", config)["threshold"]["chosen"]

@@ -53,10 +53,11 @@ def card_essentials(keras_path: Path, src: SourceInfo) -> dict:
         "out_of_scope": OUT_OF_SCOPE,
         "training_data": data,
         "metrics": mets,
-        "threshold": {"value": src.threshold,
-                      "chosen": ("on the validation split, maximising Youden's J (balanced accuracy)"
-                                 + (" on calibrated probabilities" if src.calibration else ""))
-                      if cfg.get("threshold") is not None else "0.5 assumed (no run config)"},
+        "threshold": {"value": src.threshold, "chosen": {
+            "config": "on the validation split, maximising Youden's J (balanced accuracy)"
+                      + (" on calibrated probabilities" if src.calibration else ""),
+            "metrics.json": "the validation threshold in the run's metrics.json (config.json has none)",
+            "assumed": "0.5 assumed (no validation-chosen threshold in the run)"}[src.threshold_source]},
         "calibration": src.calibration,
         "limitations": list(LIMITATIONS) + ([SYNTHETIC_NOTE] if cfg.get("synthetic") else []),
     }

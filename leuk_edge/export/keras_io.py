@@ -36,6 +36,7 @@ class SourceInfo:
     warnings: list = field(default_factory=list)  # one line per inferred value
     calibration: dict | None = None  # config.json's {"method": "temperature", "temperature": T, "fitted_on"}
     config: dict = field(default_factory=dict)  # the run's config.json as read ({} without one)
+    threshold_source: str = "config"  # "config" | "metrics.json" (the run's val threshold) | "assumed" (0.5)
 
     @property
     def temperature(self) -> float:
@@ -129,11 +130,11 @@ def source_info(model, keras_path: str | Path) -> SourceInfo:
     if resize not in RESIZE_MODES:
         raise ModelLoadError(f"unknown resize method {resize!r} in {cfg_path}")
 
-    threshold = cfg.get("threshold")
+    threshold, threshold_source = cfg.get("threshold"), "config"
     if threshold is None:
-        threshold = _val_threshold(keras_path.parent)
+        threshold, threshold_source = _val_threshold(keras_path.parent), "metrics.json"
         if threshold is None:
-            threshold = 0.5
+            threshold, threshold_source = 0.5, "assumed"
             warnings.append("threshold 0.5 assumed: no validation-chosen threshold found (config.json/metrics.json)")
     threshold = float(threshold)
     if not 0.0 <= threshold <= 1.0:
@@ -144,7 +145,8 @@ def source_info(model, keras_path: str | Path) -> SourceInfo:
         raise ModelLoadError(f"classes must be ['hem', 'all'], config.json has {list(classes)}")
     return SourceInfo(architecture=arch, height=height, width=width, resize=resize, threshold=threshold,
                       classes=classes, config_path=str(cfg_path) if cfg else None, warnings=warnings,
-                      calibration=_calibration(cfg.get("calibration"), cfg_path), config=cfg)
+                      calibration=_calibration(cfg.get("calibration"), cfg_path), config=cfg,
+                      threshold_source=threshold_source)
 
 
 def _calibration(entry, cfg_path: Path) -> dict | None:

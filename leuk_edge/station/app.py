@@ -79,7 +79,8 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
     from ..edge.stream import StreamOptions
     from .replay import ReplaySource
 
-    clf = Classifier(model, device=device, threads=threads)
+    # Idle onnxruntime threads sleep, as in `stream`: the same cores detect, crop, draw and encode between calls.
+    clf = Classifier(model, device=device, threads=threads, spinning=False)
     folder = Path(folder)
     sha = file_sha256(Path(model))
     store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..edge.labels import is_all
+
 
 def _reset_batchnorm_stats(model, x: np.ndarray) -> None:
     """Set every BatchNorm's moving statistics to those of `x` (one training-mode pass with momentum 0)."""
@@ -45,4 +47,4 @@ def fit_linear_probe(model, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_v
     layer.bias.assign(np.array([clf.intercept_[0] - (w * mu).sum()], np.float32))
     pv = _predict(model, x_val).ravel()
     threshold = float((np.median(pv[y_val == 1]) + np.median(pv[y_val == 0])) / 2)
-    return threshold, float(np.mean((pv >= threshold) == y_val))
+    return threshold, float(np.mean(is_all(pv, threshold) == y_val))

@@ -124,7 +124,7 @@ def test_export_passes_gate_at_batch_1_and_5(arch, request):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,size,name", [("cnn", CNN_SIZE, "cnn"), ("inception", INCEPTION_SIZE, "inception_v3")])
 def test_exported_model_is_valid_and_self_describing(arch, size, name, request):
-    from leuk_edge.export.keras_io import sha256_file
+    from leuk_edge.edge.files import sha256_file
 
     result = request.getfixturevalue(f"{arch}_export")
     path = result.fp32.path

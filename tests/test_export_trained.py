@@ -178,7 +178,7 @@ def test_cam_overlaps_the_nucleus(exported, trained_run):
 
 
 def test_model_card_and_metadata(exported):
-    from leuk_edge.export.keras_io import sha256_file
+    from leuk_edge.edge.files import sha256_file
 
     card = (exported / "model.card.md").read_text()
     for heading in ("Intended use", "Out of scope", "Training data", "Architecture and input", "Metrics",

@@ -36,20 +36,48 @@ def _p_all_graph() -> tuple[list, list]:
     return [w, b, axes, shape], nodes
 
 
+TINY_OOD_METHOD = "tiny: 10 x mean green"
+
+
+def _ood_graph() -> tuple[list, list]:
+    """(initializers, nodes) of the scope score ood = 10 x mean green (0..10) from `flat` (the N x 3 mean RGB of
+    `_p_all_graph`) to the output `ood` (N): black-background cells in purple score ~1, a green, white or grey
+    image far more -- a test picks the threshold."""
+    w = numpy_helper.from_array(np.array([[0.0], [10.0], [0.0]], np.float32), "w_ood")
+    flat_n = numpy_helper.from_array(np.array([-1], np.int64), "flat_n")
+    nodes = [helper.make_node("MatMul", ["flat", "w_ood"], ["ood_col"]),
+             helper.make_node("Reshape", ["ood_col", "flat_n"], ["ood"])]
+    return [w, flat_n], nodes
+
+
+def scope_metadata(ood_threshold: float) -> dict:
+    return {"scope": {"method": TINY_OOD_METHOD, "threshold": ood_threshold, "fitted_on": "train",
+                      "accept_rate_val": 0.95}}
+
+
 def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, metadata: bool = True,
-                   scale: float = 1 / 255) -> Path:
-    """P(all) = sigmoid(w . mean_rgb + b): darker / more purple cells score higher. Dynamic batch."""
+                   scale: float = 1 / 255, ood_threshold: float | None = None) -> Path:
+    """P(all) = sigmoid(w . mean_rgb + b): darker / more purple cells score higher. Dynamic batch.
+    With `ood_threshold`: a scope gate too -- output `ood` = 10 x mean green, metadata `scope` with that threshold."""
     inits, nodes = _p_all_graph()
+    outputs = [helper.make_tensor_value_info("p_all", TensorProto.FLOAT, ["N", 1])]
+    if ood_threshold is not None:
+        ood_inits, ood_nodes = _ood_graph()
+        inits, nodes = inits + ood_inits, nodes + ood_nodes
+        outputs.append(helper.make_tensor_value_info("ood", TensorProto.FLOAT, ["N"]))
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
-        [helper.make_tensor_value_info("p_all", TensorProto.FLOAT, ["N", 1])],
+        outputs,
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     if metadata:
-        helper.set_model_props(model, {"leuk_edge": json.dumps(tiny_metadata(size, threshold, scale=scale))})
+        meta = tiny_metadata(size, threshold, scale=scale)
+        if ood_threshold is not None:
+            meta.update(scope_metadata(ood_threshold))
+        helper.set_model_props(model, {"leuk_edge": json.dumps(meta)})
     onnx.checker.check_model(model)
     path = Path(path)
     onnx.save(model, str(path))
@@ -57,7 +85,7 @@ def make_tiny_onnx(path: str | Path, size: int = 32, threshold: float = 0.5, met
 
 
 def make_tiny_cam_onnx(path: str | Path, size: int = 32, grid: int = 4, threshold: float = 0.5,
-                       extra_metadata: dict | None = None) -> Path:
+                       extra_metadata: dict | None = None, ood_threshold: float | None = None) -> Path:
     """`make_tiny_onnx`'s P(all), plus a second output `cam` (N x grid x grid): the darkness (1 - mean RGB)
     averaged over each grid cell, so a test knows exactly where the map is hot (where the image is dark)."""
     if size % grid:
@@ -74,16 +102,25 @@ def make_tiny_cam_onnx(path: str | Path, size: int = 32, grid: int = 4, threshol
         helper.make_node("AveragePool", ["dark"], ["pooled"], kernel_shape=[k, k], strides=[k, k]),
         helper.make_node("Reshape", ["pooled", "cam_shape"], ["cam"]),
     ]
+    outputs = [helper.make_tensor_value_info("p_all", TensorProto.FLOAT, ["N", 1]),
+               helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["N", grid, grid])]
+    inits = [*inits, ch_axis, cam_shape, one]
+    scope = {}
+    if ood_threshold is not None:
+        ood_inits, ood_nodes = _ood_graph()
+        inits, nodes = inits + ood_inits, nodes + ood_nodes
+        outputs.append(helper.make_tensor_value_info("ood", TensorProto.FLOAT, ["N"]))
+        scope = scope_metadata(ood_threshold)
     graph = helper.make_graph(
         nodes, "tiny_cam",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
-        [helper.make_tensor_value_info("p_all", TensorProto.FLOAT, ["N", 1]),
-         helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["N", grid, grid])],
-        initializer=[*inits, ch_axis, cam_shape, one],
+        outputs,
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    meta = {**tiny_metadata(size, threshold), "cam": {"output": "cam", "grid": [grid, grid]}, **(extra_metadata or {})}
+    meta = {**tiny_metadata(size, threshold), "cam": {"output": "cam", "grid": [grid, grid]}, **scope,
+            **(extra_metadata or {})}
     helper.set_model_props(model, {"leuk_edge": json.dumps(meta)})
     onnx.checker.check_model(model)
     path = Path(path)

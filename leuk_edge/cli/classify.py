@@ -67,13 +67,13 @@ def classify(
     from ..edge.writers import infer_format, open_writer
 
     with user_errors(), graceful_stop():
-        from ..scale.ray_cli import check_engine  # no ray import: --engine ray only
+        from ..cluster.ray_cli import check_engine  # no ray import: --engine ray only
 
         check_engine(engine, out, fmt)
         if bit_depth is not None and bit_depth not in BIT_DEPTHS:
             raise UsageError(f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}, got {bit_depth}")
         if engine == "ray":
-            from ..scale.ray_cli import RayOptions, classify_with_ray
+            from ..cluster.ray_cli import RayOptions, classify_with_ray
 
             if cam or report or summary_json:
                 raise UsageError("--cam, --report and --summary work with --engine local only (for now)")

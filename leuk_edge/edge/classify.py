@@ -163,7 +163,7 @@ def classify_paths(
     workers = workers or default_workers()
     prefetch = max(1, prefetch)
     h, w = classifier.size
-    resize, scale = classifier.info.input.resize, classifier.info.input.scale
+    resize, value_scale = classifier.info.input.resize, classifier.info.input.value_scale
     batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     # One buffer per batch in flight (prefetch) + the one being inferred: never overwritten while in use.
     buffers = [np.empty((batch_size, h, w, 3), np.float32) for _ in range(min(prefetch + 1, len(batches)))]
@@ -175,7 +175,7 @@ def classify_paths(
         except ImageReadError as exc:  # only a file that cannot be read/decoded is that file's error row
             return _short_reason(exc), time.perf_counter() - t0, 0.0
         t1 = time.perf_counter()
-        resize_scale(src, h, w, resize, out=buf[i], scale=scale, swap_rb=True)  # straight into the batch array
+        resize_scale(src, h, w, resize, out=buf[i], value_scale=value_scale, swap_rb=True)  # straight into the batch array
         return None, t1 - t0, time.perf_counter() - t1
 
     start = time.perf_counter()

@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .scale import estimate_um_per_px
+from .stain import StainModel, downscale, fill_holes
+
 # C-NMC cells sit centred on a 450x450 black canvas, about 210 px across: the crop side is ~2.15 cell widths.
 CNMC_TILE_PX = 450
 CNMC_CONTEXT = CNMC_TILE_PX / 210
@@ -44,9 +47,6 @@ CNMC_CONTEXT = CNMC_TILE_PX / 210
 # spans ~236 px of it, a ~12 um lymphocyte ~184 px, as in leuk_edge.synth.cells).
 CNMC_CANVAS_UM = 30.0
 CNMC_UM_PER_PX = CNMC_CANVAS_UM / CNMC_TILE_PX
-RBC_RATIO_DEFAULT = 0.2  # red cells' OD_red / OD_green when a frame has too few of them to measure
-RBC_RATIO_MAX = 0.42
-BLUE_RATIO_DEFAULT = 0.8  # red cells' OD_blue / OD_green, likewise
 
 
 @dataclass(frozen=True)
@@ -105,47 +105,6 @@ def _disk(diameter_px: float) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))
 
 
-def _od_luts(bg: np.ndarray) -> np.ndarray:
-    """Per channel: grey level -> optical density relative to the background light."""
-    levels = np.maximum(np.arange(256, dtype=np.float32), 0.5)
-    return np.stack([np.log(max(float(b), 1.0) / levels) for b in bg]).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class StainModel:
-    """Per-frame optical-density model: the background light (as OD lookup tables) and the red cells' absorbance
-    direction, as OD_red / OD_green and OD_blue / OD_green ratios measured on the red cells themselves."""
-    luts: np.ndarray   # (3, 256) grey level -> OD per channel
-    rbc_ratio: float   # red cells' OD_red / OD_green
-    blue_ratio: float  # red cells' OD_blue / OD_green
-
-    @classmethod
-    def fit(cls, rgb: np.ndarray, rbc_ratio: float | None = None) -> StainModel:
-        sample = rgb[::3, ::3].reshape(-1, 3)
-        bg = np.percentile(sample, 98, axis=0)  # the brightest pixels: plasma between the red cells
-        luts = _od_luts(bg)
-        s_r, s_g, s_b = luts[0][sample[:, 0]], luts[1][sample[:, 1]], luts[2][sample[:, 2]]
-        stained = s_g > 0.15
-        ratio = s_r[stained] / s_g[stained]
-        # Red cells: eosin absorbs green far more than red (ratio ~0.1-0.3; white cells 0.45-1).
-        eosin = ratio < RBC_RATIO_MAX
-        enough = eosin.sum() >= 0.02 * len(sample)
-        if rbc_ratio is None:
-            rbc_ratio = float(np.median(ratio[eosin])) if enough else RBC_RATIO_DEFAULT
-        blue = float(np.median(s_b[stained][eosin] / s_g[stained][eosin])) if enough else BLUE_RATIO_DEFAULT
-        return cls(luts, float(rbc_ratio), blue)
-
-    def maps(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 (..., 3) -> (stain, od_green) float32.
-
-        `stain` is the absorbance that red cells do not explain, ~0 on red cells of any thickness and on plasma:
-        the red light absorbed by basophilic dyes (nuclei, cytoplasm, platelets) plus the blue light a red cell
-        of the same green absorbance would have absorbed but the (blue-violet) white cell lets through.
-        `od_green` is the overall darkness."""
-        od_r, od_g, od_b = (self.luts[c][rgb[..., c]] for c in range(3))
-        return od_r - np.float32(self.rbc_ratio) * od_g + (np.float32(self.blue_ratio) * od_g - od_b), od_g
-
-
 def _cut_by_edge(rgb: np.ndarray, box, stain: StainModel, threshold: float) -> bool:
     """Whether the cell in `box` (source pixels) really reaches the frame border: look at the border pixels
     themselves at full resolution (the working scale cannot tell 0 from 3 px)."""
@@ -164,24 +123,6 @@ def _cut_by_edge(rgb: np.ndarray, box, stain: StainModel, threshold: float) -> b
     return any(int((stain.maps(px)[0] > threshold).sum()) >= max(3, 0.15 * len(px)) for px in strips)
 
 
-def _downscale(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Anti-aliased downscale. OpenCV's INTER_AREA is fast only for integer factors: for large factors go
-    linearly to twice the target, then area-average 2x2 (a 1280x720 frame: ~0.5 ms instead of ~3 ms)."""
-    if rgb.shape[1] > 2 * w and rgb.shape[0] > 2 * h:
-        rgb = cv2.resize(rgb, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
-    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-
-
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill enclosed holes (pale nucleoli, chromatin gaps) of a uint8 0/255 mask."""
-    h, w = mask.shape
-    flood = np.zeros((h + 2, w + 2), np.uint8)
-    flood[1:-1, 1:-1] = mask
-    ff = np.zeros((h + 4, w + 4), np.uint8)
-    cv2.floodFill(flood, ff, (0, 0), 255)
-    return mask | cv2.bitwise_not(flood[1:-1, 1:-1])
-
-
 @dataclass(frozen=True)
 class FrameScale:
     """The scale a frame was analysed at, and where it came from."""
@@ -198,8 +139,6 @@ def frame_scale(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> Fram
     if cfg.magnification:
         return FrameScale(cfg.scale(rgb.shape[1]), "magnification")
     if cfg.estimate_scale:
-        from .scale import estimate_um_per_px
-
         est = estimate_um_per_px(rgb)
         if est is not None:
             return FrameScale(est.um_per_px, "red cells", est.red_cells)
@@ -213,7 +152,7 @@ def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig(), u
     H, W = rgb.shape[:2]
     um = float(um_per_px) if um_per_px else frame_scale(rgb, cfg).um_per_px
     s = min(1.0, um / cfg.work_um_per_px)  # work pixels per source pixel
-    small = _downscale(rgb, max(1, round(W * s)), max(1, round(H * s))) if s < 1.0 else rgb
+    small = downscale(rgb, max(1, round(W * s)), max(1, round(H * s))) if s < 1.0 else rgb
     sy, sx = small.shape[0] / H, small.shape[1] / W
     wum = um / s  # micrometres per work pixel
     px2 = 1.0 / (wum * wum)  # work pixels per um^2
@@ -222,7 +161,7 @@ def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig(), u
     white, dark = stain.maps(small)
     nuc = ((white > cfg.nucleus_threshold) & (dark > cfg.nucleus_od)).astype(np.uint8) * 255
     nuc = cv2.morphologyEx(nuc, cv2.MORPH_CLOSE, _disk(cfg.lobe_gap_um / wum))  # lobes + chromatin gaps -> one
-    nuc = _fill_holes(nuc)
+    nuc = fill_holes(nuc)
     n_nuc, nuc_lab, stats, _ = cv2.connectedComponentsWithStats(nuc, connectivity=8)
     keep = [i for i in range(1, n_nuc) if stats[i, cv2.CC_STAT_AREA] >= cfg.min_nucleus_um2 * px2]
     if not keep:
@@ -230,7 +169,7 @@ def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig(), u
 
     body = (white > cfg.cell_threshold).astype(np.uint8) * 255
     body = cv2.morphologyEx(body, cv2.MORPH_OPEN, _disk(cfg.open_um / wum))  # specks, thin bridges, platelets
-    body = _fill_holes(cv2.bitwise_or(body, nuc))
+    body = fill_holes(cv2.bitwise_or(body, nuc))
     # Each body pixel belongs to the nearest kept nucleus (splits touching cells), within the cytoplasm reach.
     seeds = np.where(np.isin(nuc_lab, keep), 0, 255).astype(np.uint8)
     dist, near = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)

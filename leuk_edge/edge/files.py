@@ -1,8 +1,10 @@
-"""Expand `classify PATH…` arguments: folders (recursive), files and globs -> sorted image paths."""
+"""Files: expand `classify PATH…` arguments (folders recursively, files, globs -> sorted image paths); a file's
+SHA-256 (the one hash function of the project: model files, sources, reports)."""
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,15 @@ from typing import Iterable
 from .preprocess import is_image_file
 
 _GLOB_CHARS = set("*?[")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The hex SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass

@@ -26,8 +26,14 @@ class InputSpec:
     channels: int = 3
     layout: str = "NHWC"
     color: str = "RGB"
-    scale: float = 1.0 / 255.0
+    value_scale: float = 1.0 / 255.0  # 8-bit pixel value -> model input; stored as the metadata's input "scale"
     resize: str = "area"
+
+    def to_dict(self) -> dict:
+        """The metadata's `input` object (docs/contracts.md: the factor is stored under "scale")."""
+        d = asdict(self)
+        d["scale"] = d.pop("value_scale")
+        return d
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class ModelInfo:
     def to_json(self) -> str:
         d = asdict(self)
         extra = d.pop("extra")
+        d["input"] = self.input.to_dict()
         d["classes"] = list(self.classes)
         return json.dumps({**d, **extra}, sort_keys=True)
 
@@ -60,15 +67,15 @@ class ModelInfo:
         if list(d["classes"]) != ["hem", "all"]:
             raise MetadataError(f"classes must be ['hem', 'all'], got {d['classes']}")
         try:
-            scale = float(inp["scale"])
+            value_scale = float(inp["scale"])
         except (TypeError, ValueError):
-            scale = float("nan")
-        if not (0 < scale < float("inf")):  # the runner multiplies the 8-bit pixels by it (edge.preprocess)
+            value_scale = float("nan")
+        if not (0 < value_scale < float("inf")):  # the runner multiplies the 8-bit pixels by it (edge.preprocess)
             raise MetadataError(f"input scale must be a positive number, got {inp['scale']!r}")
         known = set(REQUIRED_KEYS)
         return cls(
             architecture=str(d["architecture"]),
-            input=InputSpec(**{**{k: inp[k] for k in INPUT_KEYS}, "scale": scale}),
+            input=InputSpec(**{k: inp[k] for k in INPUT_KEYS if k != "scale"}, value_scale=value_scale),
             output=dict(d["output"]),
             threshold=float(d["threshold"]),
             classes=tuple(d["classes"]),

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
 
-from .labels import label_for
+from .labels import OTHER, label_for
 from .metadata import MetadataError, ModelInfo
 from .preprocess import preprocess
 from .providers import check_session_providers, providers_for
 
 
 CAM_OUTPUT = "cam"  # name of the optional explanation output (docs/contracts.md)
+OOD_OUTPUT = "ood"  # name of the optional out-of-scope score output (higher = farther from the training cells)
 
 
 class ModelError(ValueError):
@@ -53,11 +55,26 @@ def dihedral(x: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(a) for a in out]
 
 
+@dataclass
+class Inference:
+    """One model call's outputs, per image: P(all), the out-of-scope score (None without a scope gate in use) and
+    the explanation maps (None unless asked for)."""
+    p_all: np.ndarray               # (n,) float32
+    ood: np.ndarray | None = None   # (n,) float32, higher = farther from the training cells
+    cam: np.ndarray | None = None   # (n, h, w) float32
+
+    def __len__(self) -> int:
+        return len(self.p_all)
+
+
 class Classifier:
-    """A leuk-edge ONNX model: metadata-driven preprocessing, P(all) out, labels by the stored threshold."""
+    """A leuk-edge ONNX model: metadata-driven preprocessing, P(all) out, labels by the stored threshold, and
+    (models exported with a scope gate) the out-of-scope score `ood` that labels a cell `other`.
+
+    `scope=False` (`--no-scope`) ignores the gate: every cell gets `all` or `hem` as before."""
 
     def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None,
-                 spinning: bool | None = None):
+                 spinning: bool | None = None, scope: bool = True):
         self.path = Path(model)
         self.session = make_session(self.path, device, threads, spinning)
         props = self.session.get_modelmeta().custom_metadata_map
@@ -72,6 +89,11 @@ class Classifier:
         named = self.info.output.get("name")
         self.output_name = named if named in outputs else outputs[0]
         self.cam_name = CAM_OUTPUT if CAM_OUTPUT in outputs and CAM_OUTPUT != self.output_name else None
+        # The scope gate needs both the `ood` output and the metadata `scope` entry (its threshold).
+        has_gate = OOD_OUTPUT in outputs and isinstance(self.info.extra.get("scope"), dict) \
+            and "threshold" in self.info.extra["scope"]
+        self.ood_name = OOD_OUTPUT if has_gate else None
+        self.use_scope = bool(scope) and has_gate
         self.providers = self.session.get_providers()
 
     @property
@@ -84,7 +106,7 @@ class Classifier:
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         h, w = self.size
-        return preprocess(rgb, h, w, self.info.input.resize, scale=self.info.input.scale)
+        return preprocess(rgb, h, w, self.info.input.resize, value_scale=self.info.input.value_scale)
 
     @property
     def has_cam(self) -> bool:
@@ -96,35 +118,85 @@ class Classifier:
         """The metadata's calibration entry ({"method", "temperature", "fitted_on"}), None for older models."""
         return self.info.extra.get("calibration")
 
-    def predict(self, batch: np.ndarray, tta: bool = False, cam: bool = False):
-        """Preprocessed NHWC float32 batch -> P(all) per image, shape (n,).
+    @property
+    def scope(self) -> dict | None:
+        """The metadata's scope entry ({"method", "threshold", "fitted_on", "accept_rate_val"}) when the model has
+        a scope gate, else None."""
+        return dict(self.info.extra["scope"]) if self.ood_name else None
 
-        `cam=True` returns (P(all), cam) with cam of shape (n, h, w) float32 on the model's feature-map grid
-        (for TTA, the map of the unrotated view); a model without the `cam` output is a ModelError."""
+    @property
+    def has_scope(self) -> bool:
+        """True when the model carries a scope gate (the `ood` output and its metadata), in use or not."""
+        return self.ood_name is not None
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """The `ood` score over which a cell is `other`; None when no scope gate is in use."""
+        return float(self.info.extra["scope"]["threshold"]) if self.use_scope else None
+
+    def scope_note(self) -> str | None:
+        """The one-line warning a run prints once when out-of-scope cells will not be flagged; None when the gate
+        is in use."""
+        if self.use_scope:
+            return None
+        if self.has_scope:
+            return ("scope gate switched off (--no-scope): every cell is called all or hem, out-of-scope cells "
+                    "(other white cells, debris) included")
+        return (f"{self.path.name} has no scope gate (exported before it existed): out-of-scope cells are not "
+                f"flagged '{OTHER}' and are counted as all or hem; re-export it to add one")
+
+    def infer(self, batch: np.ndarray, tta: bool = False, cam: bool = False) -> Inference:
+        """Preprocessed NHWC float32 batch -> Inference: P(all) (n,), the scope score `ood` (n,) when the gate is
+        in use, and with `cam=True` the maps (n, h, w) float32 on the model's feature-map grid.
+
+        TTA: the 8 views go through the model as one batch of 8n; P(all) and `ood` are averaged per image, the map
+        is the unrotated view's. A model without the `cam` output asked for one is a ModelError."""
         if cam and not self.has_cam:
             raise ModelError(f"{self.path.name} has no '{CAM_OUTPUT}' output; export it with `leuk-edge export --cam`")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim == 3:
             batch = batch[None]
         n = len(batch)
+        ood_wanted = self.use_scope
         if n == 0:
-            p = np.zeros((0,), np.float32)
-            return (p, np.zeros((0, 0, 0), np.float32)) if cam else p
-        # TTA: the 8 views go through the model as one batch of 8n, then are averaged per image;
-        # the first n rows are the unrotated view.
+            empty = np.zeros((0,), np.float32)
+            return Inference(empty, empty.copy() if ood_wanted else None,
+                             np.zeros((0, 0, 0), np.float32) if cam else None)
         x = np.concatenate(dihedral(batch)) if tta else batch
-        names = [self.output_name, self.cam_name] if cam else [self.output_name]
-        outs = self.session.run(names, {self.input_name: x})
-        p = outs[0].reshape(len(x), -1)[:, -1].reshape(-1, n).mean(axis=0).astype(np.float32)
-        if not cam:
-            return p
-        return p, np.asarray(outs[1][:n], np.float32).reshape(n, *outs[1].shape[-2:])
+        names = [self.output_name] + ([self.ood_name] if ood_wanted else []) + ([self.cam_name] if cam else [])
+        outs = dict(zip(names, self.session.run(names, {self.input_name: x})))
+        p = outs[self.output_name].reshape(len(x), -1)[:, -1].reshape(-1, n).mean(axis=0).astype(np.float32)
+        ood = (np.asarray(outs[self.ood_name], np.float32).reshape(-1, n).mean(axis=0) if ood_wanted else None)
+        maps = None
+        if cam:
+            raw = outs[self.cam_name]
+            maps = np.asarray(raw[:n], np.float32).reshape(n, *raw.shape[-2:])
+        return Inference(p, ood, maps)
+
+    def infer_rgb(self, images: Sequence[np.ndarray], tta: bool = False, cam: bool = False) -> Inference:
+        """RGB uint8 images of any size -> Inference (as `infer`)."""
+        return self.infer(self._batch(images), tta=tta, cam=cam)
+
+    def predict(self, batch: np.ndarray, tta: bool = False, cam: bool = False):
+        """Preprocessed NHWC float32 batch -> P(all) per image, shape (n,); `cam=True` returns (P(all), cam).
+        (P(all) only; `infer` also gives the scope score.)"""
+        out = self.infer(batch, tta=tta, cam=cam)
+        return (out.p_all, out.cam) if cam else out.p_all
 
     def predict_rgb(self, images: Sequence[np.ndarray], tta: bool = False, cam: bool = False):
         """RGB uint8 images of any size -> P(all) (and the cam maps with `cam=True`, as `predict`)."""
-        h, w = self.size
-        batch = np.stack([self.preprocess(im) for im in images]) if len(images) else np.zeros((0, h, w, 3), np.float32)
-        return self.predict(batch, tta=tta, cam=cam)
+        return self.predict(self._batch(images), tta=tta, cam=cam)
 
-    def label(self, probability: float) -> str:
-        return label_for(probability, self.threshold, self.info.classes)
+    def _batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        h, w = self.size
+        return np.stack([self.preprocess(im) for im in images]) if len(images) else np.zeros((0, h, w, 3), np.float32)
+
+    def label(self, probability: float, ood: float | None = None) -> str:
+        """The cell's label by THE decision rule (edge.labels): `other` when the scope gate is in use and `ood` is
+        over its threshold, else `all`/`hem` by P(all)."""
+        return label_for(probability, self.threshold, self.info.classes, ood, self.ood_threshold)
+
+    def labels(self, out: Inference) -> list[str]:
+        """The label of every image of one Inference."""
+        ood = out.ood if out.ood is not None else [None] * len(out)
+        return [self.label(float(p), None if o is None else float(o)) for p, o in zip(out.p_all, ood)]

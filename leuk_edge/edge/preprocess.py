@@ -33,7 +33,7 @@ from .image_headers import Scratch, header_dims, read_bmp_pixels
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 RESIZE_MODES = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
-SCALE = 1.0 / 255.0
+VALUE_SCALE = 1.0 / 255.0  # 8-bit value -> model input (metadata input.scale)
 BIT_DEPTHS = (8, 10, 12, 14, 16)
 DEFAULT_MAX_PIXELS = 50_000_000  # ~7000 x 7000: far above a microscope frame, far below what exhausts an edge box
 
@@ -167,7 +167,7 @@ def _float_area(shape: tuple, height: int, width: int, resize: str) -> bool:
 
 
 def resize_scale(src: np.ndarray, height: int, width: int, resize: str = "area", out: np.ndarray | None = None,
-                 scale: float = SCALE, swap_rb: bool = False) -> np.ndarray:
+                 value_scale: float = VALUE_SCALE, swap_rb: bool = False) -> np.ndarray:
     """uint8 (H, W, 3) -> float32 (height, width, 3) = resized 8-bit values x scale, written into `out` if given.
     `swap_rb`: the source is BGR, the result RGB (swapped after the resize: the same values, fewer to move).
     `src` may be a flipped view (e.g. a bottom-up BMP): it is read once, in the float conversion."""
@@ -192,22 +192,22 @@ def resize_scale(src: np.ndarray, height: int, width: int, resize: str = "area",
         else:
             cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=out)
             small = out
-    return np.multiply(small, np.float32(scale), out=out, dtype=np.float32)
+    return np.multiply(small, np.float32(value_scale), out=out, dtype=np.float32)
 
 
 def preprocess(rgb: np.ndarray, height: int, width: int, resize: str = "area",
-               out: np.ndarray | None = None, scale: float = SCALE) -> np.ndarray:
+               out: np.ndarray | None = None, value_scale: float = VALUE_SCALE) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> float32 (height, width, 3) in [0, 1], resized with the model's method.
 
     `out`: an optional float32 (height, width, 3) array to write into (e.g. a slot of a batch); same values."""
-    return resize_scale(rgb, height, width, resize, out=out, scale=scale)
+    return resize_scale(rgb, height, width, resize, out=out, value_scale=value_scale)
 
 
 def load_image(path: str | Path, height: int, width: int, resize: str = "area", *, bit_depth: int | None = None,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS, scale: float = SCALE,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, value_scale: float = VALUE_SCALE,
                out: np.ndarray | None = None) -> np.ndarray:
     """File -> model input (height, width, 3) float32: decode + preprocess (the fast path of both)."""
-    return resize_scale(decode_bgr(path, bit_depth, max_pixels), height, width, resize, out=out, scale=scale,
+    return resize_scale(decode_bgr(path, bit_depth, max_pixels), height, width, resize, out=out, value_scale=value_scale,
                         swap_rb=True)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .detect import StainModel, _downscale, _fill_holes  # detect imports this module lazily (no cycle)
+from .stain import StainModel, downscale, fill_holes
 
 RBC_UM = 7.5            # median diameter of a red cell in a dried, stained smear
 MIN_RBC = 12            # fewer red cells (equivalent count) in view: no estimate
@@ -73,7 +73,7 @@ def _disc_diameter(rgb: np.ndarray) -> tuple[float, float] | None:
     """(median red-cell diameter in pixels of `rgb`, covered fraction), or None without a clear answer."""
     stain = StainModel.fit(rgb)
     white, od_g = stain.maps(rgb)
-    red = _fill_holes(((od_g > _RBC_OD) & (white < _WHITE_STAIN)).astype(np.uint8) * 255)  # pale centres too
+    red = fill_holes(((od_g > _RBC_OD) & (white < _WHITE_STAIN)).astype(np.uint8) * 255)  # pale centres too
     # White cells and platelets are left out of the statistics (neither covered nor uncovered by red cells).
     stained = cv2.dilate((white > _WHITE_STAIN).astype(np.uint8), np.ones((5, 5), np.uint8))
     valid = None if not stained.any() else (stained == 0).astype(np.float32)
@@ -100,7 +100,7 @@ def estimate_um_per_px(rgb: np.ndarray, work_side: int = 320) -> ScaleEstimate |
     H, W = rgb.shape[:2]
     s = min(1.0, work_side / max(H, W))
     while True:
-        small = _downscale(rgb, max(1, round(W * s)), max(1, round(H * s))) if s < 1.0 else rgb
+        small = downscale(rgb, max(1, round(W * s)), max(1, round(H * s))) if s < 1.0 else rgb
         got = _disc_diameter(small)
         if got is None:
             return None

@@ -11,7 +11,8 @@ import platform
 from pathlib import Path
 
 from .. import DISCLAIMER, SYNTHETIC_NOTE, __version__
-from .keras_io import SourceInfo, sha256_file
+from ..edge.files import sha256_file
+from .keras_io import SourceInfo
 
 INTENDED_USE = ("Research and education: sorting single segmented white-cell images (C-NMC 2019 style, one cell on "
                 "black) into leukemic blast (all) or normal (hem), as a second look for a trained reviewer.")

@@ -20,7 +20,8 @@ from .card import card_essentials, write_card
 from .convert import build_model_info, check_onnx, convert_keras, set_metadata
 from .defaults import (CALIB_SEED, DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_CALIB_SIZE, DEFAULT_N,
                        DEFAULT_OPSET, FP16_ATOL, INT8_MIN_AGREEMENT, MIN_AGREEMENT_N, onnx_sibling)
-from .keras_io import SourceInfo, load_keras_model, sha256_file, source_info
+from ..edge.files import sha256_file
+from .keras_io import SourceInfo, load_keras_model, source_info
 from .parity import ParityReport, check_parity, check_source, check_variant, parity_inputs, pick_images, report_path
 from .variants import make_fp16, make_int8, variant_path
 

@@ -7,7 +7,6 @@ which values are guesses, because a guessed threshold or resize method silently 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +41,6 @@ class SourceInfo:
     def temperature(self) -> float:
         """The temperature P(all) = sigmoid(logit / T) is calibrated with; 1 for an uncalibrated run."""
         return float(self.calibration["temperature"]) if self.calibration else 1.0
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_keras_model(path: str | Path):

@@ -24,7 +24,8 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from .. import DISCLAIMER
 from . import browse
 from .hub import Hub
-from .modelinfo import file_sha256, model_info
+from ..edge.files import sha256_file
+from .modelinfo import model_info
 from .review import ReviewStore, SignRefused
 from .uploads import Limits, classify_files, classify_folder, safe_name
 
@@ -82,7 +83,7 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
     # Idle onnxruntime threads sleep, as in `stream`: the same cores detect, crop, draw and encode between calls.
     clf = Classifier(model, device=device, threads=threads, spinning=False)
     folder = Path(folder)
-    sha = file_sha256(Path(model))
+    sha = sha256_file(Path(model))
     store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide)
     if data_root is not None and not Path(data_root).is_dir():
         raise ValueError(f"--data-root is not a folder: {data_root}")

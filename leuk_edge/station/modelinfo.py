@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from .. import DISCLAIMER, __version__
 from ..edge.precision import card_path, parity_reports
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_info(clf, sha256: str) -> dict:
@@ -31,7 +21,7 @@ def model_info(clf, sha256: str) -> dict:
     extra = clf.info.extra
     return {
         "file": path.name, "sha256": sha256, "architecture": clf.info.architecture,
-        "input": asdict(clf.info.input), "output": clf.info.output, "classes": list(clf.info.classes),
+        "input": clf.info.input.to_dict(), "output": clf.info.output, "classes": list(clf.info.classes),
         "threshold": clf.threshold, "calibration": clf.calibration, "explanations": clf.has_cam,
         "providers": list(clf.providers), "source_sha256": extra.get("source_sha256"),
         "model_version": extra.get("leuk_edge_version"), "created": extra.get("created"),

@@ -1,6 +1,6 @@
 """`train --strategy multiworker`: two worker processes on 127.0.0.1 (CPU) train one epoch; the chief writes a
 complete run folder, the other worker leaves nothing behind; the same seed gives the same history.
-Run alone: `pytest -m scale`."""
+Run alone: `pytest -m cluster`."""
 
 import csv
 import json
@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from leuk_edge.train.distribute import DistributeError, parse_tf_config, run_folder
 
-pytestmark = pytest.mark.scale
+pytestmark = pytest.mark.cluster
 
 RUN_FILES = {"model.keras", "config.json", "history.csv", "curves.png", "split.json", "metrics.json",
              "confusion.png", "roc.png"}

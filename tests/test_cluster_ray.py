@@ -1,5 +1,5 @@
 """`classify --engine ray` on a local Ray instance: the same rows as `--engine local`, every file exactly once even
-when an actor process dies mid-run, Parquet output, file:// URIs, one-line errors. Run alone: `pytest -m scale`."""
+when an actor process dies mid-run, Parquet output, file:// URIs, one-line errors. Run alone: `pytest -m cluster`."""
 
 import csv
 import json
@@ -18,7 +18,7 @@ from leuk_edge.edge.preprocess import is_image_file
 import pyarrow.parquet as pq  # noqa: E402  - the [ray] extra; missing = an error, never a skip
 import ray  # noqa: E402
 
-pytestmark = pytest.mark.scale
+pytestmark = pytest.mark.cluster
 N_CELLS = 300
 
 
@@ -42,7 +42,7 @@ def folder(tmp_path_factory):
     from leuk_edge.synth.cells import render_cnmc_image
     from test_classify import write_mixed_folder
 
-    root = write_mixed_folder(tmp_path_factory.mktemp("scale") / "cells")
+    root = write_mixed_folder(tmp_path_factory.mktemp("cluster") / "cells")
     many = root / "many"
     many.mkdir()
     rng = np.random.default_rng(7)
@@ -113,7 +113,7 @@ def test_ray_engine_writes_parquet(ray_local, folder, tiny_onnx, local_rows, tmp
 
 
 def test_actor_killed_mid_run_still_yields_every_row_once(ray_local, folder, tiny_onnx, local_rows, tmp_path):
-    from leuk_edge.scale.ray_engine import ClassifyActor, RayOptions, classify_ray, list_inputs
+    from leuk_edge.cluster.ray_engine import ClassifyActor, RayOptions, classify_ray, list_inputs
 
     marker = str(tmp_path / "died.pid")
 
@@ -143,7 +143,7 @@ def test_actor_killed_mid_run_still_yields_every_row_once(ray_local, folder, tin
 
 
 def test_uri_inputs_are_listed_and_read_through_pyarrow(ray_local, folder, tiny_onnx, local_rows):
-    from leuk_edge.scale.ray_engine import RayOptions, classify_ray, list_inputs
+    from leuk_edge.cluster.ray_engine import RayOptions, classify_ray, list_inputs
 
     files = list_inputs([f"file://{folder}"])
     assert files.skipped == 1  # notes.txt
@@ -197,7 +197,7 @@ def test_sigterm_keeps_the_rows_and_exits_143(ray_local, folder, tiny_onnx, loca
     must take the graceful path, as the local engine does: rows so far written, summary, exit 143."""
     import signal
 
-    from leuk_edge.scale import ray_cli
+    from leuk_edge.cluster import ray_cli
 
     real = ray_cli.classify_ray
 

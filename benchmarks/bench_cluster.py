@@ -1,6 +1,6 @@
 """Ray engine vs local engine on one node (same cores, same folder), and a paper projection for N nodes.
 
-    python benchmarks/bench_scale.py [--n 800] [--size 256] [--batch 16] [--repeats 3] [--model M.onnx]
+    python benchmarks/bench_cluster.py [--n 800] [--size 256] [--batch 16] [--repeats 3] [--model M.onnx]
 
 Measures, alternating rounds so other load hits both alike:
   local   `classify --engine local`: expand_paths + classify_paths (decode threads + one ORT session, all cores)
@@ -11,7 +11,7 @@ The Ray run is timed end to end (actor pool start included: Ray Data starts a po
 the slope between runs over all n images and over n/2 (the fixed start cost cancels); the no-op rate likewise. The projection multiplies the measured per-actor steady rate by actors per node and caps it
 by (a) storage bandwidth / bytes per image and (b) the measured no-op batch rate x batch size.
 Without --model it exports the from-scratch CNN with random weights (needs the [train] extra; speed only).
-Writes benchmarks/results/bench_scale.{md,json} and prints the table.
+Writes benchmarks/results/bench_cluster.{md,json} and prints the table.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def local_runner(model: Path, folder: Path, batch: int, stages: list):
 
 def ray_runner(model: Path, files: list[str], batch: int, actors: int, stages: list, actor_cls=None):
     from leuk_edge.edge.classify import StageTimes
-    from leuk_edge.scale.ray_engine import ClassifyActor, RayOptions, classify_ray
+    from leuk_edge.cluster.ray_engine import ClassifyActor, RayOptions, classify_ray
 
     def run():
         times = StageTimes()
@@ -66,7 +66,7 @@ def ray_runner(model: Path, files: list[str], batch: int, actors: int, stages: l
 
 def noop_actor():
     from leuk_edge.edge.classify import Row
-    from leuk_edge.scale.ray_engine import ClassifyActor, rows_table
+    from leuk_edge.cluster.ray_engine import ClassifyActor, rows_table
 
     class NoopActor(ClassifyActor):
         """No model, no decode: the rows come straight back (the pipeline's own cost per batch)."""
@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
     cores = logical_cores()
     actors = args.actors or cores
     meta = machine_info(("onnxruntime", "cv2", "numpy", "ray", "pyarrow"))
-    with tempfile.TemporaryDirectory(prefix="leuk_bench_scale_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="leuk_bench_cluster_") as tmp:
         tmp = Path(tmp)
         folder = args.data or tmp / "cells"
         log(f"writing {args.n} 450x450 BMPs to {folder} ...")
@@ -129,7 +129,7 @@ def main(argv=None) -> dict:
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
             stages = {"local": [], "ray": [], "noop": []}
-            from leuk_edge.scale.ray_engine import list_inputs
+            from leuk_edge.cluster.ray_engine import list_inputs
 
             files = list_inputs([str(folder)]).images
             # no-op actors never open a file: many (fake) paths give many batches, so the per-batch cost shows
@@ -204,7 +204,7 @@ def main(argv=None) -> dict:
         "best-of is the least disturbed run).",
         "",
     ])
-    write_results(args.out, "bench_scale", table, result)
+    write_results(args.out, "bench_cluster", table, result)
     print(table)
     return result
 

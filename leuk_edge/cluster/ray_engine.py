@@ -139,8 +139,8 @@ def classify_batch(clf: Classifier, paths: Sequence[str], tta: bool = False, bit
     for i, path in enumerate(paths):
         try:
             with readable(path) as local:
-                load_image(local, h, w, spec.resize, bit_depth=bit_depth, max_pixels=max_pixels, scale=spec.scale,
-                           out=buf[i])
+                load_image(local, h, w, spec.resize, bit_depth=bit_depth, max_pixels=max_pixels,
+                           value_scale=spec.value_scale, out=buf[i])
         except ImageReadError as exc:  # as the local engine: only a file that cannot be read is its error row
             errors[i] = _short_reason(exc)
     t1 = time.perf_counter()

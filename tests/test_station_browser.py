@@ -59,7 +59,7 @@ def test_station_page_in_chromium(tmp_path, chromium):
             with page.expect_download() as download:
                 page.click("#csv-btn")
             csv_lines = open(download.value.path()).read().splitlines()
-            assert csv_lines[0] == "path,label,probability,error"  # the classify table's CSV contract
+            assert csv_lines[0] == "path,label,probability,ood,error"  # the classify table's CSV contract
             assert [line.split(",")[:2] for line in csv_lines[1:]] == [[r.split("\t")[0], r.split("\t")[1]]
                                                                        for r in rows]
             # Review by keyboard, fast: `c` confirms the selected cell's pre-class, `h` (pressed at once) makes the

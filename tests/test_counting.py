@@ -119,3 +119,29 @@ def test_a_model_without_the_gate_warns_once_and_runs(field, tmp_path):
     assert s["cells"]["other"] == 0 and s["cells"]["total"] > 0 and s["scope"]["used"] is False
     assert all("ood" not in c for line in (tmp_path / "e.jsonl").read_text().splitlines()
                for c in json.loads(line)["cells"])
+
+
+def test_report_counts_other_apart_and_shows_it(tmp_path):
+    from leuk_edge.edge.writers import open_writer
+    from typer.testing import CliRunner
+
+    from leuk_edge.cli import app
+    from test_report import Page
+
+    model = make_tiny_onnx(tmp_path / "m.onnx", ood_threshold=3.0)
+    rows = list(classify_paths(Classifier(model), _cell_images(tmp_path / "cells")))
+    table = tmp_path / "t.csv"
+    with open_writer(table) as w:
+        for r in rows:
+            w.write(r)
+    assert table.read_text().splitlines()[0] == "path,label,probability,ood,error"
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(app, ["report", str(table), "--model", str(model), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    page = Page(out.read_text())
+    assert {k: page.value(f"{k}-count") for k in ("cells", "all", "hem", "other", "error")} == \
+        {"cells": "6", "all": "3", "hem": "1", "other": "2", "error": "0"}
+    assert float(page.value("blast-fraction")) == pytest.approx(0.75)
+    assert float(page.value("ci-low")) == pytest.approx(wilson_interval(3, 4)[0], abs=1e-6)
+    assert [a["data-path"].rsplit("/", 1)[-1] for a in page.figures("gallery-other")] == ["g2.png", "g1.png"]
+    assert sum(int(a["data-count"]) for t, a in page.tags if t == "rect" and "data-count" in a) == 4  # no other

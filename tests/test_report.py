@@ -163,24 +163,27 @@ def _events(path, frames):
     return path
 
 
-def _cell(label, p):
-    return {"box": [1, 2, 30, 30], "label": label, "probability": p}
+def _cell(track, label, p, track_label):
+    return {"box": [1, 2, 30, 30], "label": label, "probability": p, "track": track, "track_label": track_label}
 
 
-FRAMES = [[_cell("all", 0.93), _cell("hem", 0.12)], [_cell("all", 0.91), _cell("hem", 0.45)], [],
-          [_cell("all", 0.55), _cell("hem", 0.10), _cell("hem", 0.05)]]  # 3 all + 4 hem sightings, 2 uncertain
+# 7 sightings of 5 tracked cells: track 0 all (mean P 0.92), 1 hem (0.285; one sighting at 0.45 was uncertain),
+# 2 all (0.55, uncertain), 3 and 4 hem -> 2 all + 3 hem cells, 1 uncertain at threshold 0.5 and band 0.1
+FRAMES = [[_cell(0, "all", 0.93, "all"), _cell(1, "hem", 0.12, "hem")],
+          [_cell(0, "all", 0.91, "all"), _cell(1, "hem", 0.45, "hem")], [],
+          [_cell(2, "all", 0.55, "all"), _cell(3, "hem", 0.10, "hem"), _cell(4, "hem", 0.05, "hem")]]
 
 
 def test_stream_events_and_summary(tmp_path):
     events = _events(tmp_path / "session.jsonl", FRAMES)
-    # events alone: counted per sighting
+    # events alone: each tracked cell once, by its track's label; the histogram and uncertain: mean P(all) per cell
     out = tmp_path / "events.html"
     res = invoke("report", events, "--out", out)
     assert res.exit_code == 0, res.all_output
     page = Page(out.read_text())
-    assert (page.value("all-count"), page.value("hem-count"), page.value("uncertain-count")) == ("3", "4", "2")
-    assert "cell sightings" in out.read_text()
-    # with its summary (matched by the summary's jsonl): tracked cells counted once, sightings in the histogram
+    assert (page.value("all-count"), page.value("hem-count"), page.value("uncertain-count")) == ("2", "3", "1")
+    assert "tracked cells" in out.read_text()
+    # with its summary (matched by the summary's jsonl): the run's own counts, its tracked cells in the histogram
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"source": "slide.mp4", "ended": "end of source", "frames": 4,
                                    "cells": {"all": 1, "hem": 2, "total": 3}, "jsonl": str(events)}))
@@ -190,8 +193,59 @@ def test_stream_events_and_summary(tmp_path):
     assert_self_contained(text)
     page = Page(text)
     assert (page.value("all-count"), page.value("hem-count")) == ("1", "2")
-    assert sum(int(a["data-count"]) for t, a in page.tags if t == "rect" and "data-count" in a) == 7
+    assert sum(int(a["data-count"]) for t, a in page.tags if t == "rect" and "data-count" in a) == 5
     assert "tracked cells" in text
+
+
+def _wilson(k, n, z=1.959963984540054):  # the textbook formula, written out independently of edge.summary
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def _tracked(track, label, p, track_label, ood=None):
+    cell = {"box": [10 * track, 2, 30, 30], "label": label, "probability": p}
+    return {**cell, **({"ood": ood} if ood is not None else {}), "track": track, "track_label": track_label}
+
+
+# One blast seen in 10 frames, a normal cell in 2, another in 1, an out-of-scope cell in 3 (its first sighting
+# still in scope): 4 cells, 16 sightings. Counted by track: all 1, hem 2, other 1.
+SEEN_10 = [[_tracked(0, "all", 0.9, "all")] + ([_tracked(1, "hem", 0.2, "hem")] if i < 2 else [])
+           + ([_tracked(2, "hem", 0.1, "hem")] if i == 5 else [])
+           + ([_tracked(3, "hem" if i == 6 else "other", 0.3, "hem" if i == 6 else "other", 2.0 if i == 6 else 9.0)]
+              if 6 <= i < 9 else []) for i in range(10)]
+
+
+def test_events_count_tracked_cells_once_with_the_interval_of_n_tracks(tmp_path):
+    """Defect 5: events alone counted every sighting (the blast seen 10 times counted 10 times) and the interval
+    was over repeated sightings of the same cells. A cell counts once, by its track's label; n = tracks."""
+    events = _events(tmp_path / "seen10.jsonl", SEEN_10)
+    out = tmp_path / "r.html"
+    res = invoke("report", events, "--out", out)
+    assert res.exit_code == 0, res.all_output
+    page = Page(out.read_text())
+    got = {k: page.value(f"{k}-count") for k in ("all", "hem", "other", "cells")}
+    assert got == {"all": "1", "hem": "2", "other": "1", "cells": "4"}
+    lo, hi = _wilson(1, 3)  # 1 blast of 3 classed cells (the other cell is in neither)
+    assert float(page.value("blast-fraction")) == pytest.approx(1 / 3)
+    assert (float(page.value("ci-low")), float(page.value("ci-high"))) == (pytest.approx(lo), pytest.approx(hi))
+    # the histogram and the uncertain count are per tracked cell too (mean P(all)), `other` left out
+    assert sum(int(a["data-count"]) for t, a in page.tags if t == "rect" and "data-count" in a) == 3
+
+
+def test_total_never_adds_tracks_and_sightings(table, tmp_path):
+    """Defect 5: a stream run given with its summary counted tracks, another without counted sightings, and the
+    total added both. Every stream sample counts tracked cells; the total adds cells to cells."""
+    a = _events(tmp_path / "a.jsonl", SEEN_10)
+    summary = tmp_path / "a.json"
+    summary.write_text(json.dumps({"source": "a.mp4", "ended": "end of source", "frames": 10, "jsonl": str(a),
+                                   "cells": {"all": 1, "hem": 2, "other": 1, "total": 4}}))
+    b = _events(tmp_path / "b.jsonl", SEEN_10[:3])  # tracks 0 and 1 only: all 1, hem 1
+    out = tmp_path / "r.html"
+    assert invoke("report", summary, a, b, table, "--out", out).exit_code == 0
+    page = Page(out.read_text())
+    assert page.samples()["stream events: b.jsonl"] == {"all": 1, "hem": 1, "errors": 0}
+    assert (int(page.value("all-count")), int(page.value("hem-count"))) == (1 + 1 + 5, 2 + 1 + 6)
 
 
 def test_several_inputs_make_one_report_with_a_sample_each(table, tmp_path):
@@ -200,15 +254,18 @@ def test_several_inputs_make_one_report_with_a_sample_each(table, tmp_path):
     assert invoke("report", table, events, "--out", out).exit_code == 0
     page = Page(out.read_text())
     samples = page.samples()
-    assert samples["A"] == BY_FOLDER["A"] and samples["stream events: session.jsonl"]["all"] == 3
-    assert int(page.value("all-count")) == 5 + 3 and int(page.value("hem-count")) == 6 + 4
+    assert samples["A"] == BY_FOLDER["A"] and samples["stream events: session.jsonl"]["all"] == 2
+    assert int(page.value("all-count")) == 5 + 2 and int(page.value("hem-count")) == 6 + 3
 
 
 def _hot_quadrant(bgr):
-    """Quadrant (row, col) with the most JET-red (R - B) in an overlay."""
+    """Quadrant (row, col) with the most red tint (R - B: evidence for all) in an overlay, the caption (top rows)
+    and the legend strip (bottom rows) left out."""
     heat = bgr[:, :, 2].astype(float) - bgr[:, :, 0].astype(float)
+    heat[:16], heat[-max(4, len(heat) // 20):] = np.nan, np.nan
     h, w = heat.shape
-    q = {(r, c): heat[r * h // 2:(r + 1) * h // 2, c * w // 2:(c + 1) * w // 2].mean() for r in (0, 1) for c in (0, 1)}
+    q = {(r, c): np.nanmean(heat[r * h // 2:(r + 1) * h // 2, c * w // 2:(c + 1) * w // 2])
+         for r in (0, 1) for c in (0, 1)}
     return max(q, key=q.get)
 
 

@@ -60,8 +60,9 @@ def after_classify(classifier, rows: list, cam: Path | None, cam_all: bool, repo
 
 
 def stream_collector(report_path: Path | None, inner):
-    """(on_result callback, events or None): with --report, P(all) and label of every sighting are kept (a few
-    bytes each, so a long live run stays small) for the report's histogram; `inner` still runs."""
+    """(on_result callback, events or None): with --report, each tracked cell's P(all) sum, sightings and label
+    are kept (a few bytes per cell, so a long live run stays small) for the report's histogram; `inner` still
+    runs."""
     from ..report.inputs import StreamEvents
 
     if report_path is None:
@@ -71,7 +72,7 @@ def stream_collector(report_path: Path | None, inner):
     def on_result(result, stats):
         events.frames += 1
         for cell in result.cells:
-            events.add(cell.label, cell.probability)
+            events.add(cell.track, cell.probability, cell.track_label)
         if inner is not None:
             inner(result, stats)
     return on_result, events

@@ -13,16 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
+from ..edge.explain import EVIDENCE_SCALE
+from ..edge.labels import OTHER, is_uncertain
 from .inputs import Inputs, ReportInputError, TableRow, read_inputs
 from .samples import GROUP_BY, Sample, stream_samples, table_samples, total
 
 __all__ = ["ReportOptions", "ReportInputError", "build_report", "write_report", "resolve_threshold"]
 
+CAM_NOTE = ("Heat maps: the model's class-activation map, signed evidence on one fixed scale for every map: red = "
+            "evidence for all, blue = evidence for hem, no tint = none; full colour at {scale:g} logit units per "
+            "map cell (the legend under each map).").format(scale=EVIDENCE_SCALE)
+
 
 @dataclass
 class ReportOptions:
     group_by: str = "folder"          # folder | subject | none (classify tables)
-    band: float = 0.1                 # |P(all) - threshold| <= band counts as uncertain
+    band: float = 0.1                 # uncertain: edge.labels.is_uncertain, |P(all) - threshold| <= band
     gallery: int = 24                 # cells per gallery (flagged, uncertain)
     threshold: float | None = None    # default: the model's, else inferred from the labels
     model: str | Path | None = None   # adds the card, metadata, calibration and CAM overlays
@@ -61,11 +67,13 @@ def resolve_threshold(rows: list[TableRow], given: float | None, classifier) -> 
 
 
 def _gallery_rows(rows: list[TableRow], threshold: float, band: float, n: int):
-    ok = [r for r in rows if r.ok]
-    flagged = sorted((r for r in ok if r.label == "all"), key=lambda r: -r.probability)[:n]
-    near = sorted((r for r in ok if abs(r.probability - threshold) <= band),
+    """(flagged `all`, uncertain, out of scope) rows: highest P(all), closest to the threshold, highest ood first."""
+    classed = [r for r in rows if r.ok and r.label != OTHER]
+    flagged = sorted((r for r in classed if r.label == "all"), key=lambda r: -r.probability)[:n]
+    near = sorted((r for r in classed if is_uncertain(r.probability, threshold, band)),
                   key=lambda r: abs(r.probability - threshold))[:n]
-    return flagged, near
+    other = sorted((r for r in rows if r.label == OTHER), key=lambda r: -(r.ood or 0.0))[:n]
+    return flagged, near, other
 
 
 def build_report(inputs: Inputs, options: ReportOptions | None = None, classifier=None) -> str:
@@ -78,26 +86,29 @@ def build_report(inputs: Inputs, options: ReportOptions | None = None, classifie
     t = total(samples)
     threshold, how = resolve_threshold(inputs.rows, opts.threshold, classifier)
     probs = t.probabilities
-    uncertain = int(np.count_nonzero(np.abs(probs - threshold) <= opts.band))
-    flagged, near = _gallery_rows(inputs.rows, threshold, opts.band, opts.gallery)
-    shown = list({r.path: r for r in flagged + near}.values())
+    uncertain = int(np.count_nonzero(is_uncertain(probs, threshold, opts.band)))
+    flagged, near, other = _gallery_rows(inputs.rows, threshold, opts.band, opts.gallery)
+    shown = list({r.path: r for r in flagged + near + other}.values())
     thumbs = images.thumbnails(shown)
     if opts.overlays:
-        cams, cam_note = images.overlay_uris(opts.overlays), "Heat maps: the model's class-activation map of 'all'."
+        cams, cam_note = images.overlay_uris(opts.overlays), CAM_NOTE
     elif classifier is not None and classifier.has_cam:
-        cams, cam_note = images.cam_uris(classifier, shown), "Heat maps: the model's class-activation map of 'all'."
+        cams, cam_note = images.cam_uris(classifier, shown), CAM_NOTE
     else:
         cams, cam_note = {}, ("No CAM overlays: " + ("the model has no cam output." if classifier is not None
                                                      else "no --model with a cam output given."))
     notes = []
-    if any(s.unit != "cells" for s in samples):
-        notes.append("Stream runs: a summary counts each tracked cell once; events alone count every sighting "
-                     "(a cell seen in several frames counts several times); histograms use sightings.")
+    if any(s.unit == "tracked cells" for s in samples):
+        notes.append("Stream runs count tracked cells: each cell once, however many frames it was seen in, by its "
+                     "track's label (mean P(all) and mean out-of-scope score over its sightings); the histogram "
+                     "and the uncertain count use each tracked cell's mean P(all).")
+    if classifier is not None and classifier.scope_note():
+        notes.append(classifier.scope_note())
     sections = [
         page.headline(t, uncertain, threshold, opts.band),
         page.samples_table(samples, opts.group_by) if len(samples) > 1 else "",
         page.histogram_section(probs, threshold, opts.band, how),
-        page.gallery_section(flagged, near, thumbs, cams, cam_note) if inputs.rows else "",
+        page.gallery_section(flagged, near, other, thumbs, cams, cam_note) if inputs.rows else "",
         page.model_section(ModelFacts.of(classifier) if classifier is not None else None),
         page.run_section(RunFacts.of(opts.run) if opts.run else None),
         page.inputs_section(inputs.files, notes),

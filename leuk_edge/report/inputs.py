@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import csv
 import json
-from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TABLE_FIELDS = ("path", "label", "probability", "error")
-LABELS = ("all", "hem", "error")
+import numpy as np
+
+from ..edge.classify import TABLE_FIELDS
+from ..edge.labels import OTHER
+
+LABELS = ("all", "hem", OTHER, "error")
+CELL_LABELS = ("all", "hem", OTHER)
 
 
 class ReportInputError(ValueError):
@@ -29,6 +34,7 @@ class TableRow:
     probability: float | None
     error: str = ""
     base: str = ""  # folder of the table file: relative image paths are also looked up from there
+    ood: float | None = None  # out-of-scope score (tables of models with a scope gate)
 
     @property
     def ok(self) -> bool:
@@ -37,18 +43,30 @@ class TableRow:
 
 @dataclass
 class StreamEvents:
-    """The cells of one stream events file, per sighting (a cell seen in 3 frames counts 3 times)."""
+    """The tracked cells of one stream run's events: each cell once (its track), labelled by the CellTracker's
+    decision (the last `track_label` of the track), with its mean P(all) over the sightings."""
 
     source: str
     frames: int = 0
     summary: dict | None = None  # the stream summary of the same run, when known (else matched by its `jsonl`)
-    labels: dict = field(default_factory=dict)
-    probabilities: array = field(default_factory=lambda: array("d"))
+    tracks: dict = field(default_factory=dict)  # track id -> [sum of P(all), sightings, the track's label]
 
-    def add(self, label: str, probability: float | None) -> None:
-        self.labels[label] = self.labels.get(label, 0) + 1
-        if probability is not None:
-            self.probabilities.append(float(probability))
+    def add(self, track: int, probability: float, track_label: str) -> None:
+        """One sighting of the cell `track`; the track's label is the tracker's latest word on it."""
+        t = self.tracks.setdefault(int(track), [0.0, 0, track_label])
+        t[0] += float(probability)
+        t[1] += 1
+        t[2] = track_label
+
+    @property
+    def labels(self) -> Counter:
+        """Tracked cells per label (each cell once)."""
+        return Counter(label for _, _, label in self.tracks.values())
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Mean P(all) of each tracked cell the model classed (`other` left out: not counted, not uncertain)."""
+        return np.array([s / n for s, n, label in self.tracks.values() if label != OTHER], np.float64)
 
 
 @dataclass
@@ -57,6 +75,15 @@ class Inputs:
     events: list[StreamEvents] = field(default_factory=list)
     summaries: list[tuple[str, dict]] = field(default_factory=list)  # (file, stream summary)
     files: list[tuple[str, str]] = field(default_factory=list)        # (file, kind) in the order given
+
+
+def _number(value, where: str, name: str) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ReportInputError(f"{where}: {name} {value!r} is not a number") from None
 
 
 def _probability(value, where: str) -> float | None:
@@ -80,7 +107,8 @@ def _row(record: dict, where: str, base: str) -> TableRow:
         raise ReportInputError(f"{where}: label {label!r} is not one of {', '.join(LABELS)}")
     if label != "error" and p is None:
         raise ReportInputError(f"{where}: row labelled {label!r} has no probability")
-    return TableRow(str(record["path"]), label, p, str(record.get("error") or ""), base)
+    return TableRow(str(record["path"]), label, p, str(record.get("error") or ""), base,
+                    _number(record.get("ood"), where, "ood"))
 
 
 def _is_summary(obj) -> bool:
@@ -96,7 +124,14 @@ def _add_event(ev: StreamEvents, obj: dict, where: str) -> None:
     for cell in obj["cells"]:
         if not isinstance(cell, dict) or "label" not in cell:
             raise ReportInputError(f"{where}: stream event cell without a label")
-        ev.add(str(cell["label"]), _probability(cell.get("probability"), where))
+        if not isinstance(cell.get("track"), int) or cell.get("track_label") not in CELL_LABELS:
+            raise ReportInputError(f"{where}: stream event cell without its track and track_label (events written "
+                                   "before cells were counted by track); give the run's --summary instead of its "
+                                   "events, or run stream again")
+        p = _probability(cell.get("probability"), where)
+        if p is None:
+            raise ReportInputError(f"{where}: stream event cell without a probability")
+        ev.add(cell["track"], p, cell["track_label"])
 
 
 def _read_csv(path: Path, text: str, into: Inputs) -> None:
@@ -175,7 +210,8 @@ def read_inputs(paths) -> Inputs:
 
 def inputs_from_rows(rows, name: str = "classify run") -> Inputs:
     """Classify rows still in memory (edge.classify.Row or anything with path/label/probability/error)."""
-    inputs = Inputs([TableRow(str(r.path), r.label, r.probability, r.error or "") for r in rows])
+    inputs = Inputs([TableRow(str(r.path), r.label, r.probability, r.error or "", ood=getattr(r, "ood", None))
+                     for r in rows])
     inputs.files.append((name, "classify table"))
     return inputs
 

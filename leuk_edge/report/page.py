@@ -2,9 +2,9 @@
 Content-Security-Policy that forbids any fetch, so it opens offline and never touches the network.
 
 Numbers a program may read back carry stable ids / data attributes: #cells-count, #all-count, #hem-count,
-#error-count, #blast-fraction, #ci-low, #ci-high (data-value), #uncertain-count (data-value, data-band,
-data-threshold), tr.sample rows in #samples (data-name, data-cells, data-all, data-hem, data-errors), figures in
-#gallery-flagged / #gallery-uncertain (data-path, data-probability, data-cam).
+#other-count, #error-count, #blast-fraction, #ci-low, #ci-high (data-value), #uncertain-count (data-value, data-band,
+data-threshold), tr.sample rows in #samples (data-name, data-cells, data-all, data-hem, data-other, data-errors),
+figures in #gallery-flagged / #gallery-uncertain / #gallery-other (data-path, data-probability, data-ood, data-cam).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;width:136px;font-size:11px;word-break:break-all}
 figure img{display:inline-block;margin-right:4px;width:128px;height:128px;object-fit:contain;background:#000;
 border:1px solid #ccd}
-figure.all figcaption b{color:#b22}figure.hem figcaption b{color:#272}
+figure.all figcaption b{color:#b22}figure.hem figcaption b{color:#272}figure.other figcaption b{color:#5a6f96}
 svg text{font-size:11px;fill:#334}svg .bar.all{fill:#c94040}svg .bar.hem{fill:#3c8c3c}
 svg .band{fill:#f3d27a;opacity:.45}svg .threshold{stroke:#222;stroke-width:2;stroke-dasharray:5 3}
 svg .axis{stroke:#334}pre{background:#f4f5f8;padding:8px;overflow-x:auto}.muted{color:#667}
@@ -58,10 +58,12 @@ def headline(t: Sample, uncertain: int, threshold: float, band: float) -> str:
     lo, hi = t.interval
     frac = t.blast_fraction
     return ('<section id="headline"><h2>Result</h2><div class="headline">'
-            + _stat("cells-count", t.classified, f"{t.unit} classified")
+            + _stat("cells-count", t.cells, f"{t.unit} (all + hem + other)")
             + _stat("all-count", t.all, "all (blast)")
             + _stat("hem-count", t.hem, "hem (normal)")
-            + _stat("blast-fraction", "" if frac is None else f"{frac:.6f}", "blast fraction", pct(frac))
+            + _stat("other-count", t.other, "other (out of scope, not counted)")
+            + _stat("blast-fraction", "" if frac is None else f"{frac:.6f}", "blast fraction (all / (all + hem))",
+                    pct(frac))
             + _stat("ci-low", f"{lo:.6f}", "95 % Wilson CI, low", pct(lo))
             + _stat("ci-high", f"{hi:.6f}", "95 % Wilson CI, high", pct(hi))
             + _stat("error-count", t.errors, "unreadable files")
@@ -78,23 +80,24 @@ def samples_table(samples: list[Sample], group_by: str) -> str:
         frac = s.blast_fraction
         frac_attr = "" if frac is None else f"{frac:.6f}"
         rows.append(
-            f'<tr class="sample" data-name="{esc(s.name)}" data-cells="{s.classified}" data-all="{s.all}" '
-            f'data-hem="{s.hem}" data-errors="{s.errors}" data-blast-fraction="{frac_attr}" '
+            f'<tr class="sample" data-name="{esc(s.name)}" data-cells="{s.cells}" data-all="{s.all}" '
+            f'data-hem="{s.hem}" data-other="{s.other}" data-errors="{s.errors}" data-blast-fraction="{frac_attr}" '
             f'data-ci-low="{lo:.6f}" data-ci-high="{hi:.6f}"><td>{esc(s.name)}</td><td>{esc(s.unit)}</td>'
-            f'<td class="n">{s.classified}</td><td class="n">{s.all}</td><td class="n">{s.hem}</td>'
-            f'<td class="n">{s.errors}</td><td class="n">{pct(frac)}</td><td class="n">{pct(lo)} – {pct(hi)}</td>'
+            f'<td class="n">{s.cells}</td><td class="n">{s.all}</td><td class="n">{s.hem}</td>'
+            f'<td class="n">{s.other}</td><td class="n">{s.errors}</td><td class="n">{pct(frac)}</td><td class="n">{pct(lo)} – {pct(hi)}</td>'
             + (f'<td class="n">{s.frames}</td>' if any(x.frames is not None for x in samples) else "") + "</tr>")
     frames_th = "<th>frames</th>" if any(x.frames is not None for x in samples) else ""
     return (f'<section id="samples-section"><h2>Per sample ({len(samples)}, grouped by {esc(group_by)})</h2>'
-            f'<table id="samples"><thead><tr><th>sample</th><th>counted</th><th>classified</th><th>all</th>'
-            f'<th>hem</th><th>errors</th><th>blast fraction</th><th>95 % Wilson CI</th>{frames_th}</tr></thead>'
+            f'<table id="samples"><thead><tr><th>sample</th><th>counted</th><th>cells</th><th>all</th>'
+            f'<th>hem</th><th>other</th><th>errors</th><th>blast fraction</th><th>95 % Wilson CI</th>{frames_th}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></section>')
 
 
 def histogram_section(probs: np.ndarray, threshold: float, band: float, threshold_note: str) -> str:
     return ('<section id="histogram"><h2>P(all) distribution</h2>'
-            f'<p>{len(probs)} probabilities; threshold {threshold:.3f} ({esc(threshold_note)}); the shaded band '
-            f'(P(all) within {band:g} of the threshold) holds the uncertain cells.</p>'
+            f'<p>P(all) of {len(probs)} classed cells (a tracked cell: its mean over its sightings; other cells '
+            f'left out); threshold {threshold:.3f} ({esc(threshold_note)}); the shaded band (P(all) within {band:g} '
+            f'of the threshold, edges included) holds the uncertain cells.</p>'
             + histogram_svg(probs, threshold, band) + "</section>")
 
 
@@ -103,13 +106,15 @@ def _figure(row, thumbs: dict, cams: dict) -> str:
                                                                 ("class-activation map", cams.get(row.path))) if uri]
     img = "".join(imgs) or '<div class="muted">(image not readable here)</div>'
     wide = ' style="width:270px"' if len(imgs) > 1 else ""
+    ood = "" if row.ood is None else f"{row.ood:.6f}"
     return (f'<figure{wide} class="{esc(row.label)}" data-path="{esc(row.path)}" '
-            f'data-probability="{row.probability:.6f}" '
+            f'data-probability="{row.probability:.6f}" data-ood="{ood}" '
             f'data-cam="{1 if row.path in cams else 0}">{img}<figcaption><b>{esc(row.label)}</b> '
-            f'P(all) {row.probability:.3f}<br>{esc(row.path)}</figcaption></figure>')
+            f'P(all) {row.probability:.3f}' + (f' ood {row.ood:.2f}' if row.ood is not None else "")
+            + f'<br>{esc(row.path)}</figcaption></figure>')
 
 
-def gallery_section(flagged: list, uncertain: list, thumbs: dict, cams: dict, cam_note: str) -> str:
+def gallery_section(flagged: list, uncertain: list, other: list, thumbs: dict, cams: dict, cam_note: str) -> str:
     def block(id_, title, rows):
         body = "".join(_figure(r, thumbs, cams) for r in rows) or '<p class="muted">none</p>'
         return f'<h3>{esc(title)}</h3><div class="gallery" id="{id_}">{body}</div>'
@@ -119,6 +124,8 @@ def gallery_section(flagged: list, uncertain: list, thumbs: dict, cams: dict, ca
             + block("gallery-flagged", f"Flagged as all (highest P(all) first, {len(flagged)} shown)", flagged)
             + block("gallery-uncertain", f"Most uncertain (closest to the threshold, {len(uncertain)} shown)",
                     uncertain)
+            + block("gallery-other", f"Out of scope: other, not counted in all, hem or the blast fraction (farthest "
+                                     f"from the training cells first, {len(other)} shown)", other)
             + "</section>")
 
 

@@ -1,5 +1,7 @@
 """Samples of a report: the cells of one folder or subject (classify tables) or of one stream run, with their
-counts, blast fraction and 95 % Wilson interval. Counts are the inputs' own labels, never recomputed."""
+counts, blast fraction and 95 % Wilson interval. Counts are the inputs' own labels, never recomputed; a stream run
+counts tracked cells (each cell once, by the CellTracker's label of its track), never sightings, so every sample
+counts cells and the total adds cells to cells. `other` is counted apart, never in the blast fraction."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..edge.summary import wilson_interval
+from ..edge.labels import OTHER
+from ..edge.summary import blast_fraction, blast_interval
 from .inputs import Inputs, TableRow
 
 GROUP_BY = ("folder", "subject", "none")
@@ -21,25 +24,27 @@ NO_SUBJECT = "(no subject in name)"
 @dataclass
 class Sample:
     name: str
-    unit: str                      # what is counted: "cells", "tracked cells" or "cell sightings"
+    unit: str                      # what is counted: "cells" (classify rows) or "tracked cells" (stream runs)
     all: int = 0
     hem: int = 0
     errors: int = 0
-    probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0))  # P(all) of what the histogram shows
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0))  # P(all) of the classed cells shown
     rows: list[TableRow] = field(default_factory=list)
     frames: int | None = None      # stream samples
+    other: int = 0                 # out of scope: counted apart
 
     @property
-    def classified(self) -> int:
-        return self.all + self.hem
+    def cells(self) -> int:
+        """Cells the model labelled: all + hem + other (unreadable files are not cells)."""
+        return self.all + self.hem + self.other
 
     @property
     def blast_fraction(self) -> float | None:
-        return self.all / self.classified if self.classified else None
+        return blast_fraction(self.all, self.hem)
 
     @property
     def interval(self) -> tuple[float, float]:
-        return wilson_interval(self.all, self.classified)
+        return blast_interval(self.all, self.hem)
 
 
 def subject_of(path: str) -> str:
@@ -55,8 +60,8 @@ def _table_sample(name: str, rows: list[TableRow]) -> Sample:
     counts = defaultdict(int)
     for r in rows:
         counts[r.label] += 1
-    probs = np.array([r.probability for r in rows if r.ok], np.float64)
-    return Sample(name, "cells", counts["all"], counts["hem"], counts["error"], probs, rows)
+    probs = np.array([r.probability for r in rows if r.ok and r.label != OTHER], np.float64)
+    return Sample(name, "cells", counts["all"], counts["hem"], counts["error"], probs, rows, other=counts[OTHER])
 
 
 def table_samples(rows: list[TableRow], group_by: str = "folder") -> list[Sample]:
@@ -106,8 +111,9 @@ def _events_of(summary: dict, events: list):
 
 
 def stream_samples(inputs: Inputs) -> list[Sample]:
-    """A stream summary counts tracked cells (each cell once); its events file (matched by the summary's `jsonl`)
-    adds the per-sighting P(all) for the histogram. Events without a summary are counted per sighting."""
+    """One sample per stream run, counting tracked cells: a stream summary's counts (the run's CellTracker), with
+    its events file (matched by the summary's `jsonl`) giving each tracked cell's mean P(all) for the histogram;
+    events without their summary count their tracks (each by the last `track_label` the tracker gave it)."""
     out, used = [], set()
     for file, s in inputs.summaries:
         ev = _events_of(s, inputs.events)
@@ -115,22 +121,24 @@ def stream_samples(inputs: Inputs) -> list[Sample]:
             used.add(id(ev))
         cells = s["cells"]
         out.append(Sample(f"stream: {s.get('source', file)}", "tracked cells", int(cells.get("all", 0)),
-                          int(cells.get("hem", 0)), 0,
-                          np.asarray(ev.probabilities if ev else [], np.float64), frames=s.get("frames")))
+                          int(cells.get("hem", 0)), 0, ev.probabilities if ev else np.zeros(0),
+                          frames=s.get("frames"), other=int(cells.get(OTHER, 0))))
     for ev in inputs.events:
         if id(ev) not in used:
-            out.append(Sample(f"stream events: {os.path.basename(ev.source)}", "cell sightings",
-                              ev.labels.get("all", 0), ev.labels.get("hem", 0), 0,
-                              np.asarray(ev.probabilities, np.float64), frames=ev.frames))
+            n = ev.labels
+            out.append(Sample(f"stream events: {os.path.basename(ev.source)}", "tracked cells", n["all"], n["hem"],
+                              0, ev.probabilities, frames=ev.frames, other=n[OTHER]))
     return out
 
 
 def total(samples: list[Sample]) -> Sample:
+    """Every sample counts cells once (a classify row, a tracked cell): the total adds them."""
     units = sorted({s.unit for s in samples}) or ["cells"]
     t = Sample("all samples", " + ".join(units))
     for s in samples:
         t.all += s.all
         t.hem += s.hem
+        t.other += s.other
         t.errors += s.errors
     t.probabilities = np.concatenate([s.probabilities for s in samples]) if samples else np.zeros(0)
     t.rows = [r for s in samples for r in s.rows]

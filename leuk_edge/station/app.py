@@ -1,26 +1,27 @@
 """The station's web app: the page (`GET /`) and the API of docs/contracts.md "Station API".
 
 `build_station(...)` opens the model (and the source, when given) through the edge API; `create_app(station)` is
-the FastAPI app, its API in one router per concern (`routers/`). With a token, every `/api/*` request must carry it (`Authorization: Bearer T` or `?token=T`);
-it is compared in constant time. The page itself holds no data and is served without one.
+the FastAPI app, its API in one router per concern (`routers/`), behind `guard.Guard` (Host, Origin, anti-CSRF and
+access-token checks). The page itself holds no data and is served without the access token; it carries the
+anti-CSRF token its POSTs send back.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
+import html
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import DISCLAIMER
 from ..edge.files import sha256_file
+from .guard import Access, Guard
 from .hub import Hub
 from .modelinfo import model_info
 from .review import ReviewStore
@@ -38,7 +39,7 @@ class Station:
     store: ReviewStore
     folder: Path
     hub: Hub | None = None
-    token: str | None = None
+    access: Access = field(default_factory=Access)
     data_root: Path | None = None
     limits: Limits = field(default_factory=Limits)
     info: dict = field(default_factory=dict)
@@ -72,8 +73,10 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
                   pace: float | None = None, device: str = "auto", threads: int | None = None,
                   token: str | None = None, data_root=None, limits: Limits = Limits(), band: float = 0.1,
                   slide: str | None = None, backend: str | None = None, reconnect_s: float = 10.0,
-                  timeout_s: float = 5.0) -> Station:
-    """Open everything (ValueErrors with one-line messages for bad input); the pipeline is started by `start`."""
+                  timeout_s: float = 5.0, host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = ()) -> Station:
+    """Open everything (ValueErrors with one-line messages for bad input); the pipeline is started by `start`.
+    `token` None: no access token (the CLI makes one unless --no-token); `host`/`allowed_hosts`: the Host names
+    served."""
     from ..edge import Classifier
     from ..edge.sources import open_source
     from ..edge.stream import StreamOptions
@@ -86,7 +89,7 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
     store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide)
     if data_root is not None and not Path(data_root).is_dir():
         raise ValueError(f"--data-root is not a folder: {data_root}")
-    station = Station(clf, store, folder, token=token, data_root=Path(data_root).resolve() if data_root else None,
+    station = Station(clf, store, folder, access=Access.for_bind(host, token, tuple(allowed_hosts)), data_root=Path(data_root).resolve() if data_root else None,
                       limits=limits, info=model_info(clf, sha))
     if source is not None:
         options = (options or StreamOptions()).validate()
@@ -97,28 +100,17 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
     return station
 
 
-class TokenGate:
-    """ASGI middleware: `/api/*` needs the token (header or query), compared with hmac.compare_digest."""
+# The page may talk only to its own station; no frame may embed it (a hidden frame would take its key presses).
+PAGE_HEADERS = {**NO_CACHE, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+                "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'; "
+                                           "form-action 'none'; base-uri 'none'"}
 
-    def __init__(self, app, token: str | None):
-        self.app, self.token = app, token
 
-    def _given(self, scope) -> str:
-        for k, v in scope.get("headers", []):
-            if k == b"authorization":
-                text = v.decode("latin-1")
-                if text[:7].lower() == "bearer ":
-                    return text[7:].strip()
-        q = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        return q.get("token", [""])[0]
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and self.token and scope["path"].startswith("/api/"):
-            if not hmac.compare_digest(self._given(scope).encode("utf-8"), self.token.encode("utf-8")):
-                await JSONResponse({"detail": "missing or wrong token"}, status_code=401,
-                                   headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+def page_html(csrf: str) -> str:
+    """index.html with this process's anti-CSRF token in `<meta name="csrf-token">`."""
+    text = (STATIC / "index.html").read_text(encoding="utf-8")
+    return text.replace("__CSRF_TOKEN__", html.escape(csrf, quote=True))
 
 
 def create_app(st: Station) -> FastAPI:
@@ -126,13 +118,15 @@ def create_app(st: Station) -> FastAPI:
     app = FastAPI(title="leuk-edge station", description=DISCLAIMER, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.station = st
-    app.add_middleware(TokenGate, token=st.token)
+    app.add_middleware(Guard, access=st.access)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     for router in (live.router, slides.router, classify.router, model.router):
         app.include_router(router)
 
+    page_text = page_html(st.access.csrf)
+
     @app.get("/", include_in_schema=False)
     def page():
-        return FileResponse(str(STATIC / "index.html"), headers=NO_CACHE)
+        return HTMLResponse(page_text, headers=PAGE_HEADERS)
 
     return app

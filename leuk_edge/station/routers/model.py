@@ -16,7 +16,8 @@ def health(st: StationDep):
     return {"status": "ok", "model": st.info["file"], "providers": st.info["providers"],
             "source": h.source.describe() if h else None, "running": bool(h and h.running),
             "data_root": st.data_root is not None, "slide": st.store.slide,
-            "threshold": st.store.threshold, "band": st.store.band, "disclaimer": DISCLAIMER}
+            "threshold": st.store.threshold, "band": st.store.band, "refused": dict(st.access.refused),
+            "disclaimer": DISCLAIMER}
 
 
 @router.get("/model")

@@ -1,13 +1,16 @@
 // leuk-edge station page: plain JS over the station API (docs/contracts.md "Station API"). No framework, no CDN.
 "use strict";
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
+// The anti-CSRF token this page was served with: every POST sends it back (the station refuses POSTs without it).
+const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
 const withToken = (url) => TOKEN ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN) : url;
 const $ = (id) => document.getElementById(id);
 const pct = (x) => (x === null || x === undefined) ? "-" : (100 * x).toFixed(1) + " %";
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
 async function api(path, opts = {}) {
-  opts.headers = Object.assign({}, opts.headers || {}, TOKEN ? {Authorization: "Bearer " + TOKEN} : {});
+  opts.headers = Object.assign({}, opts.headers || {}, TOKEN ? {Authorization: "Bearer " + TOKEN} : {},
+                               opts.method && opts.method !== "GET" ? {"X-CSRF-Token": CSRF} : {});
   const r = await fetch(path, opts);
   const body = r.headers.get("content-type")?.includes("json") ? await r.json() : await r.text();
   if (!r.ok) throw Object.assign(new Error(body.detail || r.statusText), {status: r.status, body});

@@ -145,3 +145,17 @@ def test_report_counts_other_apart_and_shows_it(tmp_path):
     assert float(page.value("ci-low")) == pytest.approx(wilson_interval(3, 4)[0], abs=1e-6)
     assert [a["data-path"].rsplit("/", 1)[-1] for a in page.figures("gallery-other")] == ["g2.png", "g1.png"]
     assert sum(int(a["data-count"]) for t, a in page.tags if t == "rect" and "data-count" in a) == 4  # no other
+
+
+def test_ray_engine_rows_follow_the_same_rule(tmp_path):
+    """The Ray engine's per-batch step and its Arrow round trip (no cluster needed): the local engine's rows, ood
+    and `other` included."""
+    from leuk_edge.cluster.ray_engine import classify_batch, rows_table, table_rows
+
+    clf = Classifier(make_tiny_onnx(tmp_path / "m.onnx", ood_threshold=3.0))
+    paths = [str(p) for p in _cell_images(tmp_path / "cells")]
+    rows, _, _ = classify_batch(clf, paths)
+    local = list(classify_paths(clf, paths))
+    assert [(r.label, r.ood) for r in rows] == [(r.label, pytest.approx(r.ood)) for r in local]
+    assert [r.label for r in table_rows(rows_table(rows))].count("other") == 2
+    assert table_rows(rows_table(rows))[0].ood == pytest.approx(rows[0].ood)

@@ -1,4 +1,4 @@
-"""`leuk-edge data synth|fields|inspect|reviews`."""
+"""`leuk-edge data synth|others|fields|inspect|reviews`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,25 @@ def synth(
                                        progress=lambda i, n: bar.update(task, completed=i, total=n))
     console.print(f"wrote {summary['train']} training + {summary['test']} labelled test + "
                   f"{summary['final']} unlabelled cells to {summary['root']} (synthetic)")
+
+
+@data_app.command("others")
+def others(
+    out: Path = typer.Argument(..., help="Folder to write <kind>/*.png and index.csv into."),
+    per_kind: int = typer.Option(20, "--per-kind", help="Images of each kind."),
+    size: int = typer.Option(450, "--size", help="Tile side in pixels (450 = a C-NMC tile, 30 um)."),
+    kinds: str = typer.Option("all", "--kinds", help="Comma-separated kinds, or 'all'."),
+    seed: int = typer.Option(0, help="Random seed."),
+):
+    """Write out-of-scope cells (neutrophils, eosinophils, monocytes, basophils, red-cell and platelet clumps,
+    debris, test images) as C-NMC-style tiles. For tests and evaluation ONLY: never train on them."""
+    from ..synth.others import KINDS, ONLY_FOR_EVALUATION, write_out_of_scope
+
+    with user_errors():
+        chosen = KINDS if kinds.strip() == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
+        written = write_out_of_scope(out, per_kind, size=size, seed=seed, kinds=chosen)
+    console.print(f"wrote {len(written)} out-of-scope tiles ({per_kind} each of {', '.join(chosen)}) to {out} "
+                  f"(synthetic). {ONLY_FOR_EVALUATION}", highlight=False)
 
 
 @data_app.command("fields")

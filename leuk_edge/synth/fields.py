@@ -22,12 +22,7 @@ import numpy as np
 from .. import SYNTHETIC_NOTE
 from ..edge.draw import VideoRecorder
 from .cells import SYNTHETIC_MARKER, Stain, write_bmp, render_cell
-
-# Light through an empty slide, and the absorbance (optical density per channel, RGB) of the stained objects.
-LIGHT = np.array([246.0, 240.0, 242.0], np.float32)
-OD_PLASMA = np.array([0.010, 0.035, 0.030], np.float32)
-OD_RBC = np.array([0.09, 0.44, 0.36], np.float32)       # eosin pink; a single cell ~ (225, 155, 168)
-OD_PLATELET = np.array([0.42, 0.80, 0.28], np.float32)  # azure purple granules
+from .smear import LIGHT, OD_PLASMA, OD_PLATELET, OD_RBC, platelet_template, rbc_template
 
 
 @dataclass(frozen=True)
@@ -49,33 +44,6 @@ class FieldConfig:
 
     def px(self, um: float) -> float:
         return um / self.um_per_px
-
-
-def _rbc_template(rng: np.random.Generator, radius: float) -> np.ndarray:
-    """Thickness map of one biconcave red cell: thick rim, thin centre (central pallor), slightly oval."""
-    ax, ay = radius * rng.uniform(0.94, 1.06), radius * rng.uniform(0.94, 1.06)
-    half = int(math.ceil(max(ax, ay))) + 2
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
-    a = rng.uniform(0, math.pi)
-    u = (xx * math.cos(a) + yy * math.sin(a)) / ax
-    v = (-xx * math.sin(a) + yy * math.cos(a)) / ay
-    rho = np.sqrt(u * u + v * v)
-    profile = 0.42 + 0.58 * np.exp(-((rho - 0.74) / 0.30) ** 2)
-    edge = np.clip((1.0 - rho) * radius / 1.3, 0.0, 1.0)  # ~1 px soft edge
-    return (profile * edge).astype(np.float32)
-
-
-def _platelet_template(rng: np.random.Generator, radius: float) -> np.ndarray:
-    """A small irregular granular blob: dense purple centre (granulomere), pale rim."""
-    half = int(math.ceil(radius * 1.4)) + 2
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
-    theta = np.arctan2(yy, xx)
-    r = radius * (1 + 0.18 * np.sin(2 * theta + rng.uniform(0, 6.3)) + 0.1 * np.sin(3 * theta + rng.uniform(0, 6.3)))
-    rho = np.hypot(xx, yy) / np.maximum(r, 1e-3)
-    body = np.clip((1.0 - rho) * radius / 1.0, 0.0, 1.0)
-    grain = 0.75 + 0.5 * rng.random(body.shape).astype(np.float32)
-    core = np.exp(-(rho / 0.55) ** 2)
-    return (body * (0.35 + 0.9 * core * grain)).astype(np.float32)
 
 
 def _clip(x0: int, y0: int, w: int, h: int, width: int, height: int):
@@ -125,7 +93,7 @@ def render_slide(rng: np.random.Generator, cfg: FieldConfig, width: int, height:
     stain = stain or Stain.random(rng)
     od = np.zeros((height, width), np.float32)  # red-cell thickness (sum over overlapping cells)
     n_rbc = int(cfg.rbc_coverage * width * height / (math.pi * cfg.px(cfg.rbc_um / 2) ** 2))
-    templates = [_rbc_template(rng, cfg.px(rng.normal(cfg.rbc_um, 0.45)) / 2) for _ in range(16)]
+    templates = [rbc_template(rng, cfg.px(rng.normal(cfg.rbc_um, 0.45)) / 2) for _ in range(16)]
     for _ in range(n_rbc):
         _stamp(od, templates[int(rng.integers(len(templates)))], rng.uniform(-20, width + 20),
                rng.uniform(-20, height + 20))
@@ -138,7 +106,7 @@ def render_slide(rng: np.random.Generator, cfg: FieldConfig, width: int, height:
         for _k in range(1 if rng.random() < 0.8 else int(rng.integers(2, 4))):  # now and then a small clump
             d_um = rng.uniform(*cfg.platelet_um)
             x, y = cx + rng.normal(0, cfg.px(1.6)) * (_k > 0), cy + rng.normal(0, cfg.px(1.6)) * (_k > 0)
-            _stamp(plt, _platelet_template(rng, cfg.px(d_um) / 2), x, y)
+            _stamp(plt, platelet_template(rng, cfg.px(d_um) / 2), x, y)
             platelets.append({"center": [round(float(x), 1), round(float(y), 1)], "diameter_um": round(d_um, 2)})
 
     if label_map is not None:

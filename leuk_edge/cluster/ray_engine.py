@@ -57,6 +57,11 @@ class RayOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # as classify --max-pixels (None: no limit)
 
 
+def actor_device(device: str, gpus_per_actor: float) -> str:
+    """The device the actors run on: --device when named, else CUDA for GPU actors, else the CPU."""
+    return device if device != "auto" else ("cuda" if gpus_per_actor > 0 else "cpu")
+
+
 # ----------------------------------------------------------------------------------------------------- inputs
 
 def is_uri(spec: str) -> bool:

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/support: helpers kept out of the wheel
 
 # common imports no TensorFlow at module level: the timed (parent) process stays TensorFlow-free
 from common import (RESULTS, export_onnx, log, machine_info, markdown_table, save_random_model,  # noqa: E402
@@ -93,7 +94,7 @@ def fps_stats(frame_ms: list[float]) -> dict:
 
 
 def detection_quality(jsonl: Path, truth_path: Path) -> dict:
-    from leuk_edge.testing.boxes import match_boxes
+    from support.boxes import match_boxes
 
     truth = json.loads(truth_path.read_text())["frames"]
     tp = fp = fn = 0

@@ -247,7 +247,7 @@ def _neutrophil(rng, d_um: float, px: float) -> Drawn:
     b = rng.uniform(1.0, 1.25)
     nuc = _lobes(rng, size, c, px, n, a_um=rng.uniform(1.3, 1.7) * (1 - 0.06 * (n - 3)), b_um=b,
                  gap_um=rng.uniform(0.4, 1.0), max_ring_um=0.82 * r - b, strand_um=rng.uniform(0.35, 0.6)) * cell
-    cyto = _colour(rng, (206, 182, 208))
+    cyto = _colour(rng, (202, 180, 210), 6)
     img = _paint(np.zeros((size, size, 3), np.float32), cell, cyto)
     grains = _spots(rng, cell * (1 - nuc), rng.uniform(0.15, 0.22) * px, rng.uniform(0.35, 0.55))
     img = _paint(img, 0.55 * grains, cyto * np.array([0.86, 0.80, 0.88], np.float32))  # fine lilac granules

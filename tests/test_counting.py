@@ -159,3 +159,45 @@ def test_ray_engine_rows_follow_the_same_rule(tmp_path):
     assert [(r.label, r.ood) for r in rows] == [(r.label, pytest.approx(r.ood)) for r in local]
     assert [r.label for r in table_rows(rows_table(rows))].count("other") == 2
     assert table_rows(rows_table(rows))[0].ood == pytest.approx(rows[0].ood)
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from leuk_edge.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    return res, res.output  # click >= 8.2: stdout and stderr interleaved, as a terminal shows them
+
+
+def test_classify_cli_scope_switch_and_a_model_without_the_gate(tmp_path):
+    import csv
+
+    images = _cell_images(tmp_path / "cells")
+    gated = make_tiny_onnx(tmp_path / "m.onnx", ood_threshold=3.0)
+    for flag, other in (("--scope", 2), ("--no-scope", 0)):
+        out, summary = tmp_path / f"{flag}.csv", tmp_path / f"{flag}.json"
+        res, text = _cli("classify", tmp_path / "cells", "-m", gated, "-o", out, "--summary", summary, flag)
+        assert res.exit_code == 0, text
+        rows = list(csv.DictReader(out.open()))
+        assert [r["label"] for r in rows].count("other") == other and len(rows) == len(images)
+        assert all((r["ood"] != "") == (flag == "--scope") for r in rows)
+        s = json.loads(summary.read_text())
+        assert s["other"] == other and s["scope"]["used"] == (flag == "--scope")
+        assert s["all"] + s["hem"] + s["other"] + s["errors"] == s["images"] == 6
+        assert ("--no-scope" in text) == (flag == "--no-scope")  # the one-line warning when the gate is off
+    old = make_tiny_onnx(tmp_path / "old.onnx")
+    res, text = _cli("classify", tmp_path / "cells", "-m", old, "-o", tmp_path / "old.csv")
+    assert res.exit_code == 0 and " ".join(text.split()).count("has no scope gate") == 1
+    rows = list(csv.DictReader((tmp_path / "old.csv").open()))
+    assert len(rows) == 6 and {r["label"] for r in rows} <= {"all", "hem"} and all(r["ood"] == "" for r in rows)
+
+
+def test_stream_cli_warns_once_for_a_model_without_the_gate(field, tmp_path):
+    video, _ = field
+    old = make_tiny_onnx(tmp_path / "old.onnx", size=32, threshold=P_THRESHOLD)
+    res, text = _cli("stream", "-s", video, "-m", old, "--um-per-px", "0.3", "--summary", tmp_path / "s.json")
+    assert res.exit_code == 0, text
+    assert " ".join(text.split()).count("has no scope gate") == 1
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["cells"]["other"] == 0 and s["scope"]["used"] is False and s["frames"] == 16

@@ -76,7 +76,8 @@ def classify(
     paths: Annotated[List[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
     run: ModelOptions, read: ReadOptions, output: OutputOptions, engine: EngineOptions,
 ):
-    """Classify cell images: one row per file (path,label,probability,error); P(all) = blast probability."""
+    """Classify cell images: one row per file (path,label,probability,ood,error); P(all) = blast probability,
+    `other` = out of the model's scope (not counted in the blast fraction)."""
     from ..edge.signals import graceful_stop
 
     with user_errors(), graceful_stop():
@@ -112,7 +113,7 @@ def _classify_ray(paths, run: ModelOptions, read: ReadOptions, output: OutputOpt
     choice = run.choose(actor_device(run.device, engine.gpus_per_actor))
     opts = RayOptions(address=engine.address, actors=engine.actors, gpus_per_actor=engine.gpus_per_actor,
                       batch_size=read.batch_size, device=run.device, tta=read.tta, bit_depth=read.bit_depth,
-                      max_pixels=read.max_pixels or None)
+                      max_pixels=read.max_pixels or None, scope=run.scope)
     return classify_with_ray(paths, choice.path, output.out, output.fmt, opts, console)
 
 
@@ -123,6 +124,8 @@ def _classify_local(paths, run: ModelOptions, read: ReadOptions, output: OutputO
     # Decode threads share the cores with onnxruntime: its idle threads sleep rather than spin.
     auto_workers, auto_threads = thread_split()
     clf, choice = run.open(threads=auto_threads)
+    if clf.scope_note():  # once per run: out-of-scope cells will not be set aside
+        console.print(f"[yellow]warning:[/] {clf.scope_note()}", highlight=False)
     if output.cam is not None and not clf.has_cam:
         raise UsageError(f"--cam: {choice.path.name} has no 'cam' output; export it with `leuk-edge export --cam`")
     summary = _new_summary(clf, choice, files, read, read.workers or auto_workers, output)
@@ -145,10 +148,11 @@ def _list_files(paths):
 def _new_summary(clf, choice, files, read: ReadOptions, workers: int, output: OutputOptions):
     from ..edge.bench import session_threads
     from ..edge.classify import StageTimes
-    from ..edge.summary import ClassifySummary
+    from ..edge.summary import ClassifySummary, scope_entry
 
     return ClassifySummary(skipped=files.skipped, providers=list(clf.providers), threads=session_threads(clf),
-                           workers=workers, precision=choice.to_dict(), batch_size=read.batch_size, tta=read.tta,
+                           workers=workers, precision=choice.to_dict(), scope=scope_entry(clf),
+                           batch_size=read.batch_size, tta=read.tta,
                            times=StageTimes(), model=str(choice.path),
                            out=str(output.out) if output.out else "stdout")
 

@@ -36,6 +36,10 @@ Device = Annotated[str, typer.Option("--device", "-d", help=DEVICE_HELP)]
 Threads = Annotated[Optional[int], typer.Option("--threads", min=1,
                                                 help="onnxruntime intra-op threads (default: one per core).")]
 Precision = Annotated[str, typer.Option("--precision", "-p", help=PRECISION_HELP)]
+SCOPE_HELP = ("--scope (default): a model with a scope gate labels cells out of its scope 'other' (never counted "
+              "in all, hem or the blast fraction); --no-scope: every cell is all or hem. A model without the gate "
+              "runs with a one-line warning.")
+Scope = Annotated[bool, typer.Option("--scope/--no-scope", help=SCOPE_HELP)]
 ModelFile = Annotated[Path, typer.Option("--model", "-m", help="Exported leuk-edge ONNX model (metadata inside).")]
 
 
@@ -80,11 +84,13 @@ def command(fn):
 @option_group
 @dataclass
 class ModelOptions:
-    """Which model file runs, where: `--model`, `--device`, `--threads`, `--precision` (classify, stream, serve)."""
+    """Which model file runs, where, and how it labels: `--model`, `--device`, `--threads`, `--precision`,
+    `--scope/--no-scope` (classify, stream, serve)."""
     model: ModelFile
     device: Device = "auto"
     threads: Threads = None
     precision: Precision = "auto"
+    scope: Scope = True
 
     def choose(self, device: str | None = None):
         """The PrecisionChoice for `device` (default: --device); a missing model or an unusable explicit
@@ -101,7 +107,9 @@ class ModelOptions:
         from ..edge import Classifier
 
         choice = self.choose()
-        return Classifier(choice.path, device=self.device, threads=self.threads or threads, spinning=False), choice
+        clf = Classifier(choice.path, device=self.device, threads=self.threads or threads, spinning=False,
+                         scope=self.scope)
+        return clf, choice
 
 
 @option_group

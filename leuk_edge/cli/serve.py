@@ -85,6 +85,7 @@ def serve(
                                 device=run.device, threads=run.threads, token=tok, host=host,
                                 allowed_hosts=tuple(allowed_host or ()), data_root=data_root,
                                 limits=uploads.limits(), band=band, slide=slide, precision=run.precision,
+                                scope=run.scope,
                                 backend=live.backend, reconnect_s=live.reconnect_s, timeout_s=live.timeout_s)
         _serve(station, host, port, tok)
 
@@ -104,6 +105,8 @@ def _serve(station, host: str, port: int, tok: str | None) -> None:
     prec = station.precision
     console.print(f"station on {url}  model {prec.path.name} ({prec.used.upper()}, "
                   f"{', '.join(station.clf.providers)}), {src}; Ctrl-C stops", highlight=False, soft_wrap=True)
+    if station.clf.scope_note():  # once per run: out-of-scope cells will not be set aside
+        console.print(f"[yellow]warning:[/] {station.clf.scope_note()}", highlight=False)
     if tok is not None:
         console.print(f"token: {tok}  (the URL carries it; scripts send 'Authorization: Bearer TOKEN')",
                       highlight=False, soft_wrap=True)

@@ -75,10 +75,11 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
                   token: str | None = None, data_root=None, limits: Limits = Limits(), band: float = 0.1,
                   slide: str | None = None, backend: str | None = None, reconnect_s: float = 10.0,
                   timeout_s: float = 5.0, host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = (),
-                  precision: str = "auto") -> Station:
+                  precision: str = "auto", scope: bool = True) -> Station:
     """Open everything (ValueErrors with one-line messages for bad input); the pipeline is started by `start`.
     `token` None: no access token (the CLI makes one unless --no-token); `host`/`allowed_hosts`: the Host names
-    served; `precision`: which file of the model's set runs (`edge.precision.choose_precision`, as classify)."""
+    served; `precision`: which file of the model's set runs (`edge.precision.choose_precision`, as classify);
+    `scope`: False (--no-scope) ignores the model's scope gate (no `other`)."""
     from ..edge import Classifier
     from ..edge.precision import choose_precision
     from ..edge.sources import open_source
@@ -87,7 +88,7 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
 
     # Idle onnxruntime threads sleep, as in `stream`: the same cores detect, crop, draw and encode between calls.
     choice = choose_precision(model, precision, device)
-    clf = Classifier(choice.path, device=device, threads=threads, spinning=False)
+    clf = Classifier(choice.path, device=device, threads=threads, spinning=False, scope=scope)
     folder = Path(folder)
     sha = sha256_file(choice.path)
     store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide)

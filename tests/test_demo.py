@@ -30,7 +30,7 @@ def test_quick_demo_writes_everything(tmp_path):
     rows = list(csv.DictReader(open(out / "classify.csv")))
     images = list((out / "data" / "C-NMC_Leukemia" / "testing_data").rglob("*.bmp")) + \
         list((out / "data" / "C-NMC_Leukemia" / "validation_data").rglob("*.bmp"))
-    assert len(rows) == len(images) and {r["label"] for r in rows} <= {"all", "hem"}
+    assert len(rows) == len(images) and {r["label"] for r in rows} <= {"all", "hem", "other"}
 
     events = [json.loads(line) for line in open(out / "stream.jsonl")]
     assert events and all(list(e)[:4] == ["frame", "time", "cells", "latency_ms"] for e in events)  # + the scale

@@ -2,7 +2,6 @@
 rule (mean ood over the scope threshold -> other, else mean P(all) against the threshold), read by stream, the
 station and the report."""
 
-import numpy as np
 import pytest
 
 from leuk_edge.edge.tracking import Cell, CellTracker, TrackInfo, track_label

@@ -28,7 +28,7 @@ from .detect import (CNMC_CANVAS_UM, CNMC_CONTEXT, CNMC_TILE_PX, DetectorConfig,
                      detect_leukocytes, frame_scale)
 from .sources import Frame, Source
 from .summary import blast_fraction, blast_fraction_text, blast_interval, scope_entry
-from .tracking import Cell, CellTracker, TrackInfo  # noqa: F401 - Cell, CellTracker: their old home
+from .tracking import Cell, CellTracker  # the one place cells are counted (edge/tracking.py)
 
 STAGES = ("capture", "detect", "classify", "draw")
 LATENCY_WINDOW = 10_000  # p50/p95 latency over the last this many processed frames (bounded memory when live)

@@ -65,9 +65,9 @@ class ReviewStore:
         self.slide_prefix = slide_prefix
         self.db = StationDB(self.folder)
         self.lock = self.db.lock
+        self.tracker = None                     # the live source's edge.tracking.CellTracker (set by the station)
         self._by_track: dict[int, int] = {}     # tracker id -> cell id, on the live slide
-        self._running: dict[int, list] = {}     # cell id -> [sum P(all), sightings, sum ood | None] while in view
-        self._dirty: set[int] = set()
+        self._seen: set[int] = set()            # tracks seen since their cells were last written
         self._flushed = time.monotonic()
         self.current, self.live = self._restore()
         self._catch_up_jsonl()
@@ -114,7 +114,6 @@ class ReviewStore:
         """The live source feeds another slide from now on: cells in view become new cells of that slide."""
         self._flush(tx)
         self._by_track.clear()
-        self._running.clear()
         self.live = slide_id
         set_meta(tx, "live", slide_id)
 
@@ -178,11 +177,11 @@ class ReviewStore:
         return rel.as_posix()
 
     def _add(self, tx: Tx, slide: str, origin: str, name: str, rgb, cam, probability: float, ood, frames: int,
-             track: int | None = None) -> int:
+             track: int | None = None, label: str | None = None) -> int:
         p = float(probability)
         ood = None if ood is None else float(ood)
         cid = insert_cell(tx, {"slide": slide, "origin": origin, "name": name, "track": track, "probability": p,
-                               "ood": ood, "label": self.model_label(p, ood), "frames": frames})
+                               "ood": ood, "label": label or self.model_label(p, ood), "frames": frames})
         if rgb is not None:
             files = {"crop": self._save(slide, cid, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), "")}
             if cam is not None:
@@ -192,8 +191,10 @@ class ReviewStore:
 
     # --- the live source ---------------------------------------------------------------------------------------
     def on_cells(self, cells, crops, cams, frame) -> None:
-        """The hub's per-frame hook: one cell per track on the live slide, its crop filed when first seen (and
-        committed at once); the running P(all) is written at most once a second."""
+        """The hub's per-frame hook (after the tracker has numbered the cells): a new track becomes a cell of the
+        live slide, its crop filed and committed at once. The track's label, mean P(all), mean ood and sightings
+        are the tracker's (`self.tracker`): written at most once a second while the cell is in view, and when the
+        tracker says the track is over (`on_track_ended`)."""
         with self.lock:
             new = [i for i, c in enumerate(cells) if int(c.track) not in self._by_track]
             if new:
@@ -203,36 +204,38 @@ class ReviewStore:
                         cid = self._add(tx, self.live, "stream", f"track {c.track}",
                                         crops[i] if i < len(crops) else None,
                                         cams[i] if cams is not None and i < len(cams) else None,
-                                        c.probability, getattr(c, "ood", None), 1, track=int(c.track))
+                                        c.probability, c.ood, 1, track=int(c.track), label=c.track_label)
                         self._by_track[int(c.track)] = cid
-                        ood = getattr(c, "ood", None)
-                        self._running[cid] = [float(c.probability), 1, None if ood is None else float(ood)]
-            for i, c in enumerate(cells):
-                if i in new:
-                    continue
-                run = self._running.get(self._by_track[int(c.track)])
-                if run is None:
-                    continue
-                run[0] += float(c.probability)
-                run[1] += 1
-                ood = getattr(c, "ood", None)
-                run[2] = None if ood is None or run[2] is None else run[2] + float(ood)
-                self._dirty.add(self._by_track[int(c.track)])
-            if self._dirty and time.monotonic() - self._flushed >= FLUSH_S:
+            self._seen.update(int(c.track) for c in cells)
+            if self._seen and time.monotonic() - self._flushed >= FLUSH_S:
                 with self.db.write() as tx:
                     self._flush(tx)
 
+    def on_track_ended(self, info) -> None:
+        """The tracker's notification: the track's final label and means go to its cell (committed)."""
+        with self.lock:
+            cid = self._by_track.pop(int(info.id), None)
+            self._seen.discard(int(info.id))
+            if cid is not None:
+                with self.db.write() as tx:
+                    self._write_track(tx, cid, info)
+
+    def _write_track(self, tx: Tx, cid: int, info) -> None:
+        update_cell(tx, cid, probability=float(info.probability), frames=int(info.sightings), label=info.label,
+                    ood=None if info.ood is None else float(info.ood))
+
     def _flush(self, tx: Tx) -> None:
-        for cid in sorted(self._dirty):
-            s, n, ood_sum = self._running[cid]
-            p, ood = s / n, None if ood_sum is None else ood_sum / n
-            update_cell(tx, cid, probability=p, ood=ood, frames=n, label=self.model_label(p, ood))
-        self._dirty.clear()
+        for track in sorted(self._seen):
+            info = self.tracker.get(track) if self.tracker is not None else None
+            cid = self._by_track.get(track)
+            if info is not None and cid is not None:
+                self._write_track(tx, cid, info)
+        self._seen.clear()
         self._flushed = time.monotonic()
 
     def flush(self) -> None:
         with self.lock:
-            if self._dirty:
+            if self._seen:
                 with self.db.write() as tx:
                     self._flush(tx)
 

@@ -21,8 +21,12 @@ def serve(
                                               "Without it the station classifies uploads only."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (a non-loopback one needs --token)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free port)."),
-    token: Optional[str] = typer.Option(None, "--token", help="Access token for /api/*, 8+ characters ('auto': "
-                                                              "generate one)."),
+    token: Optional[str] = typer.Option(None, "--token", help="Access token for /api/*, 8+ characters (default "
+                                                              "or 'auto': a fresh one, printed in the URL)."),
+    no_token: bool = typer.Option(False, "--no-token", help="No access token (a loopback --host only)."),
+    allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host",
+                                                     help="Another Host name the station answers to (a name in "
+                                                          "the lab's DNS, a proxy's); repeatable."),
     data_root: Optional[Path] = typer.Option(None, "--data-root",
                                              help="A folder on the station whose subfolders the page may classify."),
     folder: Path = typer.Option(Path("station"), "--folder",
@@ -53,7 +57,8 @@ def serve(
 ):
     """Serve the station page: live view with counts, cell review and signing, classify by upload, model facts.
 
-    Prints the URL (with the token when one is needed); Ctrl-C (or SIGTERM) stops it and prints the stream summary.
+    Prints the URL with its access token (as Jupyter does; --no-token on loopback only); Ctrl-C (or SIGTERM) stops
+    it and prints the stream summary.
     """
     import os
     import signal
@@ -68,7 +73,7 @@ def serve(
     with user_errors(), graceful_stop():
         if um_per_px is not None and magnification is not None:
             raise UsageError("give --um-per-px or --magnification, not both")
-        tok = resolve_token(host, token)
+        tok = resolve_token(host, token, no_token)
         options = StreamOptions(detector=DetectorConfig(um_per_px=um_per_px, magnification=magnification,
                                                         camera_pixel_um=camera_pixel_um, drop_edge=not keep_edge),
                                 stride=stride, crop_um=crop_um or None)
@@ -76,15 +81,16 @@ def serve(
                         max_request_bytes=min(int(max_upload_mb * 2**20) * max_files, MAX_REQUEST) + (1 << 20),
                         max_pixels=max_pixels)
         station = build_station(model, folder, source=source, options=options, loop=loop, pace=pace, device=device,
-                                threads=threads, token=tok, data_root=data_root, limits=limits, band=band,
+                                threads=threads, token=tok, host=host, allowed_hosts=tuple(allowed_host or ()), data_root=data_root, limits=limits, band=band,
                                 slide=slide, backend=backend, reconnect_s=reconnect_s, timeout_s=timeout_s)
         sock = bind(host, port)
         url = url_for(sock, host, tok)
         src = station.hub.source.describe() if station.hub else "no live source (uploads only)"
         console.print(f"station on {url}  model {model.name} ({', '.join(station.clf.providers)}), {src}; "
                       "Ctrl-C stops", highlight=False, soft_wrap=True)
-        if token == "auto":
-            console.print(f"token: {tok}", highlight=False)
+        if tok is not None:
+            console.print(f"token: {tok}  (the URL carries it; scripts send 'Authorization: Bearer TOKEN')",
+                          highlight=False, soft_wrap=True)
         typer.echo(url)  # stdout: for scripts that open the page
         server = StationServer(create_app(station), station)
         if station.hub:

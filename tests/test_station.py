@@ -160,9 +160,11 @@ def test_upload_good_and_bad_files(finite, media):
     assert "20000x20000" in rows[4]["error"] and "before decoding" in rows[4]["error"]
     s = r.json()["summary"]
     assert (s["images"], s["errors"]) == (5, 3)
-    # The classified uploads join the review gallery.
-    names = [c["name"] for c in httpx.get(f"{base}/api/cells").json() if c["origin"] == "upload"]
+    # The classified uploads form a batch slide of their own, never merged into the live slide.
+    batch = r.json()["slide"]
+    names = [c["name"] for c in httpx.get(f"{base}/api/cells", params={"slide": batch}).json()]
     assert names == ["cell.png", "cell.jpg"]
+    assert all(c["origin"] == "stream" for c in httpx.get(f"{base}/api/cells").json())
 
 
 def test_upload_limits_are_413(finite):
@@ -218,22 +220,30 @@ def test_review_sign_and_reviews_become_data(finite, media, tmp_path):
     crop = httpx.get(base + cells[0]["crop"])
     img = cv2.imdecode(np.frombuffer(crop.content, np.uint8), cv2.IMREAD_COLOR)
     assert crop.status_code == 200 and img.shape[0] == img.shape[1]  # a square C-NMC crop
-    assert httpx.post(f"{base}/api/sign").status_code == 409
-    assert httpx.post(f"{base}/api/cells/{cells[0]['track']}/review", json={"label": "maybe"}).status_code == 422
-    # Reviewer: debris for the first cell, the opposite of the model for the second, agrees with the rest.
+    me = {"reviewer": "Ann Lee"}
+    assert httpx.post(f"{base}/api/sign", json=me).status_code == 409
+    assert httpx.post(f"{base}/api/cells/{cells[0]['track']}/review",
+                      json={"label": "maybe", **me}).status_code == 422
+    # Reviewer: debris for the first cell, the opposite of the model for the second, agrees with the rest. The
+    # flipped cell is one of a class with two cells or more after the first, so both classes stay verified.
+    rest = [c["label"] for c in cells[1:]]
+    k = next(i for i, c in enumerate(cells[1:], 1) if rest.count(c["label"]) >= 2)
+    cells = [cells[0], cells[k]] + [c for i, c in enumerate(cells) if i not in (0, k)]
     flip = {"all": "hem", "hem": "all"}
     chosen = ["not classed", flip[cells[1]["label"]]] + [c["label"] for c in cells[2:]]
+    assert {"all", "hem"} <= set(chosen)
     for c, label in zip(cells[:-1], chosen):
-        assert httpx.post(f"{base}/api/cells/{c['track']}/review", json={"label": label}).json()["review"] == label
-    r = httpx.post(f"{base}/api/sign")
+        r = httpx.post(f"{base}/api/cells/{c['track']}/review", json={"label": label, **me})
+        assert r.json()["review"] == label
+    r = httpx.post(f"{base}/api/sign", json=me)
     assert r.status_code == 409 and "1 of" in r.json()["detail"]
-    httpx.post(f"{base}/api/cells/{cells[-1]['track']}/review", json={"label": chosen[-1]})
-    s = httpx.post(f"{base}/api/sign").json()
+    httpx.post(f"{base}/api/cells/{cells[-1]['track']}/review", json={"label": chosen[-1], **me})
+    s = httpx.post(f"{base}/api/sign", json=me).json()
     n = len(cells)
     v_all = chosen.count("all")
     assert s["cells"] == n and s["not_classed"] == 1 and s["agreed"] == n - 2
     assert s["agreement"] == pytest.approx((n - 2) / n, abs=1e-4)
-    assert (s["verified"]["all"], s["verified"]["cells"]) == (v_all, n - 1)
+    assert (s["verified"]["all"], s["verified"]["cells"], s["signed_by"]) == (v_all, n - 1, "Ann Lee")
     assert s["pre_classified"]["all"] == sum(c["label"] == "all" for c in cells)
     lo, hi = _wilson(v_all, n - 1)
     assert s["verified"]["ci_low"] == pytest.approx(lo, abs=1e-4)
@@ -244,13 +254,15 @@ def test_review_sign_and_reviews_become_data(finite, media, tmp_path):
     lines = [json.loads(x) for x in (st.folder / "reviews.jsonl").read_text().splitlines()]
     assert len(lines) == n
     sha = hashlib.sha256((media / "tiny.onnx").read_bytes()).hexdigest()
-    assert all(rec["model_sha256"] == sha and rec["slide"] == s["slide"] for rec in lines)
+    assert all(rec["model_sha256"] == sha and rec["slide"] == s["slide"] and rec["reviewer"] == "Ann Lee"
+               for rec in lines)
     assert {"crop", "probability", "pre_class", "review", "time"} <= set(lines[0])
     # ... and becomes a C-NMC-layout dataset that `data inspect` and the training loader read.
     out = tmp_path / "reviewed"
     res = CliRunner().invoke(app, ["data", "reviews", str(st.folder / "reviews.jsonl"), str(out)])
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(app, ["data", "inspect", str(out), "--json"])
+    assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     total = report["splits"]
     assert sum(x["all"] for x in total.values()) == v_all
@@ -520,7 +532,7 @@ def test_crop_urls_carry_a_token_with_url_characters(media, tmp_path):
     good = cv2.imencode(".png", np.full((40, 40, 3), 120, np.uint8))[1].tobytes()
     with serve_in_thread(st) as base:
         auth = {"Authorization": f"Bearer {token}"}
-        assert httpx.post(f"{base}/api/classify", files=[("files", ("a.png", good, "image/png"))],
-                          headers=auth).status_code == 200
-        cells = httpx.get(f"{base}/api/cells", params={"token": token}).json()
+        r = httpx.post(f"{base}/api/classify", files=[("files", ("a.png", good, "image/png"))], headers=auth)
+        assert r.status_code == 200
+        cells = httpx.get(f"{base}/api/cells", params={"token": token, "slide": r.json()["slide"]}).json()
         assert cells and all(httpx.get(base + c["crop"]).status_code == 200 for c in cells)

@@ -121,9 +121,11 @@ def test_another_origin_cannot_drive_the_station(tmp_path, chromium):
     without = build_station(model, tmp_path / "b", device="cpu")
     with serve_in_thread(with_token) as a, serve_in_thread(without) as b:
         for base, auth in ((a, {"Authorization": f"Bearer {TOKEN}"}), (b, {})):  # one reviewed cell: signable
-            httpx.post(f"{base}/api/classify", files=[("files", ("ok.png", cell, "image/png"))], headers=auth)
+            batch = httpx.post(f"{base}/api/classify", files=[("files", ("ok.png", cell, "image/png"))],
+                               headers=auth).json()["slide"]
+            httpx.post(f"{base}/api/slides/{batch}/open", headers=auth)
             track = httpx.get(f"{base}/api/cells", headers=auth).json()[0]["track"]
-            httpx.post(f"{base}/api/cells/{track}/review", json={"label": "hem"}, headers=auth)
+            httpx.post(f"{base}/api/cells/{track}/review", json={"label": "hem", "reviewer": "ann"}, headers=auth)
         targets = [[f"{a}/api/classify?token={TOKEN}", f"{a}/api/sign?token={TOKEN}"],
                    [f"{b}/api/classify", f"{b}/api/sign"]]
         html = ATTACK_PAGE % {"png": base64.b64encode(cell).decode(), "targets": json.dumps(targets)}
@@ -161,5 +163,6 @@ def test_another_origin_cannot_drive_the_station(tmp_path, chromium):
         for st, base, auth in ((with_token, a, {"Authorization": f"Bearer {TOKEN}"}), (without, b, {})):
             assert st.access.refused["origin"] == 2, st.access.refused  # the upload and the sign, both refused
             assert [c["name"] for c in httpx.get(f"{base}/api/cells", headers=auth).json()] == ["ok.png"]
+            assert sum(s["cells"] for s in httpx.get(f"{base}/api/slides", headers=auth).json()) == 1  # no batch
             assert not (st.folder / "signed").exists()
         assert with_token.access.refused["host"] >= 3  # and the favicon requests

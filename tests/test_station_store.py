@@ -5,7 +5,6 @@ import hashlib
 import json
 import math
 import sqlite3
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 
 from leuk_edge import DISCLAIMER
 from leuk_edge.cli import app
+from leuk_edge.edge.tracking import Cell, CellTracker
 from leuk_edge.station.review import ReviewStore, SignRefused, SlideClosed
 from leuk_edge.station.store import StoreError
 
@@ -46,15 +46,26 @@ def _batch(st, cells):
     return add.slide, ids
 
 
-def _seen(track, p, ood=None):
-    return SimpleNamespace(track=track, probability=p, ood=ood, box=(0, 0, 10, 10))
+def _live(st):
+    """The stream's tracker, wired to the store as the station wires it."""
+    tracker = CellTracker(0.5, OOD_T)
+    tracker.on_ended(st.on_track_ended)
+    st.tracker = tracker
+    return tracker
+
+
+def _frame(st, tracker, sightings, index=None):
+    """One processed frame: [(x, P(all))] -> cells numbered by the tracker, then the store's hook."""
+    cells = [Cell((x, 0, 20, 20), "all" if p >= 0.5 else "hem", p, 1.0) for x, p in sightings]
+    tracker.update(cells, index)
+    st.on_cells(cells, [_rgb((90, 0, 90)) for _ in cells], None, None)
 
 
 def test_restart_restores_unsigned_slides_with_cells_crops_and_reviews(tmp_path):
     st = _store(tmp_path)
-    live = st.live
-    for p0, p1 in [(0.9, 0.1), (0.7, 0.3), (0.8, 0.2)]:  # two tracks seen in three frames
-        st.on_cells([_seen(0, p0), _seen(1, p1)], [_rgb((90, 0, 90)), _rgb((40, 0, 40))], None, None)
+    live, tracker = st.live, _live(st)
+    for p0, p1 in [(0.9, 0.1), (0.7, 0.3), (0.8, 0.2)]:  # two cells seen in three frames
+        _frame(st, tracker, [(0, p0), (200, p1)])
     batch, ids = _batch(st, [(0.9, 1.0), (0.2, 1.0), (0.6, 9.0)])
     stream_ids = [c["track"] for c in st.cells(slide=live)]
     st.review(stream_ids[0], "all", "ann")
@@ -157,9 +168,10 @@ def test_signs_in_the_same_second_never_overwrite_each_other(tmp_path):
     """Issue 18 defect 9: the next live slide was named by the second it began, so a third sign within one second
     overwrote the first signed/SLIDE.json."""
     st = _store(tmp_path)
+    tracker = _live(st)
     signed = []
     for k in range(3):
-        st.on_cells([_seen(k, 0.9)], [_rgb((90, 0, 90))], None, None)
+        _frame(st, tracker, [(300 * k, 0.9)])
         cid = st.cells()[0]["track"]
         st.review(cid, "all", "ann")
         signed.append(st.sign("ann"))
@@ -289,3 +301,18 @@ def test_data_reviews_reads_the_database(tmp_path):
     assert got == [f"UID_{slide}_{ids[0]}_1_hem.png", f"UID_{slide}_{ids[1]}_1_hem.png"]  # amended; other left out
     crop = cv2.imread(str(out / "C-NMC_Leukemia" / "training_data" / "fold_0" / "hem" / got[0]))
     assert crop.shape == (32, 32, 3)
+
+
+def test_a_track_that_ends_is_written_with_the_trackers_final_label(tmp_path):
+    st = _store(tmp_path)
+    tracker = _live(st)
+    _frame(st, tracker, [(0, 0.2)])
+    _frame(st, tracker, [(0, 0.6)])  # mean 0.4: hem, though this sighting alone is `all`
+    for _ in range(tracker.max_missed + 1):
+        _frame(st, tracker, [])
+    assert tracker.active() == []
+    db = sqlite3.connect(tmp_path / "station.db")  # committed already: read beside the running store
+    row = db.execute("SELECT label, probability, frames FROM cells").fetchone()
+    db.close()
+    assert row == ("hem", pytest.approx(0.4), 2)
+    st.close()

@@ -24,6 +24,10 @@ def serve(
     token: Optional[str] = typer.Option(None, "--token", help="Access token for /api/*, 8+ characters (default "
                                                               "or 'auto': a fresh one, printed in the URL)."),
     no_token: bool = typer.Option(False, "--no-token", help="No access token (a loopback --host only)."),
+    users: Optional[Path] = typer.Option(None, "--users",
+                                         help="JSON {TOKEN: NAME, ...} (or 'sha256:HEX' keys): each person's own "
+                                              "token, which names them on every review and signature. Only the "
+                                              "tokens' hashes are kept."),
     allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host",
                                                      help="Another Host name the station answers to (a name in "
                                                           "the lab's DNS, a proxy's); repeatable."),
@@ -73,7 +77,16 @@ def serve(
     with user_errors(), graceful_stop():
         if um_per_px is not None and magnification is not None:
             raise UsageError("give --um-per-px or --magnification, not both")
-        tok = resolve_token(host, token, no_token)
+        people = None
+        if users is not None:
+            from ..station.users import Users
+
+            if no_token:
+                raise UsageError("--users gives each person a token: --no-token does not go with it")
+            people = Users.load(users)
+            tok = resolve_token(host, token) if token is not None else None  # people use their own tokens
+        else:
+            tok = resolve_token(host, token, no_token)
         options = StreamOptions(detector=DetectorConfig(um_per_px=um_per_px, magnification=magnification,
                                                         camera_pixel_um=camera_pixel_um, drop_edge=not keep_edge),
                                 stride=stride, crop_um=crop_um or None)
@@ -81,7 +94,8 @@ def serve(
                         max_request_bytes=min(int(max_upload_mb * 2**20) * max_files, MAX_REQUEST) + (1 << 20),
                         max_pixels=max_pixels)
         station = build_station(model, folder, source=source, options=options, loop=loop, pace=pace, device=device,
-                                threads=threads, token=tok, host=host, allowed_hosts=tuple(allowed_host or ()), data_root=data_root, limits=limits, band=band,
+                                threads=threads, token=tok, host=host, allowed_hosts=tuple(allowed_host or ()),
+                                users=people, data_root=data_root, limits=limits, band=band,
                                 slide=slide, backend=backend, reconnect_s=reconnect_s, timeout_s=timeout_s)
         sock = bind(host, port)
         url = url_for(sock, host, tok)
@@ -91,6 +105,9 @@ def serve(
         if tok is not None:
             console.print(f"token: {tok}  (the URL carries it; scripts send 'Authorization: Bearer TOKEN')",
                           highlight=False, soft_wrap=True)
+        if people is not None:
+            console.print(f"{len(people)} reviewer token(s) from {users}: each person opens the page with "
+                          "?token=THEIR_TOKEN", highlight=False, soft_wrap=True)
         typer.echo(url)  # stdout: for scripts that open the page
         server = StationServer(create_app(station), station)
         if station.hub:

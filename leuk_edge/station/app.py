@@ -66,17 +66,21 @@ class Station:
                 self.streams -= 1
 
     def close(self) -> dict | None:
-        return self.hub.stop() if self.hub else None
+        """Stop the live source (the tracker's last tracks reach the store), then close the database."""
+        summary = self.hub.stop() if self.hub else None
+        self.store.close()
+        return summary
 
 
 def build_station(model, folder, source: str | None = None, options=None, loop: bool = False,
                   pace: float | None = None, device: str = "auto", threads: int | None = None,
                   token: str | None = None, data_root=None, limits: Limits = Limits(), band: float = 0.1,
                   slide: str | None = None, backend: str | None = None, reconnect_s: float = 10.0,
-                  timeout_s: float = 5.0, host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = ()) -> Station:
+                  timeout_s: float = 5.0, host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = (),
+                  users=None) -> Station:
     """Open everything (ValueErrors with one-line messages for bad input); the pipeline is started by `start`.
     `token` None: no access token (the CLI makes one unless --no-token); `host`/`allowed_hosts`: the Host names
-    served."""
+    served; `users` (users.Users): each person's token, which names the reviewer."""
     from ..edge import Classifier
     from ..edge.sources import open_source
     from ..edge.stream import StreamOptions
@@ -86,17 +90,22 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
     clf = Classifier(model, device=device, threads=threads, spinning=False)
     folder = Path(folder)
     sha = sha256_file(Path(model))
-    store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide)
     if data_root is not None and not Path(data_root).is_dir():
         raise ValueError(f"--data-root is not a folder: {data_root}")
-    station = Station(clf, store, folder, access=Access.for_bind(host, token, tuple(allowed_hosts)), data_root=Path(data_root).resolve() if data_root else None,
-                      limits=limits, info=model_info(clf, sha))
+    described = {"file": Path(model).name, "architecture": clf.info.architecture,
+                 "version": clf.info.extra.get("leuk_edge_version")}
+    store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide, ood_threshold=clf.ood_threshold,
+                        model=described)
+    station = Station(clf, store, folder, access=Access.for_bind(host, token, tuple(allowed_hosts), users),
+                      data_root=Path(data_root).resolve() if data_root else None, limits=limits,
+                      info=model_info(clf, sha))
     if source is not None:
         options = (options or StreamOptions()).validate()
         opener = lambda: open_source(source, backend=backend, reconnect_s=reconnect_s,  # noqa: E731
                                      open_timeout_s=timeout_s, read_timeout_s=timeout_s)
         station.hub = Hub(ReplaySource(opener, loop=loop, pace=pace), clf, options, folder / "recordings",
-                          on_cells=store.on_cells)
+                          on_cells=store.on_cells, on_track_ended=store.on_track_ended)
+        store.tracker = station.hub.tracker  # a live cell's label and means are the tracker's
     return station
 
 

@@ -241,7 +241,7 @@ class ReviewStore:
 
     # --- batches: uploads and --data-root folders ----------------------------------------------------------------
     def batch(self, kind: str, source: str | None = None, actor: str | None = None):
-        """A callable `add(name, rgb, probability, ood=None, cam=None)` that files each classified image in a new
+        """A callable `add(name, rgb, probability, ood=None, cam=None, label=None)` that files each classified image in a new
         batch slide of its own (made at the first image, so a request of errors only makes none); `.slide` names
         it afterwards."""
         return _Batch(self, kind, source, actor)
@@ -368,10 +368,11 @@ class _Batch:
         self.cells = 0
         self._lock = threading.Lock()
 
-    def __call__(self, name: str, rgb, probability: float, ood: float | None = None, cam=None) -> int:
+    def __call__(self, name: str, rgb, probability: float, ood: float | None = None, cam=None,
+                 label: str | None = None) -> int:
         st = self.store
         with self._lock, st.lock, st.db.write() as tx:
             if self.slide is None:
                 self.slide = st._new_slide(tx, self.kind, self.source, self.actor)
             self.cells += 1
-            return st._add(tx, self.slide, self.kind, name, rgb, cam, probability, ood, 1)
+            return st._add(tx, self.slide, self.kind, name, rgb, cam, probability, ood, 1, label=label)

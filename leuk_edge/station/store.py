@@ -49,7 +49,7 @@ CELL_COLUMNS = ("id", "slide", "origin", "name", "track", "probability", "ood", 
                 "review", "reviewer", "reviewed_at")
 
 
-class StoreError(RuntimeError):
+class StoreError(ValueError):
     """The station database cannot be used (locked by another station, newer schema, not a database)."""
 
 

@@ -63,7 +63,7 @@ def safe_name(name: str | None, i: int) -> str:
 
 def classify_files(classifier, files: list[tuple[str, bytes]], max_pixels: int, on_image=None) -> dict:
     """[(name, bytes)] -> {"rows": [...], "summary": {...}} in the classify contract. Bad files are error rows.
-    `on_image(name, rgb, probability)` is called for each classified image (the review gallery)."""
+    `on_image(name, rgb, row)` is called for each classified image (the review gallery's batch)."""
     rows: list[Row | None] = [None] * len(files)
     todo: list[tuple[int, Path]] = []
     times = StageTimes()
@@ -81,12 +81,13 @@ def classify_files(classifier, files: list[tuple[str, bytes]], max_pixels: int, 
                                                                max_pixels=max_pixels)):
             rows[i] = Row(files[i][0], row.label, row.probability, row.error, row.ood)
             if on_image is not None and row.ok:
-                on_image(files[i][0], decode_image(path), float(row.probability))
+                on_image(files[i][0], decode_image(path), rows[i])
     return summarize(rows, classifier, times)
 
 
-def classify_folder(classifier, paths: list[Path], names: list[str], max_pixels: int) -> dict:
-    """Images under --data-root (already confined to it) -> the same answer as uploads; rows named relatively."""
+def classify_folder(classifier, paths: list[Path], names: list[str], max_pixels: int, on_image=None) -> dict:
+    """Images under --data-root (already confined to it) -> the same answer as uploads; rows named relatively.
+    `on_image(name, rgb, row)` as for uploads."""
     rows: list[Row | None] = [None] * len(paths)
     todo = []
     for i, p in enumerate(paths):
@@ -100,6 +101,8 @@ def classify_folder(classifier, paths: list[Path], names: list[str], max_pixels:
     for i, row in zip(todo, classify_paths(classifier, [paths[i] for i in todo], times=times,
                                                      max_pixels=max_pixels)):
         rows[i] = Row(names[i], row.label, row.probability, row.error, row.ood)
+        if on_image is not None and row.ok:
+            on_image(names[i], decode_image(paths[i]), rows[i])
     return summarize(rows, classifier, times)
 
 

@@ -1,4 +1,5 @@
-"""Classify by upload (multipart `files`) or a folder under --data-root (`folder`); list --data-root folders."""
+"""Classify by upload (multipart `files`) or a folder under --data-root (`folder`); list --data-root folders.
+Each request's classified images form a batch slide of their own (`"slide"` in the answer; null when none)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ async def classify(request: Request, st: StationDep):
     if isinstance(folder, str) and not uploads:
         root = get_data_root(request)
         paths, names = _confined(lambda: browse.folder_images(root, folder, lim.max_files))
-        return await run_in_threadpool(classify_folder, st.clf, paths, names, lim.max_pixels)
+        batch = st.store.batch("folder", source=folder or "/")
+        answer = await run_in_threadpool(classify_folder, st.clf, paths, names, lim.max_pixels, _filer(batch))
+        return {**answer, "slide": batch.slide}
     if not uploads:
         raise HTTPException(400, "send one or more image files in the multipart field 'files'")
     if len(uploads) > lim.max_files:
@@ -67,5 +70,11 @@ async def classify(request: Request, st: StationDep):
             _too_large(f"{safe_name(f.filename, i)} is {len(data) / 2**20:.1f} MiB; the limit is "
                        f"{lim.max_file_bytes / 2**20:.0f} MiB per file")
         files.append((safe_name(f.filename, i), data))
-    on_image = lambda name, rgb, p: st.store.add_upload(name, rgb, p)  # noqa: E731
-    return await run_in_threadpool(classify_files, st.clf, files, lim.max_pixels, on_image)
+    batch = st.store.batch("upload")
+    answer = await run_in_threadpool(classify_files, st.clf, files, lim.max_pixels, _filer(batch))
+    return {**answer, "slide": batch.slide}
+
+
+def _filer(batch):
+    """Each classified image joins the request's own batch slide (never the live slide): the review gallery."""
+    return lambda name, rgb, row: batch(name, rgb, row.probability, ood=row.ood, label=row.label)

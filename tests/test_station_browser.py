@@ -64,6 +64,7 @@ def test_station_page_in_chromium(tmp_path, chromium):
                                                                        for r in rows]
             # Review by keyboard, fast: `c` confirms the selected cell's pre-class, `h` (pressed at once) makes the
             # NEXT cell hem. Each key goes to its own cell even before the first answer is back.
+            page.on("dialog", lambda d: d.accept("Ann Lee"))  # the page asks for the reviewer's name once
             page.click("nav button[data-tab=review]")
             page.wait_for_selector(".card.sel", timeout=5000)
             first = int(page.get_attribute(".card.sel", "data-track"))
@@ -81,6 +82,7 @@ def test_station_page_in_chromium(tmp_path, chromium):
             c = done.pop(first)
             assert c["review"] == (c["label"] if c["pre_class"] == "uncertain" else c["pre_class"])
             assert next(iter(done.values()))["review"] == "hem"
+            assert c["reviewer"] == "Ann Lee" and next(iter(done.values()))["reviewer"] == "Ann Lee"
             page.screenshot(path=str(tmp_path / "station.png"), full_page=True)
         finally:
             browser.close()

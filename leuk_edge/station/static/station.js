@@ -23,7 +23,7 @@ document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click
 function showTab(name) {
   document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("on", b.dataset.tab === name));
   document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("on", t.id === "tab-" + name));
-  if (name === "review") loadCells();
+  if (name === "review") loadSlides().then(loadCells);  // slides.js
   if (name === "model") loadModel();
 }
 
@@ -70,9 +70,9 @@ $("pause-btn").addEventListener("click", async () => {
 
 // --- review
 let cells = [], order = [], sel = 0, selTrack = null;
-const GALLERIES = ["all", "uncertain", "hem"];
+const GALLERIES = ["all", "uncertain", "hem", "other"];
 async function loadCells() {
-  cells = await api(withToken("/api/cells"));
+  cells = await api(withToken(cellsUrl()));  // the slide in view (slides.js)
   renderCells();
 }
 function sorted(list) {
@@ -109,40 +109,27 @@ function highlight() {
 }
 async function reviewSelected(label) {
   const track = order[sel];
-  if (track === undefined) return;
+  const body = canReview() ? who() : null;  // a signed slide is read-only; the reviewer is named (slides.js)
+  if (track === undefined || !body) return;
   const c = cells.find((x) => x.track === track);
   label = label || (c.pre_class === "uncertain" ? c.label : c.pre_class);
   c.review = label;  // shown at once; the next key already goes to the next cell
   if (sel < order.length - 1) sel += 1;
   selTrack = order[sel];
   renderCells();
-  try { await post(`/api/cells/${track}/review`, {label}); }
+  try { await post(`/api/cells/${track}/review`, Object.assign({label}, body)); }
   catch (e) { c.review = null; renderCells(); $("review-progress").textContent = "not saved: " + e.message; }
 }
 document.addEventListener("keydown", (ev) => {
   if (!$("tab-review").classList.contains("on") || ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") return;
-  const keys = {a: "all", h: "hem", n: "not classed", c: null, Enter: null};
+  const keys = {a: "all", h: "hem", n: "not classed", o: "other", c: null, Enter: null};
   if (ev.key in keys) { reviewSelected(keys[ev.key]); ev.preventDefault(); }
   else if (ev.key === "ArrowRight" || ev.key === "ArrowDown" || ev.key === "j") { sel = Math.min(sel + 1, order.length - 1); selTrack = order[sel]; highlight(); ev.preventDefault(); }
   else if (ev.key === "ArrowLeft" || ev.key === "ArrowUp" || ev.key === "k") { sel = Math.max(sel - 1, 0); selTrack = order[sel]; highlight(); ev.preventDefault(); }
 });
 $("sort").addEventListener("change", renderCells);
 $("show-cam").addEventListener("change", renderCells);
-$("sign-btn").addEventListener("click", async () => {
-  const box = $("signed");
-  box.hidden = false;
-  try {
-    const s = await api("/api/sign", {method: "POST"});
-    const row = (name, f) => `<tr><td>${name}</td><td>${f.cells}</td><td>${f.all}</td><td>${f.hem}</td>` +
-      `<td>${pct(f.blast_fraction)} (95 % CI ${pct(f.ci_low)} - ${pct(f.ci_high)})</td></tr>`;
-    box.innerHTML = `<h3>Signed ${esc(s.slide)}</h3><table><tr><th></th><th>cells</th><th>all</th><th>hem</th><th>blast fraction</th></tr>` +
-      row("pre-classified (model)", s.pre_classified) + row("verified (reviewer)", s.verified) + `</table>` +
-      `<p>agreement ${pct(s.agreement)} (${s.agreed} of ${s.cells}); not classed ${s.not_classed}; uncertain band ` +
-      `&plusmn;${s.uncertain_band}; model sensitivity ${pct(s.sensitivity)}, specificity ${pct(s.specificity)}</p>` +
-      `<p class="small">saved ${esc(s.file)}; ${esc(s.disclaimer)}</p>`;
-    loadCells();
-  } catch (e) { box.innerHTML = `<p>Cannot sign: ${esc(e.message)}</p>`; }
-});
+// Signing and amendments: slides.js.
 
 // --- classify
 let lastRows = [];
@@ -156,6 +143,7 @@ function showRows(res) {
       `<td>${r.probability === null ? "" : r.probability.toFixed(4)}</td>` +
       `<td>${r.ood === null ? "" : r.ood.toFixed(4)}</td><td>${esc(r.error)}</td></tr>`).join("") + "</tbody></table>";
   $("csv-btn").hidden = false;
+  noteBatch(res);  // slides.js
 }
 async function upload(fileList) {
   const fd = new FormData();

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from leuk_edge import DISCLAIMER
 from leuk_edge.cli import app
-from leuk_edge.testing.boxes import match_boxes
+from support.boxes import match_boxes
 from leuk_edge.edge.model import Inference
 from leuk_edge.edge.sources import LiveSource, SourceError, open_source
 from leuk_edge.synth.fields import FieldConfig, write_fields

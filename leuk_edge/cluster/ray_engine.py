@@ -58,6 +58,11 @@ class RayOptions:
     scope: bool = True  # as classify --scope/--no-scope: flag out-of-scope cells `other` when the model can
 
 
+def actor_device(device: str, gpus_per_actor: float) -> str:
+    """The device the actors run on: --device when named, else CUDA for GPU actors, else the CPU."""
+    return device if device != "auto" else ("cuda" if gpus_per_actor > 0 else "cpu")
+
+
 # ----------------------------------------------------------------------------------------------------- inputs
 
 def is_uri(spec: str) -> bool:

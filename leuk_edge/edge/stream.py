@@ -447,6 +447,8 @@ def render_summary(s: dict, console) -> None:
     for key, name in (("jsonl", "events"), ("record", "recording")):
         if s.get(key):
             t.add_row(name, s[key])
+    if s.get("precision"):  # added by the CLI: which file of the model's set ran, and why
+        t.add_row("precision", f"{s['precision']['used'].upper()} ({s['precision']['reason']})")
     console.print(t)
     if s["ended"] in ("interrupted", "terminated"):
         console.print(f"[yellow]{s['ended']}: the last frame was finished, events and recording closed[/]")

@@ -18,7 +18,7 @@ def health(st: StationDep):
             "data_root": st.data_root is not None, "slide": st.store.slide, "live_slide": st.store.live,
             "paused": bool(h and h.paused), "users": st.access.users is not None,
             "threshold": st.store.threshold, "band": st.store.band, "refused": dict(st.access.refused),
-            "disclaimer": DISCLAIMER}
+            "precision": st.precision.to_dict() if st.precision else None, "disclaimer": DISCLAIMER}
 
 
 @router.get("/model")

@@ -279,3 +279,34 @@ def test_acknowledged_reviews_survive_kill_9(media, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
+
+
+def test_serve_users_file_on_the_command_line(media, tmp_path):
+    from typer.testing import CliRunner
+
+    from leuk_edge.cli import app
+
+    run = CliRunner().invoke
+    base_args = ["serve", "-m", str(media / "tiny.onnx"), "--port", "0", "--folder", str(tmp_path / "work")]
+    bad = tmp_path / "bad.json"
+    for text, message in (("{not json", "not a JSON object"), ('{"short": "Ann"}', "shorter than 8"),
+                          ('{"long-enough-token": ""}', "reviewer")):
+        bad.write_text(text)
+        res = run(app, base_args + ["--users", str(bad)])
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps({"carol-token-123456": "Carol Diaz"}))
+    res = run(app, base_args + ["--users", str(users), "--no-token"])
+    assert res.exit_code == 2 and "--no-token" in res.output
+    proc = subprocess.Popen([sys.executable, "-c", "from leuk_edge.cli import main; main()", *base_args,
+                             "--users", str(users)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and "token=" not in url  # people bring their own tokens
+        base = url.rstrip("/")
+        assert httpx.get(f"{base}/api/slides").status_code == 401
+        carol = {"Authorization": "Bearer carol-token-123456"}
+        assert httpx.get(f"{base}/api/whoami", headers=carol).json() == {"reviewer": "Carol Diaz", "users": True}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

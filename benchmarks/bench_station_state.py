@@ -4,11 +4,13 @@ many reviews per second the API acknowledges (each committed and synced before i
     python benchmarks/bench_station_state.py [--cells 500] [--reviews 600] [--repeats 3]
 
 Restore: a station folder holding one open slide of N cells (128x128 crops on disk, half of them reviewed) is
-opened (a) in-process (`ReviewStore(...)` + the slide's cell list) and (b) as `leuk-edge serve` from process start to
-the first `/api/cells` answer listing all N cells; beside each, the same with an empty folder, so the difference is
-the cost of restoring. Throughput: `POST /api/cells/{id}/review` against `leuk-edge serve` on 127.0.0.1 from 1 and
-8 clients (httpx, keep-alive), beside `ReviewStore.review` called in-process (no HTTP) -- each review is one
-committed transaction (UPDATE cell, INSERT review, INSERT audit entry; WAL synced) plus a reviews.jsonl append.
+opened (a) in-process as the store alone (`ReviewStore(...)` + the slide's cell list), (b) in-process as the whole
+station (`build_station`: model session + store) and (c) as `leuk-edge serve` from process start to the first
+`/api/cells` answer listing all N cells; beside each, the same with an empty folder, so the difference is the cost of
+restoring. Throughput: `POST /api/cells/{id}/review` against `leuk-edge serve` on 127.0.0.1 from 1 and 8 clients
+(httpx, keep-alive), beside `ReviewStore.review` called in-process (no HTTP) and beside the HTTP floor of the same
+server (`GET /static/station.css`, the same clients) -- each review is one committed transaction (UPDATE cell,
+INSERT review, INSERT audit entry; WAL synced) plus a reviews.jsonl append.
 Configurations alternate within each repeat; medians are reported. The model is the tests' tiny ONNX graph (the
 model's size only moves the serve start-up, equally for both folders). Writes benchmarks/results/bench_station_state.{md,json}.
 """
@@ -62,6 +64,17 @@ def restore_in_process(folder: Path, slide: str | None) -> tuple[float, int]:
     return dt, n
 
 
+def build_in_process(model: Path, folder: Path, slide: str | None) -> tuple[float, int]:
+    from leuk_edge.station.app import build_station
+
+    t0 = time.perf_counter()
+    st = build_station(model, folder, device="cpu", threads=1)
+    n = len(st.store.cells(slide=slide)) if slide else len(st.store.cells())
+    dt = time.perf_counter() - t0
+    st.close()
+    return dt, n
+
+
 def start_serve(model: Path, folder: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-c", "from leuk_edge.cli import main; main()", "serve", "-m", str(model),
                              "--port", "0", "--folder", str(folder), "--token", TOKEN],
@@ -101,15 +114,19 @@ def restore_serve(model: Path, folder: Path, slide: str | None) -> tuple[float, 
         stop(proc)
 
 
-def api_reviews(base: str, ids: list[int], clients: int) -> float:
-    """Reviews acknowledged per second, `clients` threads each sending its share one after another."""
+def api_rate(base: str, ids: list[int], clients: int, review: bool = True) -> float:
+    """Requests answered per second, `clients` threads each sending its share one after another: reviews, or
+    (review=False) as many GETs of a static file, the server's HTTP floor."""
     import httpx
 
     def run(mine):
         with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http:
             for i, cid in enumerate(mine):
-                r = http.post(f"{base}/api/cells/{cid}/review", json={"label": ("all", "hem")[i % 2],
-                                                                      "reviewer": "bench"})
+                if review:
+                    r = http.post(f"{base}/api/cells/{cid}/review", json={"label": ("all", "hem")[i % 2],
+                                                                          "reviewer": "bench"})
+                else:
+                    r = http.get(f"{base}/static/station.css")
                 r.raise_for_status()
     shares = [ids[k::clients] for k in range(clients)]
     threads = [threading.Thread(target=run, args=(s,)) for s in shares]
@@ -139,7 +156,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=500)
     ap.add_argument("--reviews", type=int, default=600)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     from tiny_models import make_tiny_onnx
 
@@ -149,12 +166,14 @@ def main() -> None:
         full, empty = work / "full", work / "empty"
         slide = populate(full, args.cells)
         restore_in_process(empty, None)  # the empty folder's database exists before it is timed
-        runs = {k: [] for k in ("inproc_full", "inproc_empty", "serve_full", "serve_empty",
-                                "store", "api1", "api8")}
+        runs = {k: [] for k in ("inproc_full", "inproc_empty", "build_full", "build_empty", "serve_full",
+                                "serve_empty", "store", "api1", "api8", "floor1", "floor8")}
         for r in range(args.repeats):
             log(f"repeat {r + 1}/{args.repeats}")
             for key, fn in (("inproc_full", lambda: restore_in_process(full, slide)),
                             ("inproc_empty", lambda: restore_in_process(empty, None)),
+                            ("build_full", lambda: build_in_process(model, full, slide)),
+                            ("build_empty", lambda: build_in_process(model, empty, None)),
                             ("serve_full", lambda: restore_serve(model, full, slide)),
                             ("serve_empty", lambda: restore_serve(model, empty, None))):
                 dt, n = fn()
@@ -168,27 +187,36 @@ def main() -> None:
                 ids = [c["track"] for c in httpx.get(f"{base}/api/cells", params={"slide": slide},
                                                       headers={"Authorization": f"Bearer {TOKEN}"}).json()]
                 todo = [ids[i % len(ids)] for i in range(args.reviews)]
-                runs["api1"].append(api_reviews(base, todo, 1))
-                runs["api8"].append(api_reviews(base, todo, 8))
+                runs["floor1"].append(api_rate(base, todo, 1, review=False))
+                runs["api1"].append(api_rate(base, todo, 1))
+                runs["floor8"].append(api_rate(base, todo, 8, review=False))
+                runs["api8"].append(api_rate(base, todo, 8))
             finally:
                 stop(proc)
         med = {k: statistics.median(v) for k, v in runs.items()}
+        ms = lambda k: f"{1000 * med[k]:.0f} ms ({1000 * min(runs[k]):.0f}-{1000 * max(runs[k]):.0f})"  # noqa: E731
+        diff = lambda a, b: f"{1000 * (med[a] - med[b]):+.0f} ms"  # noqa: E731
+        rate = lambda k: f"{med[k]:.0f} ({min(runs[k]):.0f}-{max(runs[k]):.0f})"  # noqa: E731
+        n = args.cells
         rows = [
-            [f"restore, in-process (ReviewStore + cell list), {args.cells} cells", f"{1000 * med['inproc_full']:.1f} ms",
-             f"empty folder {1000 * med['inproc_empty']:.1f} ms",
-             f"+{1000 * (med['inproc_full'] - med['inproc_empty']):.1f} ms"],
-            [f"restart, `leuk-edge serve` start -> /api/cells lists {args.cells}", f"{med['serve_full']:.2f} s",
-             f"empty folder {med['serve_empty']:.2f} s", f"+{1000 * (med['serve_full'] - med['serve_empty']):.0f} ms"],
-            ["reviews/s, ReviewStore.review in-process (no HTTP)", f"{med['store']:.0f}", "", ""],
-            ["reviews/s, POST /api/cells/{id}/review, 1 client", f"{med['api1']:.0f}", "",
-             f"{med['api1'] / med['store']:.2f} x in-process"],
-            ["reviews/s, POST /api/cells/{id}/review, 8 clients", f"{med['api8']:.0f}", "",
-             f"{med['api8'] / med['store']:.2f} x in-process"],
+            [f"restore: the store alone, {n} cells (ReviewStore + cell list)", ms("inproc_full"),
+             ms("inproc_empty"), diff("inproc_full", "inproc_empty")],
+            [f"restore: the station in-process (model + store), {n} cells", ms("build_full"), ms("build_empty"),
+             diff("build_full", "build_empty")],
+            [f"restart: `leuk-edge serve` start -> /api/cells lists {n}", ms("serve_full"), ms("serve_empty"),
+             diff("serve_full", "serve_empty")],
+            ["reviews/s in-process (ReviewStore.review, no HTTP)", rate("store"), "", ""],
+            ["reviews/s over HTTP, 1 client", rate("api1"), f"GET static file {rate('floor1')}/s",
+             f"{med['api1'] / med['floor1']:.2f} x the HTTP floor"],
+            ["reviews/s over HTTP, 8 clients", rate("api8"), f"GET static file {rate('floor8')}/s",
+             f"{med['api8'] / med['floor8']:.2f} x the HTTP floor"],
         ]
         md = ("# Station state: restore and review throughput\n\n"
-              + markdown_table(["measure", "median", "beside it", "difference / ratio"], rows, "lrrr")
-              + f"\n\n{args.repeats} repeats, medians; {args.reviews} reviews per throughput run; every review is "
-                "committed (WAL synced) before its answer.\n")
+              + markdown_table(["measure", "median (min-max)", "beside it: empty folder / HTTP floor",
+                                "difference / ratio"], rows, "lrrr")
+              + f"\n\n{args.repeats} repeats, medians (min-max); {args.reviews} requests per throughput run; every "
+                "review is committed (WAL synced) before its answer. Restore columns: with the slide / with an "
+                "empty folder.\n")
         data = {"args": vars(args), "runs": runs, "median": med, "machine": machine_info(("onnxruntime", "numpy"))}
         md_path, _ = write_results(RESULTS, "bench_station_state", md, data)
         print(md)

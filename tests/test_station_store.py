@@ -316,3 +316,30 @@ def test_a_track_that_ends_is_written_with_the_trackers_final_label(tmp_path):
     db.close()
     assert row == ("hem", pytest.approx(0.4), 2)
     st.close()
+
+
+def test_exports_lost_to_a_crash_are_written_again_at_start(tmp_path):
+    """The database is the truth: a review committed but not yet appended to reviews.jsonl, or a signed file not
+    yet written, when the process died, is exported at the next start (and an existing file is never rewritten)."""
+    st = _store(tmp_path)
+    slide, ids, signed = _signed_slide(st)
+    st.close()
+    jsonl = tmp_path / "reviews.jsonl"
+    lines = jsonl.read_text().splitlines()
+    jsonl.write_text("\n".join(lines[:-1]) + "\n")  # the last append never happened
+    (tmp_path / "signed" / f"{slide}.fhir.json").unlink()
+    summary = tmp_path / "signed" / f"{slide}.json"
+    summary.write_text(summary.read_text().replace('"ann"', '"forged"'))  # changed behind the station's back
+    _store(tmp_path).close()
+    assert jsonl.read_text().splitlines() == lines
+    assert json.loads((tmp_path / "signed" / f"{slide}.fhir.json").read_text())["entry"][0]["resource"][
+        "performer"][0]["display"] == "ann"
+    assert '"forged"' in summary.read_text()  # left as found: `leuk-edge audit` is what says it was changed
+    res = CliRunner().invoke(app, ["audit", str(tmp_path)])
+    assert res.exit_code == 1 and f"{slide}.json differs from the document that was signed" in res.stdout
+    summary.write_text(summary.read_text().replace('"forged"', '"ann"'))
+    assert CliRunner().invoke(app, ["audit", str(tmp_path)]).exit_code == 0
+    fhir = tmp_path / "signed" / f"{slide}.fhir.json"
+    fhir.write_text(fhir.read_text().replace('"final"', '"preliminary"'))
+    res = CliRunner().invoke(app, ["audit", str(tmp_path)])
+    assert res.exit_code == 1 and f"{slide}.fhir.json differs" in res.stdout

@@ -4,7 +4,8 @@ Each entry holds the SHA-256 of the previous entry (`prev`) and its own `hash` =
 canonical JSON), so changing, removing or reordering any entry breaks every hash after it. SQLite triggers refuse
 UPDATE and DELETE on the table (an honest program cannot rewrite history); the chain catches a dishonest one.
 The verifier also checks that every review and signature row has its audit entry with the same content, and
-that every signed file names an entry that is in the chain (so cutting the log's tail after a signature shows).
+that every signed file is the document its entry recorded and names an entry that is in the chain (so cutting the
+log's tail after a signature shows).
 """
 
 from __future__ import annotations
@@ -92,32 +93,48 @@ def _cross_check(db: sqlite3.Connection, seen: dict) -> str | None:
         if (d.get("cell"), d.get("label"), d.get("reviewer"), d.get("time")) != (cell, label, reviewer, time):
             return f"review {rid} (cell {cell}) differs from audit entry {s}"
     by_sig = {(d.get("slide"), d.get("version")): (s, d) for s, (a, d, _) in seen.items() if a in ("sign", "amend")}
-    for slide, version, signed_by, summary in db.execute(
-            "SELECT slide, version, signed_by, summary FROM signatures ORDER BY id"):
+    for slide, version, signed_by, summary, bundle in db.execute(
+            "SELECT slide, version, signed_by, summary, fhir FROM signatures ORDER BY id"):
         s, d = by_sig.get((slide, version), (None, None))
         if d is None:
             return f"signature of {slide} version {version} has no audit entry"
-        if d.get("signed_by") != signed_by or d.get("summary_sha256") != hashlib.sha256(
-                summary.encode("utf-8")).hexdigest():
+        if (d.get("signed_by"), d.get("summary_sha256"), d.get("fhir_sha256")) != (
+                signed_by, _sha(summary), _sha(bundle)):
             return f"signature of {slide} version {version} differs from audit entry {s}"
     return None
 
 
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _signed_key(name: str) -> tuple[str, int, str]:
+    """`SLIDE[.vN](.json|.fhir.json)` -> (slide, version, which hash of the entry names it)."""
+    kind = "fhir_sha256" if name.endswith(".fhir.json") else "summary_sha256"
+    stem = name[:-len(".fhir.json")] if kind == "fhir_sha256" else name[:-len(".json")]
+    slide, _, version = stem.rpartition(".v")
+    return (slide, int(version), kind) if slide and version.isdigit() else (stem, 1, kind)
+
+
 def _signed_files(folder: Path, seen: dict) -> str | None:
-    """Every signed file must have its sign/amend entry, and the audit head it names (the log as it was when
-    it was signed) must still be in the chain: cutting the log's tail, signature rows and all, shows here."""
+    """Every signed file must have its sign/amend entry and be the document it recorded, and the audit head it
+    names (the log as it was when it was signed) must still be in the chain: cutting the log's tail, signature rows
+    and all, shows here."""
     hashes = {seq: digest for seq, (_, _, digest) in seen.items()}
-    signed = {(d.get("slide"), d.get("version")) for a, d, _ in seen.values() if a in ("sign", "amend")}
+    signed = {(d.get("slide"), d.get("version")): d for a, d, _ in seen.values() if a in ("sign", "amend")}
     for path in sorted((folder / "signed").glob("*.json")):
-        if path.name.endswith(".fhir.json"):
-            continue
+        slide, version, kind = _signed_key(path.name)
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return f"{path.name}: unreadable"
-        if (doc.get("slide"), doc.get("version", 1)) not in signed:
+        entry = signed.get((slide, version))
+        if entry is None:
             return f"{path.name}: its signature is not in the audit log"
-        anchor = doc.get("audit") or {}
+        # A file is the stored text pretty-printed: the same JSON, so the same SHA-256 once re-serialised.
+        if _sha(json.dumps(doc, sort_keys=True)) != entry.get(kind):
+            return f"{path.name} differs from the document that was signed"
+        anchor = (doc.get("audit") or {}) if kind == "summary_sha256" else {}
         seq = anchor.get("seq")
         if seq and hashes.get(seq) != anchor.get("hash"):
             return f"{path.name} was signed after audit entry {seq}, which the log no longer holds as it was"

@@ -121,7 +121,8 @@ def _record(tx, doc: dict, action: str) -> tuple[str, str]:
                (doc["slide"], doc["version"], doc["signed_by"], doc["signed_at"], text, bundle))
     tx.audit(doc["signed_at"], doc["signed_by"], action, doc["slide"],
              {"slide": doc["slide"], "version": doc["version"], "signed_by": doc["signed_by"],
-              "summary_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()})
+              "summary_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+              "fhir_sha256": hashlib.sha256(bundle.encode("utf-8")).hexdigest()})
     return text, bundle
 
 

@@ -420,6 +420,37 @@ def test_open_streams_are_capped_and_released(looping):
         st.max_streams = before
 
 
+def test_the_stream_cap_holds_for_a_burst(looping):
+    """30 viewers at once against the cap of 24: exactly 24 are served, 6 get 503 (the slot is taken before the
+    response starts; counted when the stream began, a burst all got 200)."""
+    base, st = looping
+    wait_until(lambda: st.streams == 0, timeout=5)
+    assert st.max_streams == 24
+    statuses, lock = [], threading.Lock()
+    answered, leave = threading.Barrier(31), threading.Event()
+
+    def viewer(path):
+        try:
+            with httpx.stream("GET", f"{base}/api/{path}", params={"token": TOKEN}, timeout=30) as r:
+                with lock:
+                    statuses.append(r.status_code)
+                answered.wait(30)
+                leave.wait(30)
+        except threading.BrokenBarrierError:
+            pass
+    threads = [threading.Thread(target=viewer, args=("stream.mjpg" if i % 2 else "events",)) for i in range(30)]
+    for t in threads:
+        t.start()
+    answered.wait(30)
+    try:
+        assert sorted(statuses) == [200] * 24 + [503] * 6 and st.streams == 24
+    finally:
+        leave.set()
+        for t in threads:
+            t.join(30)
+    wait_until(lambda: st.streams == 0, timeout=10)
+
+
 def test_token_rules(looping):
     base, _ = looping
     assert httpx.get(f"{base}/api/health").status_code == 401
@@ -475,26 +506,6 @@ def test_model_tab_lists_only_this_models_reports(tmp_path):
         (tmp_path / name).write_text(json.dumps({"passed": True}))
     info = model_info(Classifier(model, device="cpu"), "x")
     assert [p["file"] for p in info["parity"]] == ["cnn.parity.json", "cnn.int8.parity.json"]
-
-
-def test_upload_limit_above_the_library_default_is_the_one_applied(monkeypatch, tmp_path):
-    """The station's --max-pixels reaches the decoder: a limit above the 50 MP library default must not be capped
-    by it (the files would be refused as 'image too large' by the edge runner's default)."""
-    from leuk_edge.edge import Classifier
-    from leuk_edge.station import uploads
-
-    seen = {}
-    real = uploads.classify_paths
-
-    def spy(*args, **kwargs):
-        seen["max_pixels"] = kwargs.get("max_pixels", "library default")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(uploads, "classify_paths", spy)
-    good = cv2.imencode(".png", np.full((40, 40, 3), 120, np.uint8))[1].tobytes()
-    clf = Classifier(make_tiny_onnx(tmp_path / "m.onnx", size=32), device="cpu")
-    out = uploads.classify_files(clf, [("a.png", good)], max_pixels=80_000_000)
-    assert out["rows"][0]["label"] in ("all", "hem") and seen["max_pixels"] == 80_000_000
 
 
 def test_looping_replay_reports_each_unreadable_frame_once(tmp_path):

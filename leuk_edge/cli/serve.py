@@ -11,7 +11,8 @@ from ..edge.detect import CNMC_CANVAS_UM, DetectorConfig
 from .classify import DEVICE_HELP
 from .common import UsageError, console, user_errors
 
-MAX_REQUEST = 256 << 20  # one upload request is read into memory: never more than this, whatever the per-file limits
+MAX_REQUEST = 256 << 20  # one upload request (streamed to temporary files): never more than this, whatever the
+                         # per-file limits
 
 
 def serve(
@@ -42,6 +43,9 @@ def serve(
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", min=0.01, help="Size limit per uploaded file."),
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1,
                                    help="Largest declared width x height accepted (checked before decoding)."),
+    max_decode_mb: float = typer.Option(256.0, "--max-decode-mb", min=1.0,
+                                        help="Decode budget per image: declared width x height x channels x bytes "
+                                             "per sample (checked before decoding)."),
     um_per_px: Optional[float] = typer.Option(None, "--um-per-px", help="Frame scale in micrometres per pixel."),
     magnification: Optional[float] = typer.Option(None, "--magnification", help="Total magnification."),
     camera_pixel_um: float = typer.Option(DetectorConfig.camera_pixel_um, "--camera-pixel-um",
@@ -79,7 +83,7 @@ def serve(
                                 stride=stride, crop_um=crop_um or None)
         limits = Limits(max_files=max_files, max_file_bytes=int(max_upload_mb * 2**20),
                         max_request_bytes=min(int(max_upload_mb * 2**20) * max_files, MAX_REQUEST) + (1 << 20),
-                        max_pixels=max_pixels)
+                        max_pixels=max_pixels, max_decode_bytes=int(max_decode_mb * 2**20))
         station = build_station(model, folder, source=source, options=options, loop=loop, pace=pace, device=device,
                                 threads=threads, token=tok, host=host, allowed_hosts=tuple(allowed_host or ()), data_root=data_root, limits=limits, band=band,
                                 slide=slide, backend=backend, reconnect_s=reconnect_s, timeout_s=timeout_s)

@@ -6,7 +6,8 @@ background thread; the page's galleries, uploads and model tab read the same obj
     hub.py      one shared pipeline: frames (JPEG on demand), events, running totals, recording, pause
     replay.py   the source wrapper: --loop, pacing of file sources, pause
     review.py   the technologist's review: pre-class galleries, reviews JSONL, signing a slide
-    uploads.py  upload limits, the declared-dimension check before decoding, classify rows
+    uploads.py  upload limits, the header checks (pixels, decode budget) before decoding, classify rows
+    guard.py    Host, Origin, anti-CSRF and token checks in front of every request
     browse.py   --data-root folders that cannot be left
     reviews_data.py  reviews JSONL -> C-NMC-layout dataset (`leuk-edge data reviews`)
     modelinfo.py     the Model tab: metadata, parity reports, model card, file hash

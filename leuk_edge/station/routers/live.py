@@ -52,16 +52,26 @@ def _event_lines(h, start: int):
         last = evs[-1][0]
 
 
-def _in_slot(st, gen):
-    with st.stream_slot():
-        yield from gen
+class _SlotResponse(StreamingResponse):
+    """A streaming response that gives its stream slot back when it ends, however it ends (client gone,
+    source ended, shutdown), even if its body was never started."""
+
+    def __init__(self, content, release, **kw):
+        super().__init__(content, **kw)
+        self._release = release
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 @router.get("/stream.mjpg")
 def stream(st: StationDep, h: HubDep):
-    st.check_capacity()
-    return StreamingResponse(_threaded(_in_slot(st, _jpeg_parts(h))),
-                             media_type="multipart/x-mixed-replace; boundary=frame", headers=NO_CACHE)
+    release = st.take_stream_slot()
+    return _SlotResponse(_threaded(_jpeg_parts(h)), release,
+                         media_type="multipart/x-mixed-replace; boundary=frame", headers=NO_CACHE)
 
 
 @router.get("/events")
@@ -70,9 +80,9 @@ def events(request: Request, st: StationDep, h: HubDep, since: int | None = None
     if since is None and last_id and last_id.isdigit():
         since = int(last_id) + 1
     start = since - 1 if since is not None else h.newest_event()  # default: from now on
-    st.check_capacity()
-    return StreamingResponse(_threaded(_in_slot(st, _event_lines(h, start))), media_type="text/event-stream",
-                             headers=NO_CACHE)
+    release = st.take_stream_slot()
+    return _SlotResponse(_threaded(_event_lines(h, start)), release, media_type="text/event-stream",
+                         headers=NO_CACHE)
 
 
 @router.get("/summary")

@@ -163,3 +163,71 @@ def test_another_origin_cannot_drive_the_station(tmp_path, chromium):
             assert [c["name"] for c in httpx.get(f"{base}/api/cells", headers=auth).json()] == ["ok.png"]
             assert not (st.folder / "signed").exists()
         assert with_token.access.refused["host"] >= 3  # and the favicon requests
+
+
+@pytest.mark.browser
+def test_review_keys_do_not_rubber_stamp_and_csv_cells_are_not_formulas(tmp_path, chromium):
+    """Issue 17 item 6 and the CSV part of item 7, in the page: Enter/`c` do nothing on an uncertain cell until a
+    label is chosen; Ctrl/Alt combinations are ignored; Enter on the focused Sign button signs (or says why not)
+    instead of relabelling a cell; the threshold is shown rounded; CSV cells that a spreadsheet would run as a
+    formula (`@SUM(1+1).png`, `=1+2.png`, `-3+4.png`, `+5.png`) are prefixed with ' (OWASP)."""
+    import csv
+
+    import numpy as np
+    from playwright import sync_api
+
+    # P(all) = sigmoid(-4R - 8G + 2B + 1.5): black -> 0.82 (all), white -> 0.0002 (hem), grey 38 -> 0.50 (uncertain)
+    model = make_tiny_onnx(tmp_path / "tiny.onnx", size=32, threshold=0.5000000023556707)
+    files = {"grey.png": 38, "black.png": 0, "white.png": 255, "@SUM(1+1).png": 255, "=1+2.png": 255,
+             "-3+4.png": 255, "+5.png": 255}
+    for name, value in files.items():
+        cv2.imwrite(str(tmp_path / name), np.full((40, 40, 3), value, np.uint8))
+    st = build_station(model, tmp_path / "work", device="cpu", token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def cell(name):
+        return next(c for c in httpx.get(f"{base}/api/cells", headers=auth).json() if c["name"] == name)
+
+    with serve_in_thread(st) as base, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{base}/?token={TOKEN}")
+            page.click("nav button[data-tab=classify]")
+            page.set_input_files("#files", [str(tmp_path / n) for n in files])
+            page.wait_for_selector(f"#classify-results tbody tr:nth-child({len(files)})", timeout=15000)
+            with page.expect_download() as download:
+                page.click("#csv-btn")
+            with open(download.value.path(), newline="") as fh:
+                table = list(csv.reader(fh))
+            assert table[0] == ["path", "label", "probability", "error"]
+            assert [r[0] for r in table[1:]] == ["grey.png", "black.png", "white.png", "'@SUM(1+1).png",
+                                                 "'=1+2.png", "'-3+4.png", "'+5.png"]
+            assert all(r[1] in ("all", "hem") and float(r[2]) >= 0 for r in table[1:])  # numbers stay numbers
+
+            page.click("nav button[data-tab=review]")
+            page.wait_for_selector(".card.sel", timeout=5000)
+            assert page.inner_text("#band") == "P(all) within 0.1 of 0.5"
+            grey, black, white = cell("grey.png"), cell("black.png"), cell("white.png")
+            assert (grey["pre_class"], black["pre_class"], white["pre_class"]) == ("uncertain", "all", "hem")
+            page.click(f".card[data-track='{grey['track']}']")
+            for key in ("Enter", "c", "Control+h", "Alt+a", "Meta+n", "Control+Enter"):
+                page.keyboard.press(key)
+            page.wait_for_timeout(400)
+            assert cell("grey.png")["review"] is None  # nothing rubber-stamped, no modifier combination taken
+            assert "choose a label" in page.inner_text("#review-progress")
+            page.keyboard.press("h")  # the reviewer's own choice
+            page.click(f".card[data-track='{black['track']}']")
+            page.keyboard.press("Enter")  # a certain pre-class may be confirmed with one key
+            page.wait_for_function("document.querySelectorAll('.card.done').length === 2", timeout=5000)
+            page.wait_for_timeout(300)
+            assert (cell("grey.png")["review"], cell("black.png")["review"]) == ("hem", "all")
+            # A focused button keeps its own Enter: the Sign button answers, the selected cell stays unreviewed.
+            page.click(f".card[data-track='{white['track']}']")
+            page.focus("#sign-btn")
+            page.keyboard.press("Enter")
+            page.wait_for_selector("#signed:not([hidden])", timeout=5000)
+            assert "Cannot sign" in page.inner_text("#signed") and "not reviewed" in page.inner_text("#signed")
+            assert cell("white.png")["review"] is None
+        finally:
+            browser.close()

@@ -6,6 +6,10 @@ const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
 const withToken = (url) => TOKEN ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN) : url;
 const $ = (id) => document.getElementById(id);
 const pct = (x) => (x === null || x === undefined) ? "-" : (100 * x).toFixed(1) + " %";
+const num = (x, digits = 3) => (x === null || x === undefined) ? "-" : String(Number(Number(x).toFixed(digits)));
+// A fraction with its 95 % interval, kept on one line (a no-break space inside each number and unit).
+const withCI = (f, lo, hi) => f === null || f === undefined ? "-" :
+  `${pct(f)} (95\u00a0% CI ${pct(lo)}\u2013${pct(hi)})`.replace(/ %/g, "\u00a0%");
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
 async function api(path, opts = {}) {
@@ -32,7 +36,7 @@ let health = null;
 async function initLive() {
   health = await api("/api/health");
   $("disclaimer").textContent = health.disclaimer;
-  $("band").textContent = `P(all) within ${health.band} of ${health.threshold}`;
+  $("band").textContent = `P(all) within ${num(health.band)} of ${num(health.threshold)}`;
   if (!health.source) { $("no-source").hidden = false; $("live").hidden = true; return; }
   $("live").src = withToken("/api/stream.mjpg");
   $("source-status").textContent = health.source;
@@ -47,8 +51,7 @@ async function refreshSummary() {
     $("cells-count").textContent = s.cells;
     $("all-count").textContent = s.all;
     $("hem-count").textContent = s.hem;
-    $("blast-fraction").textContent = s.blast_fraction === null ? "-" :
-      `${pct(s.blast_fraction)}\n95 % CI ${pct(s.ci_low)} - ${pct(s.ci_high)}`;
+    $("blast-fraction").textContent = withCI(s.blast_fraction, s.ci_low, s.ci_high);
     $("fps").textContent = s.fps.toFixed(1);
     $("pause-btn").textContent = s.paused ? "Resume" : "Pause";
     if (s.error) $("source-status").textContent = "pipeline error: " + s.error;
@@ -106,11 +109,20 @@ function highlight() {
   document.querySelectorAll(".card").forEach((el) => el.classList.toggle("sel", +el.dataset.track === order[sel]));
   document.querySelector(".card.sel")?.scrollIntoView({block: "nearest"});
 }
+// The model's pre-class may be confirmed with one key only where it is a label: an `uncertain` or `other` cell
+// needs the reviewer's own choice (a, h or n), as Scopio-style review asks every suggestion to be actively confirmed.
+const NEEDS_CHOICE = new Set(["uncertain", "other"]);
 async function reviewSelected(label) {
   const track = order[sel];
   if (track === undefined) return;
   const c = cells.find((x) => x.track === track);
-  label = label || (c.pre_class === "uncertain" ? c.label : c.pre_class);
+  if (!label) {
+    if (NEEDS_CHOICE.has(c.pre_class) || c.label === "other") {
+      $("review-progress").textContent = `cell #${c.track} is ${c.pre_class}: choose a label (a, h or n)`;
+      return;
+    }
+    label = c.pre_class;
+  }
   c.review = label;  // shown at once; the next key already goes to the next cell
   if (sel < order.length - 1) sel += 1;
   selTrack = order[sel];
@@ -118,8 +130,12 @@ async function reviewSelected(label) {
   try { await post(`/api/cells/${track}/review`, {label}); }
   catch (e) { c.review = null; renderCells(); $("review-progress").textContent = "not saved: " + e.message; }
 }
+const TYPING = new Set(["INPUT", "SELECT", "TEXTAREA"]);
+const PRESSABLE = new Set(["BUTTON", "A", "SUMMARY"]);
 document.addEventListener("keydown", (ev) => {
-  if (!$("tab-review").classList.contains("on") || ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") return;
+  if (!$("tab-review").classList.contains("on") || TYPING.has(ev.target.tagName) || ev.target.isContentEditable) return;
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;  // Ctrl/Cmd/Alt combinations belong to the browser
+  if ((ev.key === "Enter" || ev.key === " ") && PRESSABLE.has(ev.target.tagName)) return;  // a focused button's own
   const keys = {a: "all", h: "hem", n: "not classed", c: null, Enter: null};
   if (ev.key in keys) { reviewSelected(keys[ev.key]); ev.preventDefault(); }
   else if (ev.key === "ArrowRight" || ev.key === "ArrowDown" || ev.key === "j") { sel = Math.min(sel + 1, order.length - 1); selTrack = order[sel]; highlight(); ev.preventDefault(); }
@@ -133,11 +149,11 @@ $("sign-btn").addEventListener("click", async () => {
   try {
     const s = await api("/api/sign", {method: "POST"});
     const row = (name, f) => `<tr><td>${name}</td><td>${f.cells}</td><td>${f.all}</td><td>${f.hem}</td>` +
-      `<td>${pct(f.blast_fraction)} (95 % CI ${pct(f.ci_low)} - ${pct(f.ci_high)})</td></tr>`;
+      `<td>${withCI(f.blast_fraction, f.ci_low, f.ci_high)}</td></tr>`;
     box.innerHTML = `<h3>Signed ${esc(s.slide)}</h3><table><tr><th></th><th>cells</th><th>all</th><th>hem</th><th>blast fraction</th></tr>` +
       row("pre-classified (model)", s.pre_classified) + row("verified (reviewer)", s.verified) + `</table>` +
       `<p>agreement ${pct(s.agreement)} (${s.agreed} of ${s.cells}); not classed ${s.not_classed}; uncertain band ` +
-      `&plusmn;${s.uncertain_band}; model sensitivity ${pct(s.sensitivity)}, specificity ${pct(s.specificity)}</p>` +
+      `&plusmn;${num(s.uncertain_band)}; model sensitivity ${pct(s.sensitivity)}, specificity ${pct(s.specificity)}</p>` +
       `<p class="small">saved ${esc(s.file)}; ${esc(s.disclaimer)}</p>`;
     loadCells();
   } catch (e) { box.innerHTML = `<p>Cannot sign: ${esc(e.message)}</p>`; }
@@ -149,7 +165,7 @@ function showRows(res) {
   lastRows = res.rows;
   const s = res.summary;
   $("classify-summary").textContent = `${s.images} images: all ${s.all}, hem ${s.hem}, errors ${s.errors}; blast fraction ` +
-    (s.blast_fraction === null ? "n/a" : `${pct(s.blast_fraction)} (95 % CI ${pct(s.blast_fraction_ci95[0])} - ${pct(s.blast_fraction_ci95[1])})`);
+    (s.blast_fraction === null ? "n/a" : withCI(s.blast_fraction, s.blast_fraction_ci95[0], s.blast_fraction_ci95[1]));
   $("classify-results").innerHTML = "<table><thead><tr><th>path</th><th>label</th><th>probability</th><th>error</th></tr></thead><tbody>" +
     res.rows.map((r) => `<tr><td>${esc(r.path)}</td><td class="${r.label}">${r.label}</td>` +
       `<td>${r.probability === null ? "" : r.probability.toFixed(4)}</td><td>${esc(r.error)}</td></tr>`).join("") + "</tbody></table>";
@@ -167,8 +183,14 @@ const drop = $("drop");
 drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (ev) => { ev.preventDefault(); drop.classList.remove("over"); upload(ev.dataTransfer.files); });
+// A cell a spreadsheet would run as a formula (= + - @, tab, CR first: OWASP "CSV Injection") is prefixed with '
+// and quoted; any cell with a quote, comma or line break is quoted.
+const csvCell = (v) => {
+  const s = /^[=+\-@\t\r]/.test(v) ? "'" + v : v;
+  return s !== v || /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+};
 $("csv-btn").addEventListener("click", () => {
-  const q = (v) => /[",\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v;
+  const q = csvCell;
   const text = "path,label,probability,error\n" + lastRows.map((r) =>
     [r.path, r.label, r.probability === null ? "" : r.probability.toFixed(6), r.error].map((v) => q(String(v))).join(",")).join("\n") + "\n";
   const a = document.createElement("a");
@@ -199,7 +221,7 @@ async function loadModel() {
   const m = await api("/api/model");
   const rows = [["file", m.file], ["sha256", m.sha256], ["architecture", m.architecture],
     ["input", `${m.input.width}x${m.input.height} ${m.input.color} ${m.input.layout}, resize ${m.input.resize}`],
-    ["threshold", m.threshold], ["calibration", m.calibration ? JSON.stringify(m.calibration) : "none"],
+    ["threshold", num(m.threshold, 4)], ["calibration", m.calibration ? JSON.stringify(m.calibration) : "none"],
     ["explanations (cam)", m.explanations ? "yes" : "no"], ["providers (running)", m.providers.join(", ")],
     ["source .keras sha256", m.source_sha256 || "-"], ["exported by leuk-edge", m.model_version || "-"],
     ["created", m.created || "-"], ["runner version", m.runner_version]];

@@ -26,17 +26,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/support: helpers kept out of the wheel
 
 import numpy as np  # noqa: E402
 
-from leuk_edge.testing.cells import labelled_cells  # noqa: E402
+from support.cells import labelled_cells  # noqa: E402
 from common import (RESULTS, artifact, export_onnx, fmt, log, machine_info, markdown_table, save_run,  # noqa: E402
                     time_calls, write_results)
 
 
 def fit_head(model, size: int, n_fit: int = 64, n_val: int = 48, bn_batch: int = 16) -> tuple[float, float]:
     """BatchNorm statistics from data + logistic head on the frozen random features; -> (threshold, val acc)."""
-    from leuk_edge.testing.probe import fit_linear_probe
+    from support.probe import fit_linear_probe
 
     x, y = labelled_cells(n_fit, size, seed=11)
     xv, yv = labelled_cells(n_val, size, seed=12)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from leuk_edge.cli import app
 from leuk_edge.edge.detect import CNMC_CONTEXT, Detection, DetectorConfig, crop_cnmc, detect_leukocytes
-from leuk_edge.testing.boxes import box_iou, match_boxes
+from support.boxes import box_iou, match_boxes
 from leuk_edge.synth.fields import FieldConfig, render_field, render_slide
 
 

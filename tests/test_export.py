@@ -18,7 +18,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from leuk_edge.cli import app  # noqa: E402
 from leuk_edge.edge import Classifier  # noqa: E402
-from leuk_edge.testing.cells import labelled_cells  # noqa: E402
+from support.cells import labelled_cells  # noqa: E402
 
 CNN_SIZE, INCEPTION_SIZE = 48, 75  # 75 = InceptionV3's smallest input
 runner = CliRunner()
@@ -28,7 +28,7 @@ def _fit_head(model, size: int) -> float:
     """Make an untrained CNN behave like a trained one, cheaply: BatchNorm statistics from data and a logistic
     head on its (random) features. Its P(all) then spreads over (0, 1), so INT8 decision agreement means
     something. Returns a threshold chosen on a separate validation set, as training does."""
-    from leuk_edge.testing.probe import fit_linear_probe
+    from support.probe import fit_linear_probe
 
     x, y = labelled_cells(48, size, seed=11)
     xv, yv = labelled_cells(24, size, seed=12)

@@ -98,7 +98,7 @@ def test_events_carry_cells_and_the_summary_agrees(finite):
     tracks = {}
     for e in events:
         for c in e["cells"]:
-            assert set(c) == {"box", "label", "probability", "track"} and len(c["box"]) == 4
+            assert set(c) == {"box", "label", "probability", "track", "track_label"} and len(c["box"]) == 4
             tracks.setdefault(c["track"], []).append(c["probability"])
     assert sum(len(e["cells"]) for e in events) > 24  # cells in (nearly) every frame
     labels = [label_for(np.mean(ps), THRESHOLD) for ps in tracks.values()]
@@ -371,9 +371,10 @@ def test_two_viewers_share_one_pipeline(looping):
     """The model runs once per frame with cells, not once per viewer: count the real model executions."""
     base, st = looping
     calls = []
-    real = st.clf.predict
+    real = st.clf.infer
     pause = lambda on: httpx.post(f"{base}/api/pause", json={"on": on}, **_auth())  # noqa: E731
-    st.clf.predict = lambda *a, **k: (calls.append(1), real(*a, **k))[1]  # every onnxruntime run goes here
+    # every onnxruntime run goes through infer (an empty batch runs nothing)
+    st.clf.infer = lambda x, *a, **k: (calls.append(1) if len(x) else None, real(x, *a, **k))[1]
     try:
         pause(True)
         time.sleep(0.4)  # the frame in flight finishes; nothing runs while paused, so the counts are exact
@@ -393,7 +394,7 @@ def test_two_viewers_share_one_pipeline(looping):
         n1, c1 = st.hub.newest_event(), len(calls)
         events = [e for s, e in st.hub.events_after(n0, timeout=0) if s <= n1]  # the frames of the window
     finally:
-        st.clf.predict = real
+        st.clf.infer = real
         pause(False)
     assert all(len(g) == 12 for g in got)
     with_cells = sum(1 for e in events if e["cells"])

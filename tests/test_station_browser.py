@@ -59,15 +59,16 @@ def test_station_page_in_chromium(tmp_path, chromium):
             with page.expect_download() as download:
                 page.click("#csv-btn")
             csv_lines = open(download.value.path()).read().splitlines()
-            assert csv_lines[0] == "path,label,probability,error"  # the classify table's CSV contract
+            assert csv_lines[0] == "path,label,probability,ood,error"  # the classify table's CSV contract
             assert [line.split(",")[:2] for line in csv_lines[1:]] == [[r.split("\t")[0], r.split("\t")[1]]
                                                                        for r in rows]
-            # Review by keyboard, fast: `c` confirms the selected cell's pre-class, `h` (pressed at once) makes the
-            # NEXT cell hem. Each key goes to its own cell even before the first answer is back.
+            # Review by keyboard, fast: `n` labels the selected cell, `h` (pressed at once) the NEXT one. Each key
+            # goes to its own cell even before the first answer is back. (`c`/Enter confirm a pre-class only on
+            # all/hem cells: test_review_keys_do_not_rubber_stamp_... .)
             page.click("nav button[data-tab=review]")
             page.wait_for_selector(".card.sel", timeout=5000)
             first = int(page.get_attribute(".card.sel", "data-track"))
-            page.keyboard.press("c")
+            page.keyboard.press("n")
             page.keyboard.press("h")
 
             def reviewed():
@@ -78,8 +79,7 @@ def test_station_page_in_chromium(tmp_path, chromium):
                 time.sleep(0.1)
             done = reviewed()
             assert len(done) == 2 and first in done, done
-            c = done.pop(first)
-            assert c["review"] == (c["label"] if c["pre_class"] == "uncertain" else c["pre_class"])
+            assert done.pop(first)["review"] == "not classed"
             assert next(iter(done.values()))["review"] == "hem"
             page.screenshot(path=str(tmp_path / "station.png"), full_page=True)
         finally:
@@ -200,7 +200,7 @@ def test_review_keys_do_not_rubber_stamp_and_csv_cells_are_not_formulas(tmp_path
                 page.click("#csv-btn")
             with open(download.value.path(), newline="") as fh:
                 table = list(csv.reader(fh))
-            assert table[0] == ["path", "label", "probability", "error"]
+            assert table[0] == ["path", "label", "probability", "ood", "error"]
             assert [r[0] for r in table[1:]] == ["grey.png", "black.png", "white.png", "'@SUM(1+1).png",
                                                  "'=1+2.png", "'-3+4.png", "'+5.png"]
             assert all(r[1] in ("all", "hem") and float(r[2]) >= 0 for r in table[1:])  # numbers stay numbers

@@ -1,137 +1,198 @@
-"""`leuk-edge classify PATH… --model M.onnx` and `leuk-edge bench M.onnx`. Edge-only: no TensorFlow here."""
+"""`leuk-edge classify PATH… --model M.onnx` and `leuk-edge bench M.onnx`. Edge-only: no TensorFlow here.
+
+`classify` is a few named steps: check the options -> (Ray engine) or list the files -> open the chosen model ->
+classify into the table -> summary -> --cam / --report post-passes -> exit code."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from ..edge.signals import EXIT_SIGINT, EXIT_SIGTERM
 from .common import UsageError, console, echo_json, fail, user_errors
+from .options import Device, ModelOptions, Precision, Threads, command, option_group
 
 DEFAULT_MAX_PIXELS = 50_000_000  # = edge.preprocess.DEFAULT_MAX_PIXELS (not imported here: the CLI starts light)
 
-DEVICE_HELP = "auto | cpu | cuda | tensorrt | openvino | coreml | directml. A named device that is not available " \
-              "is an error (no silent fall-back to CPU)."
+
+@option_group
+@dataclass
+class ReadOptions:
+    """How files become batches."""
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per inference batch.")] = 8
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, help="Decode/preprocess threads (default: one per 4 cores, at least 1).")] = None
+    tta: Annotated[bool, typer.Option("--tta", help="Average over the 8 flips/90-degree rotations (slower).")] = False
+    bit_depth: Annotated[Optional[int], typer.Option(
+        "--bit-depth", help="8 | 10 | 12 | 14 | 16: bit depth of 16-bit files (default: detected, a maximum <= "
+                            "4095 is 12-bit).")] = None
+    max_pixels: Annotated[int, typer.Option(
+        "--max-pixels", min=0, help="Refuse (error row) an image declaring more pixels, before decoding; 0 = no "
+                                    "limit.")] = DEFAULT_MAX_PIXELS
 
 
+@option_group
+@dataclass
+class OutputOptions:
+    """What the run writes besides the table's rows."""
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write the table here (default: stdout). Rows are flushed as produced.")] = None
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", "-f", help="csv | json | jsonl (default: from --out's suffix, else csv).")] = None
+    summary_json: Annotated[Optional[Path], typer.Option(
+        "--summary", help="Also write the summary (counts, precision, stage times) as JSON here.")] = None
+    cam: Annotated[Optional[Path], typer.Option(
+        "--cam", help="Write a CAM overlay PNG per flagged image into this folder (a model exported with its cam "
+                      "output).")] = None
+    cam_all: Annotated[bool, typer.Option("--cam-all", help="With --cam: an overlay for every classified "
+                                                            "image.")] = False
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write the HTML report of the run "
+                                                                    "here.")] = None
+
+    @property
+    def keeps_rows(self) -> bool:
+        return self.cam is not None or self.report is not None
+
+
+@option_group
+@dataclass
+class EngineOptions:
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local | ray (Ray Data actor pool; leuk-edge[ray]). ray also reads s3://, gs://, file:// "
+                         "URIs and writes .parquet.")] = "local"
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="ray: auto | ray://host:port | host:port (default: RAY_ADDRESS, else a local "
+                          "Ray).")] = None
+    actors: Annotated[Optional[int], typer.Option("--actors", min=1, help="ray: actor pool size (default: one per "
+                                                                          "CPU).")] = None
+    gpus_per_actor: Annotated[float, typer.Option("--gpus-per-actor", min=0.0, help="ray: GPUs per actor.")] = 0.0
+
+
+@command
 def classify(
-    paths: List[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns."),
-    model: Path = typer.Option(..., "--model", "-m", help="Exported leuk-edge ONNX model (metadata inside)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                       help="Write the table here (default: stdout). Rows are flushed as produced."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f",
-                                      help="csv | json | jsonl (default: from --out's suffix, else csv)."),
-    device: str = typer.Option("auto", "--device", "-d", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1,
-                                          help="onnxruntime intra-op threads (default: one per available core)."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per inference batch."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1,
-                                          help="Decode/preprocess threads (default: one per 4 cores, at least 1)."),
-    tta: bool = typer.Option(False, "--tta", help="Average over the 8 flips/90-degree rotations (slower)."),
-    precision: str = typer.Option("auto", "--precision", "-p",
-                                  help="auto | fp32 | fp16 | int8. auto runs MODEL.int8.onnx (CPU) or MODEL.fp16.onnx "
-                                       "(GPU) when its parity report beside it says passed, else the FP32 model."),
-    bit_depth: Optional[int] = typer.Option(None, "--bit-depth",
-                                            help="8 | 10 | 12 | 14 | 16: bit depth of 16-bit files (default: "
-                                                 "detected, a maximum <= 4095 is 12-bit)."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0,
-                                   help="Refuse (error row) an image declaring more pixels, before decoding; 0 = no "
-                                        "limit."),
-    summary_json: Optional[Path] = typer.Option(None, "--summary",
-                                                help="Also write the summary (counts, precision, stage times) as "
-                                                     "JSON here."),
-    cam: Optional[Path] = typer.Option(None, "--cam", help="Write a CAM overlay PNG per flagged image into this "
-                                                           "folder (a model exported with its cam output)."),
-    cam_all: bool = typer.Option(False, "--cam-all", help="With --cam: an overlay for every classified image."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Also write the HTML report of the run here."),
-    engine: str = typer.Option("local", "--engine", help="local | ray (Ray Data actor pool; leuk-edge[ray]). "
-                               "ray also reads s3://, gs://, file:// URIs and writes .parquet."),
-    address: Optional[str] = typer.Option(None, "--address", help="ray: auto | ray://host:port | host:port "
-                                          "(default: RAY_ADDRESS, else a local Ray)."),
-    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="ray: actor pool size (default: one per CPU)."),
-    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", min=0.0, help="ray: GPUs per actor."),
+    paths: Annotated[List[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
+    run: ModelOptions, read: ReadOptions, output: OutputOptions, engine: EngineOptions,
 ):
     """Classify cell images: one row per file (path,label,probability,error); P(all) = blast probability."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from ..edge import Classifier
-    from ..edge.bench import session_threads
-    from ..edge.classify import StageTimes, classify_paths, thread_split
-    from ..edge.files import expand_paths
-    from ..edge.precision import choose_precision
-    from ..edge.preprocess import BIT_DEPTHS
-    from ..edge.signals import Terminated, graceful_stop
-    from ..edge.summary import ClassifySummary, render_summary, write_summary
-    from ..edge.writers import infer_format, open_writer
+    from ..edge.signals import graceful_stop
 
     with user_errors(), graceful_stop():
-        from ..cluster.ray_cli import check_engine  # no ray import: --engine ray only
+        _check_options(read, output, engine)
+        if engine.engine == "ray":
+            _exit_as(_classify_ray(paths, run, read, output, engine))
+        else:
+            _exit_as(_classify_local(paths, run, read, output))
 
-        check_engine(engine, out, fmt)
-        if bit_depth is not None and bit_depth not in BIT_DEPTHS:
-            raise UsageError(f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}, got {bit_depth}")
-        if engine == "ray":
-            from ..cluster.ray_cli import RayOptions, classify_with_ray
 
-            if cam or report or summary_json:
-                raise UsageError("--cam, --report and --summary work with --engine local only (for now)")
-            if not model.is_file():
-                raise UsageError(f"model file not found: {model}")
-            # The file the local engine would run on the actors' device (GPU actors: FP16 if it passed; CPU: INT8).
-            actor_device = device if device != "auto" else ("cuda" if gpus_per_actor > 0 else "cpu")
-            ray_model = choose_precision(model, precision, actor_device).path
-            opts = RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
-                              device=device, tta=tta, bit_depth=bit_depth, max_pixels=max_pixels or None)
-            _exit_as(classify_with_ray(paths, ray_model, out, fmt, opts, console))
-            return
-        fmt = infer_format(out, fmt)
-        files = expand_paths(paths)
-        if files.missing:
-            raise UsageError(f"no such file, folder or match: {', '.join(files.missing)}")
-        if not files.images:
-            raise UsageError(f"no images found in {', '.join(paths)} (looked for bmp, png, jpg/jpeg, tif/tiff)")
-        if not model.is_file():
-            raise UsageError(f"model file not found: {model}")
-        choice = choose_precision(model, precision, device)
-        # Decode threads share the cores with onnxruntime: its idle threads sleep rather than spin.
-        auto_workers, auto_threads = thread_split()
-        workers = workers or auto_workers
-        clf = Classifier(choice.path, device=device, threads=threads or auto_threads, spinning=False)
-        if cam_all and cam is None:
-            raise UsageError("--cam-all needs --cam DIR")
-        if cam is not None and not clf.has_cam:
-            raise UsageError(f"--cam: {choice.path.name} has no 'cam' output; export it with `leuk-edge export --cam`")
-        kept: list | None = [] if (cam or report) else None  # rows for the --cam / --report post-passes
-        times = StageTimes()
-        summary = ClassifySummary(skipped=files.skipped, providers=list(clf.providers),
-                                  threads=session_threads(clf), workers=workers, precision=choice.to_dict(),
-                                  batch_size=batch_size, tta=tta, times=times, model=str(choice.path),
-                                  out=str(out) if out else "stdout")
-        progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=console, transient=True)
-        try:
-            with open_writer(out, fmt) as writer, progress:
-                task = progress.add_task("classify", total=len(files.images))
-                for row in classify_paths(clf, files.images, batch_size=batch_size, workers=workers, tta=tta,
-                                          times=times, bit_depth=bit_depth, max_pixels=max_pixels or None):
-                    if kept is not None:
-                        kept.append(row)
-                    writer.write(row)
-                    summary.add(row)
-                    progress.advance(task)
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (graceful_stop): the rows so far are kept
-            summary.interrupted = True
-            summary.stopped_by = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        render_summary(summary, console)
-        if summary_json:
-            write_summary(summary, summary_json)
-        if kept is not None:
-            from .report import after_classify
+def _check_options(read: ReadOptions, output: OutputOptions, engine: EngineOptions) -> None:
+    from ..cluster.ray_cli import check_engine  # no ray import: --engine ray only
+    from ..edge.preprocess import BIT_DEPTHS
 
-            after_classify(clf, kept, cam, cam_all, report, str(out or "stdout"), summary.interrupted)
-        _exit_as(summary)
+    check_engine(engine.engine, output.out, output.fmt)
+    if read.bit_depth is not None and read.bit_depth not in BIT_DEPTHS:
+        raise UsageError(f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}, got {read.bit_depth}")
+    if output.cam_all and output.cam is None:
+        raise UsageError("--cam-all needs --cam DIR")
+    if engine.engine == "ray" and (output.cam or output.report or output.summary_json):
+        raise UsageError("--cam, --report and --summary work with --engine local only (for now)")
+    if engine.engine == "local":
+        from ..edge.writers import infer_format
+
+        infer_format(output.out, output.fmt)  # an unknown --format is refused before any work
+
+
+def _classify_ray(paths, run: ModelOptions, read: ReadOptions, output: OutputOptions, engine: EngineOptions):
+    """The Ray engine runs the file the local engine would pick for the actors' device, on that device."""
+    from ..cluster.ray_cli import classify_with_ray
+    from ..cluster.ray_engine import RayOptions, actor_device
+
+    choice = run.choose(actor_device(run.device, engine.gpus_per_actor))
+    opts = RayOptions(address=engine.address, actors=engine.actors, gpus_per_actor=engine.gpus_per_actor,
+                      batch_size=read.batch_size, device=run.device, tta=read.tta, bit_depth=read.bit_depth,
+                      max_pixels=read.max_pixels or None)
+    return classify_with_ray(paths, choice.path, output.out, output.fmt, opts, console)
+
+
+def _classify_local(paths, run: ModelOptions, read: ReadOptions, output: OutputOptions):
+    from ..edge.classify import thread_split
+
+    files = _list_files(paths)
+    # Decode threads share the cores with onnxruntime: its idle threads sleep rather than spin.
+    auto_workers, auto_threads = thread_split()
+    clf, choice = run.open(threads=auto_threads)
+    if output.cam is not None and not clf.has_cam:
+        raise UsageError(f"--cam: {choice.path.name} has no 'cam' output; export it with `leuk-edge export --cam`")
+    summary = _new_summary(clf, choice, files, read, read.workers or auto_workers, output)
+    kept = _classify_into_table(clf, files.images, read, read.workers or auto_workers, output, summary)
+    _finish(clf, summary, kept, output)
+    return summary
+
+
+def _list_files(paths):
+    from ..edge.files import expand_paths
+
+    files = expand_paths(paths)
+    if files.missing:
+        raise UsageError(f"no such file, folder or match: {', '.join(files.missing)}")
+    if not files.images:
+        raise UsageError(f"no images found in {', '.join(paths)} (looked for bmp, png, jpg/jpeg, tif/tiff)")
+    return files
+
+
+def _new_summary(clf, choice, files, read: ReadOptions, workers: int, output: OutputOptions):
+    from ..edge.bench import session_threads
+    from ..edge.classify import StageTimes
+    from ..edge.summary import ClassifySummary
+
+    return ClassifySummary(skipped=files.skipped, providers=list(clf.providers), threads=session_threads(clf),
+                           workers=workers, precision=choice.to_dict(), batch_size=read.batch_size, tta=read.tta,
+                           times=StageTimes(), model=str(choice.path),
+                           out=str(output.out) if output.out else "stdout")
+
+
+def _classify_into_table(clf, images, read: ReadOptions, workers: int, output: OutputOptions, summary) -> list | None:
+    """Rows into the table and the summary as they come; Ctrl-C / SIGTERM keep the rows so far. -> the rows when
+    a post-pass needs them (--cam, --report), else None."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..edge.classify import classify_paths
+    from ..edge.signals import Terminated
+    from ..edge.writers import infer_format, open_writer
+
+    kept: list | None = [] if output.keeps_rows else None
+    progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=True)
+    try:
+        with open_writer(output.out, infer_format(output.out, output.fmt)) as writer, progress:
+            task = progress.add_task("classify", total=len(images))
+            for row in classify_paths(clf, images, batch_size=read.batch_size, workers=workers, tta=read.tta,
+                                      times=summary.times, bit_depth=read.bit_depth,
+                                      max_pixels=read.max_pixels or None):
+                if kept is not None:
+                    kept.append(row)
+                writer.write(row)
+                summary.add(row)
+                progress.advance(task)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (graceful_stop): the rows so far are kept
+        summary.interrupted = True
+        summary.stopped_by = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    return kept
+
+
+def _finish(clf, summary, kept: list | None, output: OutputOptions) -> None:
+    from ..edge.summary import render_summary, write_summary
+
+    render_summary(summary, console)
+    if output.summary_json:
+        write_summary(summary, output.summary_json)
+    if kept is not None:
+        from .report import after_classify
+
+        after_classify(clf, kept, output.cam, output.cam_all, output.report, str(output.out or "stdout"),
+                       summary.interrupted)
 
 
 def _exit_as(summary) -> None:
@@ -145,31 +206,22 @@ def _exit_as(summary) -> None:
 
 
 def bench(
-    model: Path = typer.Argument(..., help="Exported leuk-edge ONNX model."),
-    device: str = typer.Option("auto", "--device", "-d", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime intra-op threads."),
-    batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", "-b", help="Comma-separated batch sizes."),
-    runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per batch size."),
-    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per batch size."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (no table)."),
-    precision: str = typer.Option("auto", "--precision", "-p",
-                                  help="auto | fp32 | fp16 | int8: which model file runs, as in classify."),
+    model: Annotated[Path, typer.Argument(help="Exported leuk-edge ONNX model.")],
+    device: Device = "auto",
+    threads: Threads = None,
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", "-b", help="Comma-separated batch sizes.")] = "1,8,32",
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per batch size.")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs per batch size.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (no table).")] = False,
+    precision: Precision = "auto",
 ):
     """Model-only latency (p50/p95) and throughput per batch size on the chosen device."""
     from ..edge import Classifier
     from ..edge.bench import bench_model, render_bench
-    from ..edge.precision import choose_precision
 
     with user_errors():
-        try:
-            sizes = [int(s) for s in batch_sizes.split(",") if s.strip()]
-        except ValueError:
-            raise UsageError(f"--batch-sizes must be comma-separated integers, got {batch_sizes!r}") from None
-        if not sizes or min(sizes) < 1:
-            raise UsageError("--batch-sizes needs at least one size >= 1")
-        if not model.is_file():
-            raise UsageError(f"model file not found: {model}")
-        choice = choose_precision(model, precision, device)
+        sizes = _batch_sizes(batch_sizes)
+        choice = ModelOptions(model, device, threads, precision).choose()
         clf = Classifier(choice.path, device=device, threads=threads)
         report = bench_model(clf, sizes, runs=runs, warmup=warmup, device=device)
         report.precision = choice.to_dict()
@@ -177,6 +229,16 @@ def bench(
         echo_json(report.to_dict())
     else:
         render_bench(report, console)
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--batch-sizes must be comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise UsageError("--batch-sizes needs at least one size >= 1")
+    return sizes
 
 
 def register(app: typer.Typer) -> None:

@@ -42,6 +42,7 @@ class Station:
     data_root: Path | None = None
     limits: Limits = field(default_factory=Limits)
     info: dict = field(default_factory=dict)
+    precision: object = None  # edge.precision.PrecisionChoice: which model file runs and why
     max_streams: int = MAX_STREAMS
     streams: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -78,24 +79,28 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
                   pace: float | None = None, device: str = "auto", threads: int | None = None,
                   token: str | None = None, data_root=None, limits: Limits = Limits(), band: float = 0.1,
                   slide: str | None = None, backend: str | None = None, reconnect_s: float = 10.0,
-                  timeout_s: float = 5.0, host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = ()) -> Station:
+                  timeout_s: float = 5.0, host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = (),
+                  precision: str = "auto") -> Station:
     """Open everything (ValueErrors with one-line messages for bad input); the pipeline is started by `start`.
     `token` None: no access token (the CLI makes one unless --no-token); `host`/`allowed_hosts`: the Host names
-    served."""
+    served; `precision`: which file of the model's set runs (`edge.precision.choose_precision`, as classify)."""
     from ..edge import Classifier
+    from ..edge.precision import choose_precision
     from ..edge.sources import open_source
     from ..edge.stream import StreamOptions
     from .replay import ReplaySource
 
     # Idle onnxruntime threads sleep, as in `stream`: the same cores detect, crop, draw and encode between calls.
-    clf = Classifier(model, device=device, threads=threads, spinning=False)
+    choice = choose_precision(model, precision, device)
+    clf = Classifier(choice.path, device=device, threads=threads, spinning=False)
     folder = Path(folder)
-    sha = sha256_file(Path(model))
+    sha = sha256_file(choice.path)
     store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide)
     if data_root is not None and not Path(data_root).is_dir():
         raise ValueError(f"--data-root is not a folder: {data_root}")
-    station = Station(clf, store, folder, access=Access.for_bind(host, token, tuple(allowed_hosts)), data_root=Path(data_root).resolve() if data_root else None,
-                      limits=limits, info=model_info(clf, sha))
+    station = Station(clf, store, folder, access=Access.for_bind(host, token, tuple(allowed_hosts)),
+                      data_root=Path(data_root).resolve() if data_root else None, limits=limits,
+                      info=model_info(clf, sha), precision=choice)
     if source is not None:
         options = (options or StreamOptions()).validate()
         opener = lambda: open_source(source, backend=backend, reconnect_s=reconnect_s,  # noqa: E731

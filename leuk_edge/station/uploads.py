@@ -30,7 +30,8 @@ import numpy as np
 
 from ..edge.classify import ERROR_LABEL, Row, StageTimes, classify_paths
 from ..edge.image_headers import Layout, declared_layout
-from ..edge.summary import ClassifySummary
+from ..edge.summary import ClassifySummary, scope_entry
+from ..edge.writers import record
 
 HEAD_BYTES = 1 << 20  # enough of a file to reach any of the headers below (JPEG: past EXIF and thumbnails)
 COPY_CHUNK = 1 << 20
@@ -134,7 +135,7 @@ def classify_files(classifier, files: list[tuple[str, BinaryIO]], limits: Limits
             got = classify_paths(classifier, [p for _, p in todo], times=times, workers=1,
                                  max_pixels=limits.max_pixels, on_decoded=keep)
             for k, ((i, _), row) in enumerate(zip(todo, got)):
-                rows[i] = Row(files[i][0], row.label, row.probability, row.error)
+                rows[i] = Row(files[i][0], row.label, row.probability, row.error, row.ood)
                 copy = copies.pop(k, None)  # handed on as each row comes: only the batches in flight are held
                 if on_image is not None and row.ok:
                     on_image(files[i][0], copy, float(row.probability))
@@ -158,13 +159,12 @@ def classify_folder(classifier, paths: list[Path], names: list[str], limits: Lim
         got = list(classify_paths(classifier, [paths[i] for i in todo], times=times, workers=1,
                                   max_pixels=limits.max_pixels))
     for i, row in zip(todo, got):
-        rows[i] = Row(names[i], row.label, row.probability, row.error)
+        rows[i] = Row(names[i], row.label, row.probability, row.error, row.ood)
     return summarize(rows, classifier, times)
 
 
 def summarize(rows: list[Row], classifier, times: StageTimes) -> dict:
-    s = ClassifySummary(providers=list(classifier.providers), times=times, model=str(classifier.path))
+    s = ClassifySummary(providers=list(classifier.providers), times=times, model=str(classifier.path),
+                        scope=scope_entry(classifier))
     s.extend(rows)
-    return {"rows": [{"path": r.path, "label": r.label,
-                      "probability": None if r.probability is None else round(float(r.probability), 6),
-                      "error": r.error} for r in rows], "summary": s.to_dict()}
+    return {"rows": [record(r) for r in rows], "summary": s.to_dict()}

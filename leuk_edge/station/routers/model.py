@@ -17,7 +17,7 @@ def health(st: StationDep):
             "source": h.source.describe() if h else None, "running": bool(h and h.running),
             "data_root": st.data_root is not None, "slide": st.store.slide,
             "threshold": st.store.threshold, "band": st.store.band, "refused": dict(st.access.refused),
-            "disclaimer": DISCLAIMER}
+            "precision": st.precision.to_dict() if st.precision else None, "disclaimer": DISCLAIMER}
 
 
 @router.get("/model")

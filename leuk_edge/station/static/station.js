@@ -51,6 +51,7 @@ async function refreshSummary() {
     $("cells-count").textContent = s.cells;
     $("all-count").textContent = s.all;
     $("hem-count").textContent = s.hem;
+    $("other-count").textContent = s.other;
     $("blast-fraction").textContent = withCI(s.blast_fraction, s.ci_low, s.ci_high);
     $("fps").textContent = s.fps.toFixed(1);
     $("pause-btn").textContent = s.paused ? "Resume" : "Pause";
@@ -164,11 +165,12 @@ let lastRows = [];
 function showRows(res) {
   lastRows = res.rows;
   const s = res.summary;
-  $("classify-summary").textContent = `${s.images} images: all ${s.all}, hem ${s.hem}, errors ${s.errors}; blast fraction ` +
+  $("classify-summary").textContent = `${s.images} images: all ${s.all}, hem ${s.hem}, other ${s.other}, errors ${s.errors}; blast fraction ` +
     (s.blast_fraction === null ? "n/a" : withCI(s.blast_fraction, s.blast_fraction_ci95[0], s.blast_fraction_ci95[1]));
-  $("classify-results").innerHTML = "<table><thead><tr><th>path</th><th>label</th><th>probability</th><th>error</th></tr></thead><tbody>" +
+  $("classify-results").innerHTML = "<table><thead><tr><th>path</th><th>label</th><th>probability</th><th>ood</th><th>error</th></tr></thead><tbody>" +
     res.rows.map((r) => `<tr><td>${esc(r.path)}</td><td class="${r.label}">${r.label}</td>` +
-      `<td>${r.probability === null ? "" : r.probability.toFixed(4)}</td><td>${esc(r.error)}</td></tr>`).join("") + "</tbody></table>";
+      `<td>${r.probability === null ? "" : r.probability.toFixed(4)}</td>` +
+      `<td>${r.ood === null ? "" : r.ood.toFixed(4)}</td><td>${esc(r.error)}</td></tr>`).join("") + "</tbody></table>";
   $("csv-btn").hidden = false;
 }
 async function upload(fileList) {
@@ -191,8 +193,9 @@ const csvCell = (v) => {
 };
 $("csv-btn").addEventListener("click", () => {
   const q = csvCell;
-  const text = "path,label,probability,error\n" + lastRows.map((r) =>
-    [r.path, r.label, r.probability === null ? "" : r.probability.toFixed(6), r.error].map((v) => q(String(v))).join(",")).join("\n") + "\n";
+  const fixed6 = (v) => v === null ? "" : v.toFixed(6);
+  const text = "path,label,probability,ood,error\n" + lastRows.map((r) =>
+    [r.path, r.label, fixed6(r.probability), fixed6(r.ood), r.error].map((v) => q(String(v))).join(",")).join("\n") + "\n";
   const a = document.createElement("a");
   a.href = URL.createObjectURL(new Blob([text], {type: "text/csv"}));
   a.download = "classify.csv";

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..edge.preprocess import preprocess
-from ..export.parity import PARITY_SEED, _cell_labels, synthetic_cells
+from leuk_edge.edge.preprocess import preprocess
+from leuk_edge.export.parity import PARITY_SEED, _cell_labels, synthetic_cells
 
 
 def labelled_cells(n: int, size: int, seed: int = PARITY_SEED, resize: str = "area") -> tuple[np.ndarray, np.ndarray]:

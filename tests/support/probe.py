@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..edge.labels import is_all
+from leuk_edge.edge.labels import is_all
 
 
 def _reset_batchnorm_stats(model, x: np.ndarray) -> None:

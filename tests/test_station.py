@@ -116,6 +116,33 @@ def test_events_carry_cells_and_the_summary_agrees(finite):
     assert (final["cells"]["all"], final["cells"]["hem"]) == (s["all"], s["hem"])
 
 
+def test_a_replay_that_ended_can_be_played_again(media, tmp_path):
+    """The page's restart button (POST /api/source/restart): the ended video plays once more, frame numbers and
+    track ids go on, the same tracker counts the cells again as new tracks; 409 while it runs."""
+    st = build_station(media / "tiny.onnx", tmp_path / "work", source=str(media / "fields" / "drift.mp4"), pace=0,
+                       **OPTIONS)
+    with serve_in_thread(st) as base:
+        wait_until(lambda: not httpx.get(f"{base}/api/health").json()["running"])
+        first = httpx.get(f"{base}/api/summary").json()
+        assert (first["frames"], first["ended"], first["running"]) == (24, "end of source", False)
+        assert httpx.get(f"{base}/api/health").json()["replayable"] is True
+        r = httpx.post(f"{base}/api/source/restart")
+        assert r.status_code == 200 and r.json()["running"] and r.json()["replays"] == 1
+        httpx.post(f"{base}/api/pause", json={"on": True})
+        r = httpx.post(f"{base}/api/source/restart")
+        assert r.status_code == 409 and "still running" in r.json()["detail"]
+        assert httpx.get(f"{base}/api/summary").json()["ended"] is None
+        httpx.post(f"{base}/api/pause", json={"on": False})
+        wait_until(lambda: not httpx.get(f"{base}/api/health").json()["running"])
+        events = sse_events(base, since=0)
+        second = httpx.get(f"{base}/api/summary").json()
+    assert [e["frame"] for e in events] == list(range(48)) and second["frames"] == 48
+    tracks = [{c["track"] for e in events[k:k + 24] for c in e["cells"]} for k in (0, 24)]
+    assert tracks[0] and tracks[1] and min(tracks[1]) > max(tracks[0])  # new tracks, ids going on
+    assert second["cells"] == len(tracks[0] | tracks[1]) == first["cells"] + len(tracks[1])
+    assert second["ended"] == "end of source"
+
+
 def test_a_token_by_default_and_no_token_on_loopback_only(media):
     from leuk_edge.station.server import is_loopback, resolve_token
 

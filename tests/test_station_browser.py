@@ -10,7 +10,7 @@ from leuk_edge.edge.detect import DetectorConfig
 from leuk_edge.edge.stream import StreamOptions
 from leuk_edge.station.app import build_station
 from leuk_edge.synth.fields import FieldConfig, write_fields
-from station_helpers import serve_in_thread
+from station_helpers import serve_in_thread, wait_in_page
 from tiny_models import make_tiny_onnx
 
 TOKEN = "browser-test-token"
@@ -35,15 +35,15 @@ def test_station_page_in_chromium(tmp_path, chromium):
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{base}/?token={TOKEN}")
             assert "not a diagnostic device" in page.inner_text("header")
-            page.wait_for_function("document.getElementById('live').naturalWidth > 0", timeout=15000)
+            wait_in_page(page, "document.getElementById('live').naturalWidth > 0", timeout=15)
             assert page.evaluate("document.getElementById('live').naturalWidth") == 640
-            page.wait_for_function("Number(document.getElementById('cells-count').textContent) > 0", timeout=15000)
+            wait_in_page(page, "Number(document.getElementById('cells-count').textContent) > 0", timeout=15)
             # Freeze the pipeline so that the page's next poll and the API read the same totals.
             httpx.post(f"{base}/api/pause", json={"on": True}, headers={"Authorization": f"Bearer {TOKEN}"})
             page.wait_for_timeout(600)
             summary = httpx.get(f"{base}/api/summary", params={"token": TOKEN}).json()
-            page.wait_for_function(f"document.getElementById('cells-count').textContent === '{summary['cells']}'",
-                                   timeout=5000)
+            wait_in_page(page, f"document.getElementById('cells-count').textContent === '{summary['cells']}'",
+                         timeout=5)
             assert summary["cells"] > 0
             assert page.inner_text("#all-count") == str(summary["all"])
             assert page.inner_text("#hem-count") == str(summary["hem"])
@@ -150,7 +150,7 @@ def test_another_origin_cannot_drive_the_station(tmp_path, chromium):
                 try:
                     page = browser.new_page()
                     page.goto(f"http://127.0.0.1:{other.server_address[1]}/")
-                    page.wait_for_function("document.title === 'sent'", timeout=15000)
+                    wait_in_page(page, "document.title === 'sent'", timeout=15)
                     # DNS rebinding: evil.example now resolves to the station; the browser sends its own name.
                     for path in ("/", f"/api/summary?token={TOKEN}", f"/api/cells?token={TOKEN}"):
                         assert page.goto(f"http://evil.example:{port_a}{path}").status == 400, path
@@ -219,7 +219,7 @@ def test_review_keys_do_not_rubber_stamp_and_csv_cells_are_not_formulas(tmp_path
             page.keyboard.press("h")  # the reviewer's own choice
             page.click(f".card[data-track='{black['track']}']")
             page.keyboard.press("Enter")  # a certain pre-class may be confirmed with one key
-            page.wait_for_function("document.querySelectorAll('.card.done').length === 2", timeout=5000)
+            wait_in_page(page, "document.querySelectorAll('.card.done').length === 2", timeout=5)
             page.wait_for_timeout(300)
             assert (cell("grey.png")["review"], cell("black.png")["review"]) == ("hem", "all")
             # A focused button keeps its own Enter: the Sign button answers, the selected cell stays unreviewed.
@@ -229,5 +229,37 @@ def test_review_keys_do_not_rubber_stamp_and_csv_cells_are_not_formulas(tmp_path
             page.wait_for_selector("#signed:not([hidden])", timeout=5000)
             assert "Cannot sign" in page.inner_text("#signed") and "not reviewed" in page.inner_text("#signed")
             assert cell("white.png")["review"] is None
+        finally:
+            browser.close()
+
+
+@pytest.mark.browser
+def test_an_ended_replay_says_so_and_plays_again(tmp_path, chromium):
+    """A video that has ended: the page says so plainly and offers to play it again; the restart brings frames
+    back. The blast fraction and its interval stay on one line."""
+    from playwright import sync_api
+
+    model = make_tiny_onnx(tmp_path / "tiny.onnx", size=32, threshold=0.66)
+    write_fields(tmp_path / "fields", frames=1, video_frames=24, fps=12.0,
+                 cfg=FieldConfig(width=640, height=360, um_per_px=0.3, leukocytes=4), seed=8)
+    st = build_station(model, tmp_path / "work", source=str(tmp_path / "fields" / "drift.mp4"), pace=24,
+                       token=TOKEN, device="cpu", options=StreamOptions(detector=DetectorConfig(um_per_px=0.3)))
+    with serve_in_thread(st) as base, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{base}/?token={TOKEN}")
+            page.wait_for_selector("#source-ended", state="visible", timeout=20000)
+            assert "has ended (end of source)" in page.inner_text("#ended-text")
+            assert page.is_visible("#restart-btn") and page.inner_text("#frames-count") == "24"
+            one_line = page.evaluate("""() => { const el = document.getElementById('blast-fraction');
+                return [el.textContent, el.getBoundingClientRect().height, parseFloat(getComputedStyle(el).lineHeight)]; }""")
+            assert "95" in one_line[0] and "CI" in one_line[0] and one_line[1] < 1.5 * one_line[2], one_line
+            page.click("#restart-btn")
+            page.wait_for_selector("#source-ended", state="hidden", timeout=5000)
+            wait_in_page(page, "Number(document.getElementById('frames-count').textContent) > 24", timeout=20)
+            wait_in_page(page, "document.getElementById('live').naturalWidth === 640", timeout=10)
+            page.wait_for_selector("#source-ended", state="visible", timeout=20000)
+            assert page.inner_text("#frames-count") == "48"
         finally:
             browser.close()

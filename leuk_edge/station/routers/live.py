@@ -1,10 +1,11 @@
-"""The live view: the annotated MJPEG stream, stream events (SSE), running totals, recording and pause."""
+"""The live view: the annotated MJPEG stream, stream events (SSE), running totals, recording, pause, and the
+restart of a replay source that ended."""
 
 from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
@@ -91,6 +92,16 @@ def summary(st: StationDep):
         return {"frames": 0, "cells": 0, "all": 0, "hem": 0, "blast_fraction": None, "ci_low": None,
                 "ci_high": None, "fps": 0.0, "running": False}
     return st.hub.live_summary()
+
+
+@router.post("/source/restart")
+def restart(h: HubDep):
+    """Play a replay source again after it ended (404 without --source; 409 while it runs or for a live one)."""
+    try:
+        h.restart()
+    except (RuntimeError, ValueError) as exc:
+        raise HTTPException(409, str(exc)) from None
+    return {"running": h.running, "source": h.source.describe(), "replays": h.source.replays}
 
 
 @router.post("/record")

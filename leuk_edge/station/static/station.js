@@ -38,12 +38,29 @@ async function initLive() {
   $("disclaimer").textContent = health.disclaimer;
   $("band").textContent = `P(all) within ${num(health.band)} of ${num(health.threshold)}`;
   if (!health.source) { $("no-source").hidden = false; $("live").hidden = true; return; }
-  $("live").src = withToken("/api/stream.mjpg");
   $("source-status").textContent = health.source;
+  connectLive();
+}
+// The stream and the events end with the source; a restart of a replay connects them again.
+function connectLive() {
+  $("live").src = withToken("/api/stream.mjpg?view=" + Date.now());
   const es = new EventSource(withToken("/api/events"));
   es.onmessage = (m) => { const e = JSON.parse(m.data); $("latency").textContent = e.latency_ms.toFixed(0) + " ms"; };
   es.onerror = () => { api("/api/health").then((h) => { if (!h.running) es.close(); }).catch(() => es.close()); };
 }
+// A source that has ended says so plainly; a replay (video, folder, still image) can be played again.
+function showSourceState(s) {
+  const ended = Boolean(health && health.source && !s.running);
+  $("source-ended").hidden = !ended;
+  if (!ended) return;
+  $("ended-text").textContent = s.error ? `The source stopped with an error: ${s.error}` :
+    `The source has ended (${s.ended || "end of source"}): ${health.source}. Counts and cells are kept.`;
+  $("restart-btn").hidden = !health.replayable;
+}
+$("restart-btn").addEventListener("click", async () => {
+  try { await post("/api/source/restart", {}); connectLive(); refreshSummary(); }
+  catch (e) { $("ended-text").textContent = "cannot restart: " + e.message; }
+});
 async function refreshSummary() {
   try {
     const s = await api("/api/summary");
@@ -55,8 +72,7 @@ async function refreshSummary() {
     $("blast-fraction").textContent = withCI(s.blast_fraction, s.ci_low, s.ci_high);
     $("fps").textContent = s.fps.toFixed(1);
     $("pause-btn").textContent = s.paused ? "Resume" : "Pause";
-    if (s.error) $("source-status").textContent = "pipeline error: " + s.error;
-    else if (health && health.source && !s.running) $("source-status").textContent = health.source + " (ended)";
+    showSourceState(s);
   } catch (e) { /* the next poll tries again */ }
 }
 let recording = false;

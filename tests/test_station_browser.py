@@ -253,7 +253,8 @@ def test_an_ended_replay_says_so_and_plays_again(tmp_path, chromium):
             assert "has ended (end of source)" in page.inner_text("#ended-text")
             assert page.is_visible("#restart-btn") and page.inner_text("#frames-count") == "24"
             one_line = page.evaluate("""() => { const el = document.getElementById('blast-fraction');
-                return [el.textContent, el.getBoundingClientRect().height, parseFloat(getComputedStyle(el).lineHeight)]; }""")
+                return [el.textContent, el.getBoundingClientRect().height,
+                        parseFloat(getComputedStyle(el).lineHeight)]; }""")
             assert "95" in one_line[0] and "CI" in one_line[0] and one_line[1] < 1.5 * one_line[2], one_line
             page.click("#restart-btn")
             page.wait_for_selector("#source-ended", state="hidden", timeout=5000)

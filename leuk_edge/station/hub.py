@@ -250,7 +250,8 @@ class Hub:
         fraction, (lo, hi) = blast_fraction(c["all"], c["hem"]), blast_interval(c["all"], c["hem"])
         stats = self.stats
         known = fraction is not None
-        return {"frames": self._frames_before + (stats.frames if stats else 0), "cells": sum(c.values()), "all": c["all"], "hem": c["hem"],
+        return {"frames": self._frames_before + (stats.frames if stats else 0), "cells": sum(c.values()),
+                "all": c["all"], "hem": c["hem"],
                 "other": c["other"], "blast_fraction": round(fraction, 4) if known else None,
                 "ci_low": round(lo, 4) if known else None, "ci_high": round(hi, 4) if known else None,
                 "fps": round(self.fps, 2), "latency_ms": round(self.latency_ms, 1),

@@ -118,33 +118,42 @@ def _stage(files: list[tuple[str, BinaryIO]], tmp: Path, limits: Limits, rows: l
     return todo
 
 
+def _classify(classifier, paths: list[Path], names: list[str], index: list[int], rows: list, limits: Limits,
+              on_image, slots, times: StageTimes) -> None:
+    """rows[index[k]] := the row of paths[k] (named names[index[k]]); the review copy of each classified image is
+    made from its one decode and handed to `on_image(name, rgb, row)` as its row comes (only the batches in flight
+    are held). One decode worker: with `slots`, at most that many images are decoded at once on the station."""
+    copies: dict[int, np.ndarray] = {}
+    side = max(classifier.size)
+    keep = (lambda k, bgr: copies.__setitem__(k, review_copy(bgr, side))) if on_image else None
+    with slots or contextlib.nullcontext():
+        got = classify_paths(classifier, paths, times=times, workers=1, max_pixels=limits.max_pixels,
+                             on_decoded=keep)
+        for k, (i, row) in enumerate(zip(index, got)):
+            rows[i] = Row(names[i], row.label, row.probability, row.error, row.ood)
+            copy = copies.pop(k, None)
+            if on_image is not None and row.ok:
+                on_image(names[i], copy, rows[i])
+
+
 def classify_files(classifier, files: list[tuple[str, BinaryIO]], limits: Limits, on_image=None,
                    slots: threading.Semaphore | None = None) -> dict:
     """[(name, seekable binary file)] -> {"rows": [...], "summary": {...}} in the classify contract. Bad files are
-    error rows. `on_image(name, rgb, probability)` gets each classified image's review copy (the gallery);
-    `slots` bounds the requests that decode at once."""
+    error rows. `on_image(name, rgb, row)` gets each classified image's review copy (the gallery); `slots` bounds
+    the requests that decode at once."""
     rows: list[Row | None] = [None] * len(files)
     times = StageTimes()
-    copies: dict[int, np.ndarray] = {}
-    side = max(classifier.size)
     with tempfile.TemporaryDirectory(prefix="leuk-station-") as tmp:
         todo = _stage(files, Path(tmp), limits, rows)
-        keep = (lambda k, bgr: copies.__setitem__(k, review_copy(bgr, side))) if on_image else None
-        with slots or contextlib.nullcontext():
-            # One decode worker: with `slots`, at most that many images are decoded at once on the station.
-            got = classify_paths(classifier, [p for _, p in todo], times=times, workers=1,
-                                 max_pixels=limits.max_pixels, on_decoded=keep)
-            for k, ((i, _), row) in enumerate(zip(todo, got)):
-                rows[i] = Row(files[i][0], row.label, row.probability, row.error, row.ood)
-                copy = copies.pop(k, None)  # handed on as each row comes: only the batches in flight are held
-                if on_image is not None and row.ok:
-                    on_image(files[i][0], copy, float(row.probability))
+        _classify(classifier, [p for _, p in todo], [name for name, _ in files], [i for i, _ in todo], rows, limits,
+                  on_image, slots, times)
     return summarize(rows, classifier, times)
 
 
-def classify_folder(classifier, paths: list[Path], names: list[str], limits: Limits,
+def classify_folder(classifier, paths: list[Path], names: list[str], limits: Limits, on_image=None,
                     slots: threading.Semaphore | None = None) -> dict:
-    """Images under --data-root (already confined to it) -> the same answer as uploads; rows named relatively."""
+    """Images under --data-root (already confined to it) -> the same answer as uploads; rows named relatively.
+    `on_image` and `slots` as for uploads."""
     rows: list[Row | None] = [None] * len(paths)
     todo = []
     for i, p in enumerate(paths):
@@ -155,11 +164,7 @@ def classify_folder(classifier, paths: list[Path], names: list[str], limits: Lim
         except (HeaderError, OSError) as exc:
             rows[i] = Row(names[i], ERROR_LABEL, None, str(exc))
     times = StageTimes()
-    with slots or contextlib.nullcontext():
-        got = list(classify_paths(classifier, [paths[i] for i in todo], times=times, workers=1,
-                                  max_pixels=limits.max_pixels))
-    for i, row in zip(todo, got):
-        rows[i] = Row(names[i], row.label, row.probability, row.error, row.ood)
+    _classify(classifier, [paths[i] for i in todo], names, todo, rows, limits, on_image, slots, times)
     return summarize(rows, classifier, times)
 
 

@@ -90,7 +90,7 @@ async def _classify_form(request: Request, st, form: FormData):
     if isinstance(folder, str) and not uploads:
         root = get_data_root(request)
         paths, names = _confined(lambda: browse.folder_images(root, folder, lim.max_files))
-        return await run_in_threadpool(classify_folder, st.clf, paths, names, lim, st.decode_slots)
+        return await run_in_threadpool(classify_folder, st.clf, paths, names, lim, None, st.decode_slots)
     if not uploads:
         raise HTTPException(400, "send one or more image files in the multipart field 'files'")
     if len(uploads) > lim.max_files:
@@ -100,5 +100,5 @@ async def _classify_form(request: Request, st, form: FormData):
             _too_large(f"{safe_name(f.filename, i)} is {f.size / 2**20:.1f} MiB; the limit is "
                        f"{lim.max_file_bytes / 2**20:.0f} MiB per file")
     files = [(safe_name(f.filename, i), f.file) for i, f in enumerate(uploads)]
-    on_image = lambda name, rgb, p: st.store.add_upload(name, rgb, p)  # noqa: E731
+    on_image = lambda name, rgb, row: st.store.add_upload(name, rgb, row.probability)  # noqa: E731
     return await run_in_threadpool(classify_files, st.clf, files, lim, on_image, st.decode_slots)

@@ -116,6 +116,33 @@ def test_events_carry_cells_and_the_summary_agrees(finite):
     assert (final["cells"]["all"], final["cells"]["hem"]) == (s["all"], s["hem"])
 
 
+def test_a_replay_that_ended_can_be_played_again(media, tmp_path):
+    """The page's restart button (POST /api/source/restart): the ended video plays once more, frame numbers and
+    track ids go on, the same tracker counts the cells again as new tracks; 409 while it runs."""
+    st = build_station(media / "tiny.onnx", tmp_path / "work", source=str(media / "fields" / "drift.mp4"), pace=0,
+                       **OPTIONS)
+    with serve_in_thread(st) as base:
+        wait_until(lambda: not httpx.get(f"{base}/api/health").json()["running"])
+        first = httpx.get(f"{base}/api/summary").json()
+        assert (first["frames"], first["ended"], first["running"]) == (24, "end of source", False)
+        assert httpx.get(f"{base}/api/health").json()["replayable"] is True
+        r = httpx.post(f"{base}/api/source/restart")
+        assert r.status_code == 200 and r.json()["running"] and r.json()["replays"] == 1
+        httpx.post(f"{base}/api/pause", json={"on": True})
+        r = httpx.post(f"{base}/api/source/restart")
+        assert r.status_code == 409 and "still running" in r.json()["detail"]
+        assert httpx.get(f"{base}/api/summary").json()["ended"] is None
+        httpx.post(f"{base}/api/pause", json={"on": False})
+        wait_until(lambda: not httpx.get(f"{base}/api/health").json()["running"])
+        events = sse_events(base, since=0)
+        second = httpx.get(f"{base}/api/summary").json()
+    assert [e["frame"] for e in events] == list(range(48)) and second["frames"] == 48
+    tracks = [{c["track"] for e in events[k:k + 24] for c in e["cells"]} for k in (0, 24)]
+    assert tracks[0] and tracks[1] and min(tracks[1]) > max(tracks[0])  # new tracks, ids going on
+    assert second["cells"] == len(tracks[0] | tracks[1]) == first["cells"] + len(tracks[1])
+    assert second["ended"] == "end of source"
+
+
 def test_a_token_by_default_and_no_token_on_loopback_only(media):
     from leuk_edge.station.server import is_loopback, resolve_token
 
@@ -433,6 +460,37 @@ def test_open_streams_are_capped_and_released(looping):
         st.max_streams = before
 
 
+def test_the_stream_cap_holds_for_a_burst(looping):
+    """30 viewers at once against the cap of 24: exactly 24 are served, 6 get 503 (the slot is taken before the
+    response starts; counted when the stream began, a burst all got 200)."""
+    base, st = looping
+    wait_until(lambda: st.streams == 0, timeout=5)
+    assert st.max_streams == 24
+    statuses, lock = [], threading.Lock()
+    answered, leave = threading.Barrier(31), threading.Event()
+
+    def viewer(path):
+        try:
+            with httpx.stream("GET", f"{base}/api/{path}", params={"token": TOKEN}, timeout=30) as r:
+                with lock:
+                    statuses.append(r.status_code)
+                answered.wait(30)
+                leave.wait(30)
+        except threading.BrokenBarrierError:
+            pass
+    threads = [threading.Thread(target=viewer, args=("stream.mjpg" if i % 2 else "events",)) for i in range(30)]
+    for t in threads:
+        t.start()
+    answered.wait(30)
+    try:
+        assert sorted(statuses) == [200] * 24 + [503] * 6 and st.streams == 24
+    finally:
+        leave.set()
+        for t in threads:
+            t.join(30)
+    wait_until(lambda: st.streams == 0, timeout=10)
+
+
 def test_token_rules(looping):
     base, _ = looping
     assert httpx.get(f"{base}/api/health").status_code == 401
@@ -488,26 +546,6 @@ def test_model_tab_lists_only_this_models_reports(tmp_path):
         (tmp_path / name).write_text(json.dumps({"passed": True}))
     info = model_info(Classifier(model, device="cpu"), "x")
     assert [p["file"] for p in info["parity"]] == ["cnn.parity.json", "cnn.int8.parity.json"]
-
-
-def test_upload_limit_above_the_library_default_is_the_one_applied(monkeypatch, tmp_path):
-    """The station's --max-pixels reaches the decoder: a limit above the 50 MP library default must not be capped
-    by it (the files would be refused as 'image too large' by the edge runner's default)."""
-    from leuk_edge.edge import Classifier
-    from leuk_edge.station import uploads
-
-    seen = {}
-    real = uploads.classify_paths
-
-    def spy(*args, **kwargs):
-        seen["max_pixels"] = kwargs.get("max_pixels", "library default")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(uploads, "classify_paths", spy)
-    good = cv2.imencode(".png", np.full((40, 40, 3), 120, np.uint8))[1].tobytes()
-    clf = Classifier(make_tiny_onnx(tmp_path / "m.onnx", size=32), device="cpu")
-    out = uploads.classify_files(clf, [("a.png", good)], max_pixels=80_000_000)
-    assert out["rows"][0]["label"] in ("all", "hem") and seen["max_pixels"] == 80_000_000
 
 
 def test_looping_replay_reports_each_unreadable_frame_once(tmp_path):

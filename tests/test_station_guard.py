@@ -70,7 +70,8 @@ def test_a_post_from_another_origin_is_refused_with_or_without_the_token(station
         for params in ({"token": TOKEN}, {}):
             # The body-less `text/plain` POST a page can send without a preflight.
             r = httpx.post(f"{base}/api/sign", params=params, content=b"{}",
-                           headers={"Content-Type": "text/plain", "Origin": origin, "X-CSRF-Token": own["X-CSRF-Token"]})
+                           headers={"Content-Type": "text/plain", "Origin": origin,
+                                    "X-CSRF-Token": own["X-CSRF-Token"]})
             assert r.status_code == 403 and "cross-origin" in r.json()["detail"], (origin, params, r.text)
             r = httpx.post(f"{base}/api/classify", params=params, files=[("files", ("evil.png", CELL, "image/png"))],
                            headers={"Origin": origin})

@@ -14,7 +14,8 @@ import typer
 from .common import UsageError, console, user_errors
 from .options import LiveOptions, ModelOptions, command, option_group
 
-MAX_REQUEST = 256 << 20  # one upload request is read into memory: never more than this, whatever the per-file limits
+MAX_REQUEST = 256 << 20  # one upload request (streamed to temporary files): never more than this, whatever the
+                         # per-file limits
 
 
 @option_group
@@ -26,6 +27,9 @@ class UploadOptions:
     max_pixels: Annotated[int, typer.Option(
         "--max-pixels", min=1, help="Largest declared width x height accepted (checked before decoding).")] = \
         40_000_000
+    max_decode_mb: Annotated[float, typer.Option(
+        "--max-decode-mb", min=1.0, help="Decode budget per image: declared width x height x channels x bytes per "
+                                         "sample (checked before decoding).")] = 256.0
 
     def limits(self):
         from ..station.uploads import Limits
@@ -33,7 +37,7 @@ class UploadOptions:
         per_file = int(self.max_upload_mb * 2**20)
         return Limits(max_files=self.max_files, max_file_bytes=per_file,
                       max_request_bytes=min(per_file * self.max_files, MAX_REQUEST) + (1 << 20),
-                      max_pixels=self.max_pixels)
+                      max_pixels=self.max_pixels, max_decode_bytes=int(self.max_decode_mb * 2**20))
 
 
 @command

@@ -17,7 +17,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -159,13 +159,15 @@ def classify_paths(
     prefetch: int = 2,
     bit_depth: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    on_decoded: Callable[[int, np.ndarray], None] | None = None,
 ) -> Iterator[Row]:
     """Yield one Row per path, in order. Files that cannot be read or decoded (or are over `max_pixels`) become
     `label="error"` rows and the run goes on; any other failure in a worker is a bug and raises WorkerCrash.
 
     `prefetch` batches are decoded ahead of the one being inferred, into pre-allocated batch arrays.
     Pass a StageTimes to read the per-stage timings (it is updated as rows are produced, so it is valid
-    after an interruption too).
+    after an interruption too). `on_decoded(i, bgr)` is called on the worker thread with each decoded image (index
+    into `paths`, BGR uint8, valid only during the call): the station keeps a small review copy from the one decode.
     """
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
@@ -178,6 +180,7 @@ def classify_paths(
     batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     # One buffer per batch in flight (prefetch) + the one being inferred: never overwritten while in use.
     buffers = [np.empty((batch_size, h, w, 3), np.float32) for _ in range(min(prefetch + 1, len(batches)))]
+    index = {id(p): i for i, p in enumerate(paths)}  # the Path objects are this call's own: ids are unique
 
     def load_into(buf: np.ndarray, i: int, path: Path) -> tuple[str | None, float, float]:
         t0 = time.perf_counter()
@@ -185,6 +188,8 @@ def classify_paths(
             src = decode_bgr(path, bit_depth, max_pixels)
         except ImageReadError as exc:  # only a file that cannot be read/decoded is that file's error row
             return _short_reason(exc), time.perf_counter() - t0, 0.0
+        if on_decoded is not None:
+            on_decoded(index[id(path)], src)
         t1 = time.perf_counter()
         resize_scale(src, h, w, resize, out=buf[i], value_scale=value_scale, swap_rb=True)  # straight into the batch array
         return None, t1 - t0, time.perf_counter() - t1

@@ -11,7 +11,8 @@ background thread; the page's galleries, uploads and model tab read the same obj
     audit.py    the hash-chained audit log and its verifier (`leuk-edge audit`)
     fhir.py     a signed version as a FHIR R4 Bundle
     users.py    --users: each person's token names them (hashes only)
-    uploads.py  upload limits, the declared-dimension check before decoding, classify rows
+    uploads.py  upload limits, the header checks (pixels, decode budget) before decoding, classify rows
+    guard.py    Host, Origin, anti-CSRF and token checks in front of every request
     browse.py   --data-root folders that cannot be left
     reviews_data.py  reviews (database or JSONL) -> C-NMC-layout dataset (`leuk-edge data reviews`)
     modelinfo.py     the Model tab: metadata, parity reports, model card, file hash

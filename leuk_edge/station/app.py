@@ -8,7 +8,6 @@ anti-CSRF token its POSTs send back.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import threading
 from dataclasses import dataclass, field
@@ -47,24 +46,30 @@ class Station:
     max_streams: int = MAX_STREAMS
     streams: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    decode_slots: threading.Semaphore | None = None  # made from limits.decodes
 
-    def check_capacity(self) -> None:
-        """Open MJPEG/SSE responses each hold a worker thread while they wait for frames: beyond `max_streams`
-        the answer is 503, so viewers cannot starve the API's other requests of threads (a soft cap: the count
-        is taken when a stream really starts)."""
-        if self.streams >= self.max_streams:
-            raise HTTPException(503, f"{self.streams} live streams are open; the station serves at most "
-                                     f"{self.max_streams} at once")
+    def __post_init__(self):
+        if self.decode_slots is None:
+            self.decode_slots = threading.BoundedSemaphore(self.limits.decodes)
 
-    @contextlib.contextmanager
-    def stream_slot(self):
+    def take_stream_slot(self):
+        """One of the `max_streams` open MJPEG/SSE responses (each holds a worker thread while it waits for
+        frames), taken atomically BEFORE the response starts, so a burst cannot pass the cap; beyond it the
+        answer is 503 and viewers cannot starve the API's other requests of threads. Returns the release
+        function (idempotent), which the response calls when it ends however it ends."""
         with self._lock:
+            if self.streams >= self.max_streams:
+                raise HTTPException(503, f"{self.streams} live streams are open; the station serves at most "
+                                         f"{self.max_streams} at once")
             self.streams += 1
-        try:
-            yield
-        finally:
+        released = threading.Event()
+
+        def release() -> None:
             with self._lock:
-                self.streams -= 1
+                if not released.is_set():
+                    released.set()
+                    self.streams -= 1
+        return release
 
     def close(self) -> dict | None:
         """Stop the live source (the tracker's last tracks reach the store), then close the database."""

@@ -87,7 +87,7 @@ $("reviewer-change").addEventListener("click", askReviewer);
 // --- signing: asks for confirmation; the signed slide cannot change afterwards
 function counts(f) {
   return `<td>${f.cells}</td><td>${f.all}</td><td>${f.hem}</td><td>${f.other}</td>` +
-    `<td>${pct(f.blast_fraction)} (95 % CI ${pct(f.ci_low)} - ${pct(f.ci_high)})</td>`;
+    `<td>${withCI(f.blast_fraction, f.ci_low, f.ci_high)}</td>`;
 }
 function showSigned(s) {
   const box = $("signed");

@@ -47,6 +47,7 @@ def test_batch_review_other_gallery_sign_and_amend_in_chromium(tmp_path, chromiu
             batch = next(s for s in httpx.get(f"{base}/api/slides", headers=auth).json() if s["kind"] == "upload")
             assert batch["current"] and page.input_value("#slide-select") == batch["id"]
             assert "batch" in page.inner_text("#slide-status")
+            assert page.is_hidden("#amend") and page.is_visible("#sign-btn")  # an open slide: no amendment panel
             other = int(page.get_attribute("#gallery-other .card", "data-track"))
             # Review the two cells in scope by keyboard, then try to sign: refused, naming the other cell.
             for card in page.locator("#gallery-all .card, #gallery-uncertain .card, #gallery-hem .card").all():

@@ -1,4 +1,4 @@
-"""Image dimensions from the file header alone (PNG, BMP, JPEG, TIFF), read before any pixel is decoded.
+"""Image dimensions from the file header alone (PNG, BMP, JPEG, TIFF and BigTIFF), read before any pixel is decoded.
 
 OpenCV has no header-only API, and a small compressed file can declare a huge image (a 389 KB PNG of 20000 x 20000
 pixels decodes to 1.2 GB of RGB): the runner checks the declared size against `--max-pixels` first. Also the
@@ -62,27 +62,39 @@ def _jpeg(fh: BinaryIO) -> tuple[int, int] | None:
         fh.seek(length - 2, 1)
 
 
+# TIFF field types that can hold ImageWidth / ImageLength: SHORT, LONG, and BigTIFF's LONG8.
+_TIFF_INTS = {3: "H", 4: "I", 16: "Q"}
+
+
 def _tiff(fh: BinaryIO, head: bytes) -> tuple[int, int] | None:
+    """Width and height from the first IFD of a classic TIFF (magic 42: 12-byte entries, 4-byte offsets) or a
+    BigTIFF (magic 43: 20-byte entries, 8-byte offsets)."""
     order = {b"II": "<", b"MM": ">"}.get(head[:2])
     if order is None:
         return None
     (magic,) = struct.unpack(order + "H", head[2:4])
-    if magic != 42:  # 43 = BigTIFF: left to OpenCV
+    if magic == 42:
+        (ifd,) = struct.unpack(order + "I", head[4:8])
+        count_fmt, entry_size, value_at = "H", 12, 8
+    elif magic == 43 and struct.unpack(order + "HH", head[4:8]) == (8, 0):
+        (ifd,) = struct.unpack(order + "Q", head[8:16])
+        count_fmt, entry_size, value_at = "Q", 20, 12
+    else:
         return None
-    (ifd,) = struct.unpack(order + "I", head[4:8])
     fh.seek(ifd)
-    raw = fh.read(2)
-    if len(raw) < 2:
+    raw = fh.read(struct.calcsize(count_fmt))
+    if len(raw) < struct.calcsize(count_fmt):
         return None
-    (count,) = struct.unpack(order + "H", raw)
+    (count,) = struct.unpack(order + count_fmt, raw)
     dims: dict[int, int] = {}
     for _ in range(min(count, 4096)):
-        entry = fh.read(12)
-        if len(entry) < 12:
+        entry = fh.read(entry_size)
+        if len(entry) < entry_size:
             break
         tag, typ = struct.unpack(order + "HH", entry[:4])
-        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
-            dims[tag] = struct.unpack(order + ("H" if typ == 3 else "I"), entry[8:10] if typ == 3 else entry[8:12])[0]
+        if tag in (256, 257) and typ in _TIFF_INTS:  # ImageWidth, ImageLength
+            fmt = _TIFF_INTS[typ]
+            dims[tag] = struct.unpack_from(order + fmt, entry, value_at)[0]
     if 256 in dims and 257 in dims:
         return dims[256], dims[257]
     return None
@@ -90,7 +102,8 @@ def _tiff(fh: BinaryIO, head: bytes) -> tuple[int, int] | None:
 
 def header_dims(fh: BinaryIO) -> tuple[int, int, str] | None:
     """(width, height, format) declared by the header of a seekable binary file (a file or io.BytesIO), or None
-    when the format is not one of PNG, BMP, JPEG, TIFF or the header cannot be parsed."""
+    when the format is not one of PNG, BMP, JPEG, TIFF or the header cannot be parsed. The format is recognised
+    by the bytes, never by a file name."""
     try:
         head = fh.read(32)
         if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -99,7 +112,7 @@ def header_dims(fh: BinaryIO) -> tuple[int, int, str] | None:
             dims, fmt = _bmp(head), "bmp"
         elif head[:2] == b"\xff\xd8":
             dims, fmt = _jpeg(fh), "jpeg"
-        elif head[:4] in (b"II*\x00", b"MM\x00*"):
+        elif head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF, BigTIFF
             dims, fmt = _tiff(fh, head), "tiff"
         else:
             return None

@@ -1,6 +1,7 @@
 """Stream mode speed: frames/s and per-stage milliseconds at 1280x720 with ~5 white cells in view.
 
     python benchmarks/bench_stream.py [--frames 150] [--width 1280] [--height 720] [--cells 5] [--threads 2]
+                                      [--mix normal [--blast-share 0.2]] [--model M.onnx]
 
 Renders a synthetic drifting-field video (leuk_edge.synth.fields), exports the from-scratch CNN at 256x256
 (random weights: speed does not depend on them) to ONNX with the `leuk_edge` metadata (in a child process, so the
@@ -13,6 +14,10 @@ timed process is TensorFlow-free like an edge install), then runs the real strea
 
 Rows: the full pipeline (JSONL + recording) and the pipeline without recording. Each row runs `--repeats` times
 after a warm-up; the median run is reported. Also reports detection precision/recall against the video's truth.
+With `--mix normal` the video holds a normal differential (neutrophils, lymphocytes, monocytes, eosinophils,
+basophils) plus `--blast-share` blasts, and the first run is scored against its truth (leuk_edge.synth.truth):
+precision/recall of `other`, the share flagged per kind, and whether the run's blast-fraction interval holds the
+truth's (over lymphoid cells). Meaningful with a model that has a scope gate (`--model`); the random CNN has none.
 Writes benchmarks/results/bench_stream.{md,json} and prints the table.
 """
 
@@ -107,6 +112,23 @@ def detection_quality(jsonl: Path, truth_path: Path) -> dict:
             "recall": round(tp / max(tp + fn, 1), 4)}
 
 
+def scope_quality(jsonl: Path, truth_path: Path, summary: dict) -> tuple[dict, list[str]]:
+    """--mix normal: the run scored against the video's truth -> (score, markdown lines)."""
+    from leuk_edge.synth.truth import read_events, score_stream
+
+    score = score_stream(read_events(jsonl), json.loads(truth_path.read_text()), summary=summary)
+    o, bf = score["tracks"]["other"], score["blast_fraction"]
+    kinds = "; ".join(f"{k} {v['other_share']}" for k, v in score["tracks"]["kinds"].items())
+    ci = bf["measured"]["ci95"]
+    other = (f"Scope on the normal-mix video (per cell, majority of its sightings): `other` precision "
+             f"{o['precision']}, recall {o['recall']} (tp {o['tp']}, fp {o['fp']}, fn {o['fn']}); share "
+             f"labelled other per kind: {kinds}.")
+    blasts = (f"Blast fraction over lymphoid cells: truth {bf['truth']['fraction']} ({bf['truth']['all']} of "
+              f"{bf['truth']['lymphoid']}), run {bf['measured']['fraction']} 95 % CI {ci} "
+              f"({bf['measured']['unit']}): truth inside the interval: {bf['truth_within_ci95']}.")
+    return score, [other, blasts]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=150)
@@ -118,6 +140,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", type=Path, default=None, help="an existing leuk-edge ONNX (default: export one)")
+    ap.add_argument("--mix", choices=("lymphoid", "normal"), default="lymphoid",
+                    help="white cells of the video; 'normal' also scores `other` and the blast fraction")
+    ap.add_argument("--blast-share", type=float, default=0.2,
+                    help="--mix normal: the share of white cells that are blasts")
     ap.add_argument("--export-only", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.export_only:
@@ -135,11 +161,12 @@ def main() -> None:
     spinning = Classifier(model_path, device="cpu", threads=args.threads)  # onnxruntime's default, for comparison
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cfg = FieldConfig(width=args.width, height=args.height, um_per_px=args.um_per_px, leukocytes=args.cells)
+        cfg = FieldConfig(width=args.width, height=args.height, um_per_px=args.um_per_px, leukocytes=args.cells,
+                          mix=args.mix, blast_share=args.blast_share if args.mix == "normal" else 0.0)
         write_fields(tmp / "fields", frames=0, video_frames=args.frames, fps=30.0, cfg=cfg, seed=0)
         video, truth = tmp / "fields" / "drift.mp4", tmp / "fields" / "drift.json"
         run_once(video, clf, None, tmp / "warm.jsonl", args.um_per_px, max_frames=10)  # warm-up
-        rows, frame_ms, quality = {}, {}, None
+        rows, frame_ms, quality, scope, scope_lines = {}, {}, None, None, []
         variants = (("stream + JSONL + recording", clf, tmp / "rec.mp4", args.um_per_px),
                     ("stream + JSONL", clf, None, args.um_per_px),
                     ("stream + JSONL, scale measured on red cells", clf, None, None),
@@ -151,6 +178,8 @@ def main() -> None:
                 frame_ms.setdefault(name, []).extend(s["frame_ms"])
                 if quality is None:
                     quality = detection_quality(tmp / "ev.jsonl", truth)
+                    if args.mix == "normal":
+                        scope, scope_lines = scope_quality(tmp / "ev.jsonl", truth, s)
     table = []
     for name, runs in rows.items():
         med = sorted(runs, key=lambda s: s["fps"])[len(runs) // 2]
@@ -167,7 +196,8 @@ def main() -> None:
            "onnxruntime": machine["versions"].get("onnxruntime", "?"), "opencv": machine["versions"].get("cv2", "?"),
            "python": machine["python"], "providers": clf.providers, "machine": machine,
            "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]}  # other work on the same cores
-    result = {"environment": env, "rows": table, "detection_on_video": quality,
+    result = {"environment": env, "rows": table, "detection_on_video": quality, "mix": args.mix,
+              "scope_on_video": scope,
               "target": ">= 30 frames/s median at 1280x720 with ~5 cells and the 256 CNN on 2 CPU cores"}
     lines = [f"# stream benchmark ({env['resolution']}, ~{args.cells} cells in view, {env['model']}, "
              f"{args.threads} ORT threads, {env['cpus']} CPUs)", "",
@@ -181,6 +211,7 @@ def main() -> None:
                  "frame time: 95 % of frames were at least this fast); fps (run): frames / seconds of the median run."]
     lines += ["", f"Detection on the video (IoU 0.5, cells cut by the edge ignored): precision "
                   f"{quality['precision']:.3f}, recall {quality['recall']:.3f} ({quality['tp']} matches).",
+              *scope_lines,
               f"fps per run: " + "; ".join(f"{r['pipeline']}: {r['fps_runs']}" for r in table),
               f"onnxruntime {env['onnxruntime']}, OpenCV {env['opencv']}, Python {env['python']}; load average "
               f"{' / '.join(map(str, env['load_average_1_5_15']))} at the end (other processes on the same cores). "

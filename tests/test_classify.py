@@ -81,7 +81,7 @@ def test_every_file_gets_a_row_and_bad_ones_are_reported(mixed, tiny_onnx, tmp_p
     rows = read_csv(out)
     expected = sorted(str(p) for p in mixed.rglob("*") if p.is_file() and p.suffix.lower() != ".txt")
     assert sorted(r["path"] for r in rows) == expected and len(rows) == 13
-    assert list(rows[0]) == ["path", "label", "probability", "error"]
+    assert list(rows[0]) == ["path", "label", "probability", "ood", "error"]
     by_name = {r["path"].rsplit("/", 1)[-1]: r for r in rows}
     for name, r in by_name.items():
         if name in BAD:
@@ -122,7 +122,7 @@ def test_json_formats(mixed, tiny_onnx, tmp_path, fmt):
     assert res.exit_code == 0, res.output
     text = out.read_text()
     rows = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
-    assert len(rows) == 13 and set(rows[0]) == {"path", "label", "probability", "error"}
+    assert len(rows) == 13 and set(rows[0]) == {"path", "label", "probability", "ood", "error"}
     errors = [r for r in rows if r["label"] == "error"]
     assert len(errors) == 4 and all(r["probability"] is None and r["error"] for r in errors)
 
@@ -272,7 +272,7 @@ def test_writers_close_the_json_array_on_error(tmp_path):
         with open_writer(out) as w:
             w.write(Row("a.bmp", "all", 0.9))
             assert json.loads(out.read_text() + "\n]") == [  # flushed already
-                {"path": "a.bmp", "label": "all", "probability": 0.9, "error": ""}]
+                {"path": "a.bmp", "label": "all", "probability": 0.9, "ood": None, "error": ""}]
             raise RuntimeError("boom")
     assert json.loads(out.read_text())[0]["label"] == "all"
     with open_writer(tmp_path / "empty.json"):

@@ -106,7 +106,7 @@ def test_ray_engine_writes_parquet(ray_local, folder, tiny_onnx, local_rows, tmp
     res = invoke(["classify", folder, "-m", tiny_onnx, "--engine", "ray", "--batch-size", "16", "--out", out])
     assert res.exit_code == 0, res.output
     table = pq.read_table(out)
-    assert table.column_names == ["path", "label", "probability", "error"]
+    assert table.column_names == ["path", "label", "probability", "ood", "error"]
     rows = table.to_pylist()
     assert all(r["probability"] is None for r in rows if r["label"] == "error")
     assert_same_rows(rows, local_rows)

@@ -98,7 +98,7 @@ def test_events_carry_cells_and_the_summary_agrees(finite):
     tracks = {}
     for e in events:
         for c in e["cells"]:
-            assert set(c) == {"box", "label", "probability", "track"} and len(c["box"]) == 4
+            assert set(c) == {"box", "label", "probability", "track", "track_label"} and len(c["box"]) == 4
             tracks.setdefault(c["track"], []).append(c["probability"])
     assert sum(len(e["cells"]) for e in events) > 24  # cells in (nearly) every frame
     labels = [label_for(np.mean(ps), THRESHOLD) for ps in tracks.values()]
@@ -116,21 +116,24 @@ def test_events_carry_cells_and_the_summary_agrees(finite):
     assert (final["cells"]["all"], final["cells"]["hem"]) == (s["all"], s["hem"])
 
 
-def test_non_loopback_host_needs_a_token(media):
+def test_a_token_by_default_and_no_token_on_loopback_only(media):
     from leuk_edge.station.server import is_loopback, resolve_token
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.20") and not is_loopback("station.lab")
-    with pytest.raises(ValueError, match="token"):
-        resolve_token("0.0.0.0", None)
-    assert resolve_token("127.0.0.1", None) is None
-    auto = resolve_token("0.0.0.0", "auto")
-    assert len(auto) >= 24 and auto != resolve_token("0.0.0.0", "auto")
-    res = CliRunner().invoke(app, ["serve", "-m", str(media / "tiny.onnx"), "--host", "0.0.0.0", "--port", "0"])
-    assert res.exit_code == 2 and "--token" in res.output and "Traceback" not in res.output
+    for host in ("127.0.0.1", "0.0.0.0"):  # a token on every bind, loopback included (as Jupyter)
+        made = resolve_token(host, None)
+        assert len(made) >= 24 and made != resolve_token(host, None) and made != resolve_token(host, "auto")
+    assert resolve_token("127.0.0.1", None, no_token=True) is None
+    with pytest.raises(ValueError, match="loopback"):
+        resolve_token("0.0.0.0", None, no_token=True)
+    res = CliRunner().invoke(app, ["serve", "-m", str(media / "tiny.onnx"), "--host", "0.0.0.0", "--port", "0",
+                                   "--no-token"])
+    assert res.exit_code == 2 and "--no-token" in res.output and "Traceback" not in res.output
     for args, message in ((["-s", str(media / "no-such.mp4")], "source not found"),
                           (["--data-root", str(media / "nope")], "--data-root"),
-                          (["--token", "short"], "8 characters")):
+                          (["--token", "short"], "8 characters"),
+                          (["--token", "long-enough", "--no-token"], "not both")):
         res = CliRunner().invoke(app, ["serve", "-m", str(media / "tiny.onnx"), "--port", "0", *args])
         assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
 
@@ -298,9 +301,11 @@ def test_serve_cli_prints_url_and_stops_gracefully(media, sig, code, word):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), proc.stderr.read()
-        wait_until(lambda: httpx.get(url + "api/summary").json()["frames"] > 0)
-        viewer = threading.Thread(target=mjpeg_frames, args=(url.rstrip("/"), 10**6), daemon=True)
+        assert url.startswith("http://127.0.0.1:") and "/?token=" in url, proc.stderr.read()  # a token by default
+        base, token = url.split("/?token=")
+        assert httpx.get(base + "/api/summary").status_code == 401
+        wait_until(lambda: httpx.get(base + "/api/summary", params={"token": token}).json()["frames"] > 0)
+        viewer = threading.Thread(target=mjpeg_frames, args=(base, 10**6, {"token": token}), daemon=True)
         viewer.start()  # an endless MJPEG response must not hold the shutdown open
         time.sleep(0.5)
         t0 = time.monotonic()
@@ -366,9 +371,10 @@ def test_two_viewers_share_one_pipeline(looping):
     """The model runs once per frame with cells, not once per viewer: count the real model executions."""
     base, st = looping
     calls = []
-    real = st.clf.predict
+    real = st.clf.infer
     pause = lambda on: httpx.post(f"{base}/api/pause", json={"on": on}, **_auth())  # noqa: E731
-    st.clf.predict = lambda *a, **k: (calls.append(1), real(*a, **k))[1]  # every onnxruntime run goes here
+    # every onnxruntime run goes through infer (an empty batch runs nothing)
+    st.clf.infer = lambda x, *a, **k: (calls.append(1) if len(x) else None, real(x, *a, **k))[1]
     try:
         pause(True)
         time.sleep(0.4)  # the frame in flight finishes; nothing runs while paused, so the counts are exact
@@ -388,7 +394,7 @@ def test_two_viewers_share_one_pipeline(looping):
         n1, c1 = st.hub.newest_event(), len(calls)
         events = [e for s, e in st.hub.events_after(n0, timeout=0) if s <= n1]  # the frames of the window
     finally:
-        st.clf.predict = real
+        st.clf.infer = real
         pause(False)
     assert all(len(g) == 12 for g in got)
     with_cells = sum(1 for e in events if e["cells"])

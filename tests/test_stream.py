@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from leuk_edge import DISCLAIMER
 from leuk_edge.cli import app
 from support.boxes import match_boxes
+from leuk_edge.edge.model import Inference
 from leuk_edge.edge.sources import LiveSource, SourceError, open_source
 from leuk_edge.synth.fields import FieldConfig, write_fields
 
@@ -62,7 +63,7 @@ def test_stream_video_file_end_to_end(field_dir, tiny_onnx, tmp_path):
         assert e["um_per_px"] == 0.3 and e["scale_from"] == "given"      # ... then the frame's scale
         assert e["time"] == pytest.approx(e["frame"] / 12.0, abs=1e-3) and e["latency_ms"] > 0
         for c in e["cells"]:
-            assert list(c) == ["box", "label", "probability"]
+            assert list(c) == ["box", "label", "probability", "track", "track_label"]  # no scope gate: no ood
             assert all(isinstance(v, int) for v in c["box"]) and c["label"] in ("all", "hem")
             assert 0.0 <= c["probability"] <= 1.0
         a, b, m, _ = match_boxes([c["box"] for c in e["cells"]], [c["box"] for c in t["cells"]],
@@ -283,33 +284,6 @@ def test_network_source_that_disappears_mid_run_ends_with_summary(field_dir, tin
     assert DISCLAIMER.split(";")[0] in " ".join(err.split())
 
 
-def test_tracker_counts_a_drifting_cell_once():
-    from leuk_edge.edge.stream import Cell, CellTracker
-
-    tracker = CellTracker(threshold=0.5)
-    for index in (0, 1, 2, 6, 7, 12):  # frames dropped in between: the predicted position bridges the gaps
-        dx = 9 * index
-        tracker.update([Cell((100 + dx, 50, 80, 80), "all", 0.9), Cell((400 + dx, 300, 60, 60), "hem", 0.2)], index)
-    assert tracker.counts() == {"all": 1, "hem": 1}
-    tracker.update([Cell((900, 600, 70, 70), "all", 0.7)], 13)  # a new cell entering
-    assert tracker.counts() == {"all": 2, "hem": 1}
-
-
-def test_tracker_lets_finished_tracks_go_and_keeps_their_counts():
-    from leuk_edge.edge.stream import Cell, CellTracker
-
-    tracker = CellTracker(threshold=0.5, max_missed=2)
-    for index in range(3):  # a blast (mean P 0.6) and a normal cell (mean P 0.45) drift by ...
-        tracker.update([Cell((100 + 5 * index, 50, 80, 80), "all", (0.9, 0.3, 0.6)[index]),
-                        Cell((400, 300, 60, 60), "hem", (0.4, 0.6, 0.35)[index])], index)
-    assert len(tracker.tracks) == 2 and tracker.counts() == {"all": 1, "hem": 1}
-    for index in range(3, 6):  # ... and are gone: missed 3 > max_missed times, their tracks are dropped
-        tracker.update([], index)
-    assert tracker.tracks == {} and tracker.counts() == {"all": 1, "hem": 1}
-    tracker.update([Cell((100, 50, 80, 80), "hem", 0.1)], 6)  # the same place again: a new cell
-    assert tracker.counts() == {"all": 1, "hem": 2}
-
-
 def test_live_source_waits_for_a_server_that_is_still_starting():
     caps = [None, None, FakeCapture(n=3)]
     src = LiveSource("fake", lambda: caps.pop(0), reconnect_s=2.0, backoff=0.05).start()
@@ -332,8 +306,11 @@ def test_stride_skips_frames_without_decoding_them(tmp_path):
     class NoCells:
         threshold = 0.5
 
-        def predict_rgb(self, crops):
-            return np.zeros(len(crops), np.float32)
+        def infer_rgb(self, crops):
+            return Inference(np.zeros(len(crops), np.float32))
+
+        def labels(self, out):
+            return ["hem"] * len(out)
 
     src = open_source(str(frames))
     got = [(r.frame.index, int(r.frame.image[0, 0, 0])) for r in iter_results(src, NoCells(), StreamOptions(stride=3))]
@@ -430,12 +407,15 @@ class CropSpy:
     def __init__(self):
         self.crops = []
 
-    def predict_rgb(self, crops):
+    def infer_rgb(self, crops):
         self.crops += list(crops)
-        return np.zeros(len(crops), np.float32)
+        return Inference(np.zeros(len(crops), np.float32))
 
-    def label(self, p):
-        return "hem"
+    def labels(self, out):
+        return ["hem"] * len(out)
+
+    def scope_note(self):
+        return None
 
 
 def _span_at_input(rgb, side=256):

@@ -1,4 +1,4 @@
-"""`leuk-edge data synth|fields|inspect|reviews`."""
+"""`leuk-edge data synth|others|fields|inspect|reviews`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,25 @@ def synth(
                   f"{summary['final']} unlabelled cells to {summary['root']} (synthetic)")
 
 
+@data_app.command("others")
+def others(
+    out: Path = typer.Argument(..., help="Folder to write <kind>/*.png and index.csv into."),
+    per_kind: int = typer.Option(20, "--per-kind", help="Images of each kind."),
+    size: int = typer.Option(450, "--size", help="Tile side in pixels (450 = a C-NMC tile, 30 um)."),
+    kinds: str = typer.Option("all", "--kinds", help="Comma-separated kinds, or 'all'."),
+    seed: int = typer.Option(0, help="Random seed."),
+):
+    """Write out-of-scope cells (neutrophils, eosinophils, monocytes, basophils, red-cell and platelet clumps,
+    debris, test images) as C-NMC-style tiles. For tests and evaluation ONLY: never train on them."""
+    from ..synth.others import KINDS, ONLY_FOR_EVALUATION, write_out_of_scope
+
+    with user_errors():
+        chosen = KINDS if kinds.strip() == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
+        written = write_out_of_scope(out, per_kind, size=size, seed=seed, kinds=chosen)
+    console.print(f"wrote {len(written)} out-of-scope tiles ({per_kind} each of {', '.join(chosen)}) to {out} "
+                  f"(synthetic). {ONLY_FOR_EVALUATION}", highlight=False)
+
+
 @data_app.command("fields")
 def fields(
     out: Path = typer.Argument(..., help="Folder for frames/, ground_truth.json, drift.mp4 and drift.json."),
@@ -44,17 +63,26 @@ def fields(
     um_per_px: float = typer.Option(0.15, "--um-per-px", help="Scale: micrometres per pixel (0.15 ~ 100x)."),
     leukocytes: int = typer.Option(5, "--leukocytes", min=0, help="White cells per field."),
     blast_fraction: float = typer.Option(0.5, "--blast-fraction", min=0.0, max=1.0,
-                                         help="Probability that a white cell is a blast (all)."),
+                                         help="--mix lymphoid: probability that a white cell is a blast (all)."),
+    mix: str = typer.Option("lymphoid", "--mix",
+                            help="White cells: 'lymphoid' (blasts and lymphocytes only) or 'normal' (a normal "
+                                 "differential: neutrophils, lymphocytes, monocytes, eosinophils, basophils, plus "
+                                 "--blast-share blasts)."),
+    blast_share: float = typer.Option(None, "--blast-share",
+                                      help="--mix normal: the share of all white cells that are blasts (default 0)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ):
-    """Write synthetic microscope fields (red cells, platelets, a few white cells) with their ground truth."""
+    """Write synthetic microscope fields (red cells, platelets, a few white cells) with their ground truth
+    (each cell's box, kind, in_scope and expected label all/hem/other)."""
     from rich.progress import Progress
 
     from ..synth.fields import FieldConfig, write_fields
 
     with user_errors(), Progress(console=console, transient=True) as bar:
+        if blast_share is not None and mix != "normal":
+            raise ValueError("--blast-share needs --mix normal (the lymphoid mix uses --blast-fraction)")
         cfg = FieldConfig(width=width, height=height, um_per_px=um_per_px, leukocytes=leukocytes,
-                          blast_fraction=blast_fraction)
+                          blast_fraction=blast_fraction, mix=mix, blast_share=blast_share or 0.0).validate()
         task = bar.add_task("rendering fields", total=None)
         summary = write_fields(out, frames=frames, video_frames=video_frames, fps=fps, cfg=cfg, seed=seed,
                                progress=lambda i, n: bar.update(task, completed=i, total=n))

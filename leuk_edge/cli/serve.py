@@ -44,11 +44,15 @@ def serve(
     source: Annotated[Optional[str], typer.Option(
         "--source", "-s", help="Camera index, video file, still image, folder of frames or URL. Without it the "
                                "station classifies uploads only.")] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (a non-loopback one needs "
-                                                     "--token).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")] = 8000,
     token: Annotated[Optional[str], typer.Option(
-        "--token", help="Access token for /api/*, 8+ characters ('auto': generate one).")] = None,
+        "--token", help="Access token for /api/*, 8+ characters (default or 'auto': a fresh one, printed in the "
+                        "URL).")] = None,
+    no_token: Annotated[bool, typer.Option("--no-token", help="No access token (a loopback --host only).")] = False,
+    allowed_host: Annotated[Optional[list[str]], typer.Option(
+        "--allowed-host", help="Another Host name the station answers to (a name in the lab's DNS, a proxy's); "
+                               "repeatable.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(
         "--data-root", help="A folder on the station whose subfolders the page may classify.")] = None,
     folder: Annotated[Path, typer.Option(
@@ -64,7 +68,8 @@ def serve(
 ):
     """Serve the station page: live view with counts, cell review and signing, classify by upload, model facts.
 
-    Prints the URL (with the token when one is needed); Ctrl-C (or SIGTERM) stops it and prints the stream summary.
+    Prints the URL with its access token (as Jupyter does; --no-token on loopback only); Ctrl-C (or SIGTERM) stops
+    it and prints the stream summary.
     """
     import os
 
@@ -75,15 +80,16 @@ def serve(
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     with user_errors(), graceful_stop():
         options = live.check().stream_options()
-        tok = resolve_token(host, token)
+        tok = resolve_token(host, token, no_token)
         station = build_station(run.model, folder, source=source, options=options, loop=loop, pace=pace,
-                                device=run.device, threads=run.threads, token=tok, data_root=data_root,
+                                device=run.device, threads=run.threads, token=tok, host=host,
+                                allowed_hosts=tuple(allowed_host or ()), data_root=data_root,
                                 limits=uploads.limits(), band=band, slide=slide, precision=run.precision,
                                 backend=live.backend, reconnect_s=live.reconnect_s, timeout_s=live.timeout_s)
-        _serve(station, host, port, tok, show_token=token == "auto")
+        _serve(station, host, port, tok)
 
 
-def _serve(station, host: str, port: int, tok: str | None, show_token: bool) -> None:
+def _serve(station, host: str, port: int, tok: str | None) -> None:
     """Bind, print the URL, serve until stopped; then close the station and print its summary. A stop by signal
     is re-raised (user_errors turns it into exit 130 / 143)."""
     import signal
@@ -98,8 +104,9 @@ def _serve(station, host: str, port: int, tok: str | None, show_token: bool) -> 
     prec = station.precision
     console.print(f"station on {url}  model {prec.path.name} ({prec.used.upper()}, "
                   f"{', '.join(station.clf.providers)}), {src}; Ctrl-C stops", highlight=False, soft_wrap=True)
-    if show_token:
-        console.print(f"token: {tok}", highlight=False)
+    if tok is not None:
+        console.print(f"token: {tok}  (the URL carries it; scripts send 'Authorization: Bearer TOKEN')",
+                      highlight=False, soft_wrap=True)
     typer.echo(url)  # stdout: for scripts that open the page
     server = StationServer(create_app(station), station)
     if station.hub:

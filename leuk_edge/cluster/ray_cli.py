@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ..edge.classify import Row, StageTimes
 from ..edge.signals import Terminated, graceful_stop
-from ..edge.summary import ClassifySummary, render_summary
+from ..edge.summary import ClassifySummary, render_summary, scope_entry
 from .ray_engine import RayEngineError, RayOptions, classify_ray, connect, list_inputs, pool_size
 
 ENGINES = ("local", "ray")
@@ -61,7 +61,9 @@ def classify_with_ray(paths: Sequence[str], model: Path, out: Path | None, fmt: 
     if not files.images:
         raise RayEngineError(f"no images found in {', '.join(map(str, paths))} (looked for bmp, png, jpg/jpeg, "
                              "tif/tiff)")
-    Classifier(model, device="cpu")  # a bad model file fails here, in one line, before any cluster work
+    probe = Classifier(model, device="cpu", scope=opts.scope)  # a bad model fails here, before any cluster work
+    if probe.scope_note():  # once per run, on the driver (the actors run the same file)
+        console.print(f"[yellow]warning:[/] {probe.scope_note()}", highlight=False)
     started = connect(opts.address)
     times = StageTimes()
     rows: list[Row] = []
@@ -69,6 +71,7 @@ def classify_with_ray(paths: Sequence[str], model: Path, out: Path | None, fmt: 
     with graceful_stop():
         summary, failure = _run(files, model, opts, times, rows, out, console, started)
     summary.precision = precision or {}
+    summary.scope = scope_entry(probe)
     write_rows(rows, out, fmt)
     if failure is not None:
         first = (str(failure).strip().splitlines() or [type(failure).__name__])[0][:200]

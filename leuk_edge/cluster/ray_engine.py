@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..edge.classify import ERROR_LABEL, Row, StageTimes, _short_reason
+from ..edge.classify import ERROR_LABEL, TABLE_FIELDS, Row, StageTimes, _short_reason, scored
 from ..edge.files import FileList, expand_paths
 from ..edge.model import Classifier
 from ..edge.preprocess import DEFAULT_MAX_PIXELS, ImageReadError, is_image_file, load_image
@@ -57,6 +57,7 @@ class RayOptions:
     tta: bool = False
     bit_depth: int | None = None  # as classify --bit-depth (None: detected)
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # as classify --max-pixels (None: no limit)
+    scope: bool = True  # as classify --scope/--no-scope: flag out-of-scope cells `other` when the model can
 
 
 def actor_device(device: str, gpus_per_actor: float) -> str:
@@ -152,11 +153,10 @@ def classify_batch(clf: Classifier, paths: Sequence[str], tta: bool = False, bit
             errors[i] = _short_reason(exc)
     t1 = time.perf_counter()
     good = [i for i in range(len(paths)) if i not in errors]
-    probs = clf.predict(buf[good], tta=tta).tolist() if good else []
+    by_index = dict(zip(good, scored(clf, clf.infer(buf[good], tta=tta)))) if good else {}
     t2 = time.perf_counter()
-    by_index = dict(zip(good, probs))
-    rows = [Row(p, ERROR_LABEL, None, errors[i]) if i in errors else Row(p, clf.label(by_index[i]), by_index[i])
-            for i, p in enumerate(paths)]
+    rows = [Row(p, ERROR_LABEL, None, errors[i]) if i in errors else
+            Row(p, by_index[i][0], by_index[i][1], ood=by_index[i][2]) for i, p in enumerate(paths)]
     return rows, t1 - t0, t2 - t1
 
 
@@ -169,6 +169,7 @@ def rows_table(rows: Sequence[Row], decode_s: float = 0.0, infer_s: float = 0.0,
         "path": pa.array([r.path for r in rows], pa.string()),
         "label": pa.array([r.label for r in rows], pa.string()),
         "probability": pa.array([r.probability for r in rows], pa.float64()),
+        "ood": pa.array([r.ood for r in rows], pa.float64()),
         "error": pa.array([r.error for r in rows], pa.string()),
         TIMING_COLUMNS[0]: pa.array([decode_s / n] * len(rows), pa.float64()),
         TIMING_COLUMNS[1]: pa.array([infer_s / n] * len(rows), pa.float64()),
@@ -177,16 +178,15 @@ def rows_table(rows: Sequence[Row], decode_s: float = 0.0, infer_s: float = 0.0,
 
 
 def table_rows(table) -> list[Row]:
-    cols = {k: table.column(k).to_pylist() for k in ("path", "label", "probability", "error")}
-    return [Row(p, lab, prob, err or "") for p, lab, prob, err in
-            zip(cols["path"], cols["label"], cols["probability"], cols["error"])]
+    cols = {k: table.column(k).to_pylist() for k in TABLE_FIELDS}
+    return [Row(p, lab, prob, err or "", ood) for p, lab, prob, ood, err in zip(*(cols[k] for k in TABLE_FIELDS))]
 
 
 class ClassifyActor:
     """One per Ray actor: the ONNX session is made once, from the shipped model bytes; each call is one batch."""
 
     def __init__(self, model_bytes, model_name: str, device: str = "cpu", threads: int = 1, tta: bool = False,
-                 bit_depth: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+                 bit_depth: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, scope: bool = True):
         import cv2
         import ray
 
@@ -199,7 +199,7 @@ class ClassifyActor:
             path = Path(tmp) / Path(model_name).name
             path.write_bytes(model_bytes)
             # onnxruntime holds the model in memory once the session exists: the scratch copy goes at once.
-            self.clf = Classifier(path, device=device, threads=threads, spinning=False)
+            self.clf = Classifier(path, device=device, threads=threads, spinning=False, scope=scope)
 
     def __call__(self, batch):
         rows, decode_s, infer_s = classify_batch(self.clf, batch.column("path").to_pylist(), self.tta,
@@ -314,7 +314,8 @@ def classify_ray(paths: Sequence[str], model: str | Path, opts: RayOptions | Non
             compute=ray.data.ActorPoolStrategy(size=n_actors),
             fn_constructor_kwargs={"model_bytes": model_ref, "model_name": model.name, "device": opts.device,
                                    "threads": max(1, int(opts.cpus_per_actor)), "tta": opts.tta,
-                                   "bit_depth": opts.bit_depth, "max_pixels": opts.max_pixels},
+                                   "bit_depth": opts.bit_depth, "max_pixels": opts.max_pixels,
+                                   "scope": opts.scope},
             num_cpus=opts.cpus_per_actor, num_gpus=opts.gpus_per_actor or None,
             max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
     start = time.perf_counter()

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from .model import Classifier
+from .model import Classifier, Inference
 from .preprocess import DEFAULT_MAX_PIXELS, ImageReadError, decode_bgr, resize_scale
 
 ERROR_LABEL = "error"
@@ -31,19 +31,24 @@ ERROR_LABEL = "error"
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the classify table: `path,label,probability,error` (label is all | hem | error)."""
+    """One line of the classify table: `path,label,probability,ood,error` (label is all | hem | other | error)."""
 
     path: str
     label: str
     probability: float | None = None  # P(all); None when the file could not be read
     error: str = ""
+    ood: float | None = None  # out-of-scope score; None for errors and models without a scope gate in use
 
     @property
     def ok(self) -> bool:
         return self.label != ERROR_LABEL
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The table's fields in the table's order."""
+        return {k: getattr(self, k) for k in TABLE_FIELDS}
+
+
+TABLE_FIELDS = ("path", "label", "probability", "ood", "error")  # the classify table's columns (docs/contracts.md)
 
 
 STAGES = ("decode", "resize", "infer", "wait")
@@ -136,6 +141,12 @@ def opencv_threads(n: int | None):
     yield
 
 
+def scored(classifier: Classifier, out: Inference) -> list[tuple[str, float, float | None]]:
+    """(label, P(all), ood) per image of one model call: the rows' fields (ood None without a scope gate)."""
+    oods = out.ood.tolist() if out.ood is not None else [None] * len(out)
+    return list(zip(classifier.labels(out), out.p_all.tolist(), oods))
+
+
 def _result(future: Future, path: Path):
     try:
         return future.result()
@@ -208,19 +219,18 @@ def classify_paths(
                 times.decode_s += sum(r[1] for r in results)
                 times.resize_s += sum(r[2] for r in results)
                 good = [i for i, r in enumerate(results) if r[0] is None]
-                probs = np.zeros((0,), np.float32)
+                by_index = {}
                 if good:
                     x = buf[:len(batch)] if len(good) == len(batch) else buf[good]
                     t0 = time.perf_counter()
-                    probs = classifier.predict(x, tta=tta)
+                    by_index = dict(zip(good, scored(classifier, classifier.infer(x, tta=tta))))
                     times.infer_s += time.perf_counter() - t0
                     times.batches += 1
-                by_index = dict(zip(good, probs.tolist()))
                 for i, path in enumerate(batch):
                     err = results[i][0]
                     if err is None:
-                        p = by_index[i]
-                        row = Row(str(path), classifier.label(p), p)
+                        label, p, ood = by_index[i]
+                        row = Row(str(path), label, p, ood=ood)
                     else:
                         row = Row(str(path), ERROR_LABEL, None, err)
                         times.errors += 1

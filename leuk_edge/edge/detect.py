@@ -8,8 +8,9 @@ projected out, with their own OD ratios measured in each frame (k_r = OD_red / O
     stain = (OD_red - k_r * OD_green) + (k_b * OD_green - OD_blue)
 
 which is ~0 on red cells of any thickness or overlap and on plasma, high on nuclei, clearly positive on cytoplasm
-and platelets. Nuclei (high stain and dark, closed so that the lobes of one nucleus merge) seed the cells; each
-cell is the stained region around its seed (cytoplasm included), split between neighbouring seeds. Objects too
+and platelets, and clearly negative on eosinophil granules (more orange than a red cell), which count as cytoplasm
+too. Nuclei (high stain and dark, closed so that the lobes of one nucleus merge) seed the cells; each cell is the
+stained region around its seed (cytoplasm included), split between neighbouring seeds. Objects too
 small to be a leukocyte (platelets and their clumps) and, by default, cells cut by the frame edge are dropped.
 
 Detection runs on the frame downscaled to about `work_um_per_px` (0.5 um/px: ~25 px across a lymphocyte) and the
@@ -65,6 +66,7 @@ class DetectorConfig:
     open_um: float = 3.0                    # opening of the cell mask: cuts off attached specks/platelets
     cytoplasm_um: float = 7.0               # how far a cell may extend beyond its nucleus
     cell_threshold: float = 0.12            # stain OD that counts as white cell (cytoplasm or nucleus)
+    granule_threshold: float = 0.15         # stain OD below minus this: eosinophil granules, also white cell
     nucleus_threshold: float = 0.45         # stain OD of a nucleus ...
     nucleus_od: float = 0.85                # ... which is also dark: green-light OD above this
     rbc_ratio: float | None = None          # red cells' OD_red / OD_green; None = measure it in each frame
@@ -167,7 +169,12 @@ def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig(), u
     if not keep:
         return []
 
-    body = (white > cfg.cell_threshold).astype(np.uint8) * 255
+    # Eosinophil granules are more orange than any red cell (they absorb more blue for their green): the stain is
+    # strongly negative there. Closed over ~1 um (the gaps between granules), they count as cell body: only
+    # around a nucleus, as bodies never seed a cell.
+    granules = cv2.morphologyEx((white < -cfg.granule_threshold).astype(np.uint8) * 255, cv2.MORPH_CLOSE,
+                                _disk(1.0 / wum))
+    body = ((white > cfg.cell_threshold).astype(np.uint8) * 255) | granules
     body = cv2.morphologyEx(body, cv2.MORPH_OPEN, _disk(cfg.open_um / wum))  # specks, thin bridges, platelets
     body = fill_holes(cv2.bitwise_or(body, nuc))
     # Each body pixel belongs to the nearest kept nucleus (splits touching cells), within the cytoplasm reach.

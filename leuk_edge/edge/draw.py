@@ -10,8 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# BGR. Blasts red, normal cells green: both stand out against pink red cells and pale plasma.
-COLORS = {"all": (40, 40, 220), "hem": (40, 160, 20)}
+from .summary import blast_fraction
+
+# BGR. Blasts red, normal cells green: both stand out against pink red cells and pale plasma; out-of-scope cells
+# (`other`: not counted) grey-blue, so they read as set aside.
+COLORS = {"all": (40, 40, 220), "hem": (40, 160, 20), "other": (150, 120, 90)}
 HUD_BG = (40, 30, 30)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -35,10 +38,10 @@ def annotate(result, counts: dict | None = None, fps: float = 0.0, dropped: int 
         ty = y - 4 if y - th - base - 4 >= 0 else y + bh + th + 4
         cv2.rectangle(bgr, (x, ty - th - 3), (x + tw + 4, ty + base - 1), color, -1)
         _text(bgr, label, (x + 2, ty - 1), scale, (255, 255, 255))
-    counts = counts or {"all": 0, "hem": 0}
-    n = counts.get("all", 0) + counts.get("hem", 0)
-    frac = f"{100 * counts.get('all', 0) / n:.0f}%" if n else "-"
-    lines = [f"cells  all {counts.get('all', 0)}  hem {counts.get('hem', 0)}  blast fraction {frac}",
+    counts = counts or {}
+    frac = blast_fraction(counts.get("all", 0), counts.get("hem", 0))  # `other` is never in it
+    lines = [f"cells  all {counts.get('all', 0)}  hem {counts.get('hem', 0)}  other {counts.get('other', 0)}  "
+             f"blast fraction {'-' if frac is None else f'{100 * frac:.0f}%'}",
              f"frame {result.frame.index}  {fps:.1f} fps  in view {len(result.cells)}"
              + (f"  dropped {dropped}" if dropped else "")]
     (lw, lh), _ = cv2.getTextSize(max(lines, key=len), FONT, scale, 1)

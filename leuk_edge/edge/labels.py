@@ -35,3 +35,12 @@ def label_for(probability: float, threshold: float, classes=CLASSES, ood: float 
     if is_other(ood, ood_threshold):
         return OTHER
     return classes[1] if is_all(probability, threshold) else classes[0]
+
+
+def is_uncertain(probability, threshold: float, band: float):
+    """THE uncertain rule (report, station): P(all) within `band` of the threshold, both edges included,
+    |P(all) - threshold| <= band (scalar or array in, bool or bool array out). A cell labelled `other` is out of
+    scope, not uncertain: callers leave those out before asking."""
+    if np.ndim(probability):
+        return np.abs(np.asarray(probability, np.float64) - threshold) <= band
+    return abs(float(probability) - threshold) <= band

@@ -23,27 +23,15 @@ import numpy as np
 
 from .. import DISCLAIMER
 from .classify import opencv_threads
-from .labels import label_for
 from .signals import Terminated
 from .detect import (CNMC_CANVAS_UM, CNMC_CONTEXT, CNMC_TILE_PX, DetectorConfig, FrameScale, crop_cnmc,
                      detect_leukocytes, frame_scale)
 from .sources import Frame, Source
-from .summary import blast_fraction_text, wilson_interval
+from .summary import blast_fraction, blast_fraction_text, blast_interval, scope_entry
+from .tracking import Cell, CellTracker, TrackInfo  # noqa: F401 - Cell, CellTracker: their old home
 
 STAGES = ("capture", "detect", "classify", "draw")
 LATENCY_WINDOW = 10_000  # p50/p95 latency over the last this many processed frames (bounded memory when live)
-
-
-@dataclass
-class Cell:
-    box: tuple[int, int, int, int]  # x, y, w, h in source-frame pixels
-    label: str
-    probability: float              # P(all)
-    track: int | None = None        # the same cell across frames (set by CellTracker)
-
-    def to_event(self) -> dict:
-        return {"box": [int(v) for v in self.box], "label": self.label,
-                "probability": round(float(self.probability), 4)}
 
 
 @dataclass
@@ -128,9 +116,11 @@ def classify_frame(frame: Frame, classifier, options: StreamOptions, scale: Fram
     side = options.crop_um / scale.um_per_px if options.crop_um else None
     crops = model_crops([crop_cnmc(frame.image, d, options.context, side) for d in dets], classifier)
     t1 = time.perf_counter()
-    probs = classifier.predict_rgb(crops) if crops else np.zeros((0,), np.float32)
+    out = classifier.infer_rgb(crops)  # P(all), and the scope score when the model's gate is in use
     t2 = time.perf_counter()
-    cells = [Cell(d.box, classifier.label(float(p)), float(p)) for d, p in zip(dets, probs)]
+    oods = out.ood.tolist() if out.ood is not None else [None] * len(out)
+    cells = [Cell(d.box, label, float(p), ood)
+             for d, p, ood, label in zip(dets, out.p_all.tolist(), oods, classifier.labels(out))]
     latency = (t2 - frame.captured) * 1000 if frame.captured else (t2 - t0) * 1000
     return FrameResult(frame, cells, {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000}, latency, scale)
 
@@ -195,82 +185,11 @@ def _results(source: Source, classifier, options: StreamOptions) -> Iterator[Fra
         yield result
 
 
-class CellTracker:
-    """Counts each cell once while the slide drifts through the view.
-
-    Tracks are matched greedily by the distance between a cell's centre and the track's predicted centre
-    (last centre + velocity x frames elapsed, so dropped frames and strides are bridged), relative to the cell
-    size. Each track is labelled by the mean P(all) of its sightings against the model's threshold. A track
-    missed more than `max_missed` times in a row is over: its label goes into fixed totals and the track is
-    dropped, so the cost per frame and the memory stay bounded on an endless live source.
-    """
-
-    def __init__(self, threshold: float = 0.5, max_distance: float = 0.75, max_missed: int = 5):
-        self.threshold, self.max_distance, self.max_missed = threshold, max_distance, max_missed
-        self.tracks: dict[int, dict] = {}  # the tracks still followed
-        self._ended = {"all": 0, "hem": 0}  # labels of the tracks that are over
-        self._next = 0
-        self._next_index = 0
-
-    def _label(self, track: dict) -> str:
-        return label_for(track["p_sum"] / track["n"], self.threshold)
-
-    @staticmethod
-    def _centre(box) -> np.ndarray:
-        return np.array([box[0] + box[2] / 2, box[1] + box[3] / 2], np.float64)
-
-    def update(self, cells: list[Cell], index: int | None = None) -> None:
-        index = self._next_index if index is None else int(index)
-        self._next_index = index + 1
-        active = dict(self.tracks)
-        pairs = []
-        for i, c in enumerate(cells):
-            centre, size = self._centre(c.box), max(c.box[2], c.box[3], 1)
-            for k, t in active.items():
-                predicted = t["centre"] + t["velocity"] * (index - t["index"])
-                d = float(np.hypot(*(centre - predicted))) / max(size, t["size"])
-                if d <= self.max_distance:
-                    pairs.append((d, i, k))
-        used_c, used_t = set(), set()
-        for _d, i, k in sorted(pairs):
-            if i in used_c or k in used_t:
-                continue
-            used_c.add(i)
-            used_t.add(k)
-            cells[i].track = k
-        for c in cells:
-            centre = self._centre(c.box)
-            if c.track is None:
-                c.track = self._next
-                self.tracks[self._next] = {"p_sum": 0.0, "n": 0, "centre": centre, "velocity": np.zeros(2),
-                                           "index": index, "size": max(c.box[2], c.box[3], 1), "missed": 0}
-                self._next += 1
-            else:
-                t = self.tracks[c.track]
-                gap = max(index - t["index"], 1)
-                t["velocity"] = 0.5 * t["velocity"] + 0.5 * (centre - t["centre"]) / gap
-            t = self.tracks[c.track]
-            t.update(centre=centre, index=index, size=max(c.box[2], c.box[3], 1), missed=0)
-            t["p_sum"] += float(c.probability)
-            t["n"] += 1
-            used_t.add(c.track)
-        for k, t in active.items():
-            if k not in used_t:
-                t["missed"] += 1
-                if t["missed"] > self.max_missed:  # never matched again: count it and let it go
-                    self._ended[self._label(t)] += 1
-                    del self.tracks[k]
-
-    def counts(self) -> dict:
-        n_all = self._ended["all"] + sum(1 for t in self.tracks.values() if self._label(t) == "all")
-        return {"all": n_all, "hem": self._ended["all"] + self._ended["hem"] + len(self.tracks) - n_all}
-
-
 @dataclass
 class StreamStats:
     """Running totals of a stream; `summary()` at any point (the HUD uses them live)."""
     frames: int = 0
-    observations: dict = field(default_factory=lambda: {"all": 0, "hem": 0})
+    observations: dict = field(default_factory=lambda: {"all": 0, "hem": 0, "other": 0})  # sightings by label
     stage_ms: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # the last LATENCY_WINDOW
     started: float = field(default_factory=time.perf_counter)
@@ -305,10 +224,11 @@ class StreamStats:
 
 
 def summarize(stats: StreamStats, tracker: CellTracker, source: Source, ended: str, extra: dict | None = None) -> dict:
+    """The run's summary. Cells are the tracker's (each cell once, by its track's label); `other` is counted apart
+    and never in the blast fraction (all / (all + hem))."""
     seconds = stats.elapsed()
     unique = tracker.counts()
-    n = unique["all"] + unique["hem"]
-    lo, hi = wilson_interval(unique["all"], n)
+    fraction, (lo, hi) = blast_fraction(unique["all"], unique["hem"]), blast_interval(unique["all"], unique["hem"])
     lat = np.array(stats.latencies) if stats.latencies else np.zeros(1)
     return {
         "source": source.spec, "source_kind": source.kind, "ended": ended,
@@ -323,9 +243,9 @@ def summarize(stats: StreamStats, tracker: CellTracker, source: Source, ended: s
         # on the red cells, or the assumed field of view).
         "um_per_px": round(float(np.median(stats.scales)), 4) if stats.scales else None,
         "scale_from": dict(stats.scale_sources),
-        "cells": {**unique, "total": n},
-        "blast_fraction": round(unique["all"] / n, 4) if n else None,
-        "blast_fraction_ci95": [round(lo, 4), round(hi, 4)] if n else None,
+        "cells": {**unique, "total": sum(unique.values())},
+        "blast_fraction": round(fraction, 4) if fraction is not None else None,
+        "blast_fraction_ci95": [round(lo, 4), round(hi, 4)] if fraction is not None else None,
         "dropped_frames": source.dropped, "reconnects": source.reconnects, "source_lost": source.lost,
         "unreadable": [{"name": a, "error": b} for a, b in source.errors],
         **(extra or {}),
@@ -395,15 +315,15 @@ class FrameGuard:
 
 
 class ScaleNotes:
-    """Warnings about the frames' scale, each given once per run: a camera that under-samples the C-NMC crops,
-    and frames with too few red cells to measure the scale (the assumed field of view is used)."""
+    """Warnings of a run, each given once: a camera that under-samples the C-NMC crops, frames with too few red
+    cells to measure the scale (the assumed field of view is used), and a model without a scope gate in use."""
 
     def __init__(self, classifier, crop_um: float | None, on_warning: Callable[[str], None] | None = None):
         self.classifier, self.crop_um, self.on_warning = classifier, crop_um, on_warning
         self.notes: list[str] = []
         self._seen: set[str] = set()
 
-    def _note(self, kind: str, text: str | None) -> None:
+    def note(self, kind: str, text: str | None) -> None:
         if text and kind not in self._seen:
             self._seen.add(kind)
             self.notes.append(text)
@@ -414,15 +334,18 @@ class ScaleNotes:
         if scale is None:
             return
         if scale.source == "assumed":
-            self._note("assumed", f"too few red cells to measure the scale; assuming {scale.um_per_px:.3f} um/px "
+            self.note("assumed", f"too few red cells to measure the scale; assuming {scale.um_per_px:.3f} um/px "
                                   "(a field ~192 um wide): give --um-per-px or --magnification")
-        self._note("under", undersampling_note(scale.um_per_px, self.classifier, self.crop_um))
+        self.note("under", undersampling_note(scale.um_per_px, self.classifier, self.crop_um))
 
 
 def run_stream(source: Source, classifier, options: StreamOptions = StreamOptions(), jsonl: str | Path | None = None,
                recorder=None, window=None, on_result: Callable[[FrameResult, StreamStats], None] | None = None,
-               on_warning: Callable[[str], None] | None = None) -> dict:
+               on_warning: Callable[[str], None] | None = None, tracker: CellTracker | None = None) -> dict:
     """Run the whole stream with its sinks; always closes them and returns the summary.
+
+    `tracker`: the CellTracker that counts the cells (default: one for the classifier); a caller that wants its
+    reads (`get`, `active`, `on_ended`) passes its own. At the end of the run it is finished (every track ends).
 
     `recorder`: an object with write(bgr) and close() (draw.VideoRecorder); `window`: show(bgr) -> False to
     stop, close() (draw.Window). Annotation is drawn only when one of them is given. The options are checked
@@ -435,8 +358,9 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
     written and its picture recorded, so events, recording and summary agree, and the recording is closed
     playable.
     """
-    stats, tracker = StreamStats(), CellTracker(classifier.threshold)
+    stats, tracker = StreamStats(), tracker or CellTracker.for_classifier(classifier)
     notes = ScaleNotes(classifier, options.crop_um, on_warning)
+    notes.note("scope", classifier.scope_note())  # once per run: out-of-scope cells will not be flagged
     writer = None
     ended = "end of source"
     try:
@@ -464,7 +388,8 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
                     sink.close()
                 except Exception:  # noqa: BLE001 - closing a sink must not hide the summary
                     pass
-    extra = {"model": str(getattr(classifier, "path", "")), "providers": list(getattr(classifier, "providers", [])),
+        tracker.finish()
+    extra = {"scope": scope_entry(classifier), "model": str(getattr(classifier, "path", "")), "providers": list(getattr(classifier, "providers", [])),
              "jsonl": str(jsonl) if jsonl else None, "record": str(getattr(recorder, "path", "")) or None,
              "warnings": notes.notes}
     return summarize(stats, tracker, source, ended, extra)
@@ -508,10 +433,11 @@ def render_summary(s: dict, console) -> None:
     t.add_row("latency (ms)", f"p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}"
               + (f"  (last {lat['frames']} frames)" if lat["frames"] < s["frames"] else ""))
     c = s["cells"]
-    t.add_row("cells (tracked)", f"{c['total']}: all {c['all']}, hem {c['hem']}")
+    t.add_row("cells (tracked)", f"{c['total']}: all {c['all']}, hem {c['hem']}, other {c.get('other', 0)}"
+              + ("" if s.get("scope", {}).get("used") else "  (no scope gate in use)"))
     if s["blast_fraction"] is not None:
         t.add_row("blast fraction", blast_fraction_text(s["blast_fraction"], *s["blast_fraction_ci95"]))
-    t.add_row("cell sightings", f"all {s['observations'].get('all', 0)}, hem {s['observations'].get('hem', 0)}")
+    t.add_row("cell sightings", ", ".join(f"{k} {s['observations'].get(k, 0)}" for k in ("all", "hem", "other")))
     if s.get("um_per_px"):
         t.add_row("scale", f"{s['um_per_px']:.4f} um/px (frames: "
                   + ", ".join(f"{k} {v}" for k, v in s.get("scale_from", {}).items()) + ")")

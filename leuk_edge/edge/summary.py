@@ -1,4 +1,5 @@
-"""The classify summary: counts, the fraction of blasts with its Wilson interval, throughput per stage."""
+"""The classify summary: counts, the fraction of blasts with its Wilson interval, throughput per stage; and the
+one blast-fraction rule every summary uses (all / (all + hem): `other` and errors are never in it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Iterable
 
 from .. import DISCLAIMER
 from .classify import ERROR_LABEL, STAGES, Row, StageTimes
+from .labels import OTHER
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -21,6 +23,27 @@ def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def blast_fraction(n_all: int, n_hem: int) -> float | None:
+    """The share of blasts among the cells the model classed (all + hem): `other` (out of scope) and unreadable
+    files are never in it. None when nothing was classed."""
+    n = n_all + n_hem
+    return n_all / n if n else None
+
+
+def blast_interval(n_all: int, n_hem: int) -> tuple[float, float]:
+    """The 95 % Wilson interval of `blast_fraction`, over n = all + hem counted cells."""
+    return wilson_interval(n_all, n_all + n_hem)
+
+
+def scope_entry(classifier) -> dict:
+    """The summaries' `scope`: whether out-of-scope cells were flagged `other` in this run, at which threshold,
+    by which method, and the one-line note when they were not."""
+    scope = getattr(classifier, "scope", None) or {}
+    threshold = getattr(classifier, "ood_threshold", None)
+    return {"used": threshold is not None, "threshold": threshold, "method": scope.get("method"),
+            "note": classifier.scope_note() if hasattr(classifier, "scope_note") else None}
 
 
 @dataclass
@@ -40,6 +63,7 @@ class ClassifySummary:
     model: str = ""
     out: str = ""
     precision: dict = field(default_factory=dict)  # edge.precision.PrecisionChoice.to_dict(): which model ran, why
+    scope: dict = field(default_factory=dict)  # scope_entry(classifier): was `other` flagged in this run
     first_error: str = ""  # "path: reason" of the first error row
 
     def add(self, row: Row) -> None:
@@ -61,25 +85,27 @@ class ClassifySummary:
 
     @property
     def classified(self) -> int:
+        """Files the model labelled: all + hem + other."""
         return self.images - self.errors
 
     @property
     def blast_fraction(self) -> float | None:
-        return self.counts["all"] / self.classified if self.classified else None
+        return blast_fraction(self.counts["all"], self.counts["hem"])
 
     @property
     def blast_interval(self) -> tuple[float, float]:
-        return wilson_interval(self.counts["all"], self.classified)
+        return blast_interval(self.counts["all"], self.counts["hem"])
 
     def to_dict(self) -> dict:
         lo, hi = self.blast_interval
         return {
-            "images": self.images, "all": self.counts["all"], "hem": self.counts["hem"], "errors": self.errors,
+            "images": self.images, "all": self.counts["all"], "hem": self.counts["hem"],
+            "other": self.counts[OTHER], "errors": self.errors,
             "skipped": self.skipped, "blast_fraction": self.blast_fraction, "blast_fraction_ci95": [lo, hi],
             "interrupted": self.interrupted, "stopped_by": self.stopped_by, "providers": self.providers,
             "threads": self.threads, "workers": self.workers,
             "batch_size": self.batch_size, "tta": self.tta, "times": self.times.to_dict(), "model": self.model,
-            "precision": self.precision, "out": self.out, "disclaimer": DISCLAIMER,
+            "precision": self.precision, "scope": self.scope, "out": self.out, "disclaimer": DISCLAIMER,
         }
 
 
@@ -116,6 +142,9 @@ def render_summary(summary: ClassifySummary, console) -> None:
                                                     if summary.skipped else ""))
     table.add_row("all (blast)", str(summary.counts["all"]))
     table.add_row("hem (normal)", str(summary.counts["hem"]))
+    in_use = summary.scope.get("used")
+    table.add_row("other (out of scope)", str(summary.counts[OTHER]) if in_use or summary.counts[OTHER]
+                  else "[dim]not flagged: no scope gate in use[/]")
     table.add_row("errors", f"[red]{summary.errors}[/]" if summary.errors else "0")
     table.add_row("blast fraction", blast_fraction_text(summary.blast_fraction, *summary.blast_interval))
     table.add_row("throughput", f"{t.throughput:.1f} images/s  ({t.wall_s:.2f} s wall)")

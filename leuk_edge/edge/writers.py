@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from .classify import Row
+from .classify import TABLE_FIELDS, Row
 
 FORMATS = ("csv", "json", "jsonl")
-FIELDS = ("path", "label", "probability", "error")
+FIELDS = TABLE_FIELDS  # path,label,probability,ood,error
 
 
 def infer_format(out: str | Path | None, fmt: str | None) -> str:
@@ -26,10 +26,14 @@ def infer_format(out: str | Path | None, fmt: str | None) -> str:
     return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "csv")
 
 
-def _record(row: Row) -> dict:
-    return {"path": row.path, "label": row.label,
-            "probability": None if row.probability is None else round(float(row.probability), 6),
-            "error": row.error}
+def _number(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def record(row: Row) -> dict:
+    """A row as the JSON/JSONL tables (and the station's /api/classify) write it."""
+    return {"path": row.path, "label": row.label, "probability": _number(row.probability),
+            "ood": _number(row.ood), "error": row.error}
 
 
 class RowWriter:
@@ -81,13 +85,13 @@ class CsvWriter(RowWriter):
         self.stream.flush()
 
     def _write(self, row: Row) -> None:
-        p = "" if row.probability is None else f"{float(row.probability):.6f}"
-        self._csv.writerow([row.path, row.label, p, row.error])
+        p, ood = ("" if v is None else f"{float(v):.6f}" for v in (row.probability, row.ood))
+        self._csv.writerow([row.path, row.label, p, ood, row.error])
 
 
 class JsonlWriter(RowWriter):
     def _write(self, row: Row) -> None:
-        self.stream.write(json.dumps(_record(row)) + "\n")
+        self.stream.write(json.dumps(record(row)) + "\n")
 
 
 class JsonWriter(RowWriter):
@@ -98,7 +102,7 @@ class JsonWriter(RowWriter):
         self.stream.flush()
 
     def _write(self, row: Row) -> None:
-        self.stream.write(("\n" if self.count == 0 else ",\n") + json.dumps(_record(row)))
+        self.stream.write(("\n" if self.count == 0 else ",\n") + json.dumps(record(row)))
 
     def end(self) -> None:
         self.stream.write("\n]\n" if self.count else "]\n")

@@ -10,6 +10,8 @@ background thread; the page's galleries, uploads and model tab read the same obj
     browse.py   --data-root folders that cannot be left
     reviews_data.py  reviews JSONL -> C-NMC-layout dataset (`leuk-edge data reviews`)
     modelinfo.py     the Model tab: metadata, parity reports, model card, file hash
-    app.py      the FastAPI app (the API of docs/contracts.md "Station API") and the token rule
+    app.py      Station, build_station, the token rule; create_app includes the API routers
+    routers/    the API of docs/contracts.md "Station API", one router per concern: live, slides (review),
+                classify, model; routers/deps.py hands each request its Station
     server.py   binding, the loopback/token rule, uvicorn with graceful shutdown
 """

@@ -4,8 +4,10 @@ The model runs once per processed frame whatever the number of viewers: viewers 
 published. The annotated frame is kept as the newest one only (a slow viewer skips to it: no backlog) and encoded
 to JPEG at most once per frame, on the first viewer's request. Stream events go to a bounded ring that the SSE
 endpoint replays from. Hooks into run_stream are its public ones: `window` (the annotated frame of each result),
-`recorder` (switchable MP4 recording) and `on_result`; the classifier is wrapped by `CountingClassifier` to count
-model calls and keep the crops (and explanation maps) of the frame, which the review gallery shows.
+`recorder` (switchable MP4 recording), `on_result` and `tracker`; the classifier is wrapped by `CountingClassifier`
+to count model calls and keep the crops (and explanation maps) of the frame, which the review gallery shows.
+Cells are counted by the stream's one `edge.tracking.CellTracker` (`hub.tracker`): the totals are its counts, the
+station reads a track's label, mean P(all), mean ood and sightings from it and hears when a track is over.
 """
 
 from __future__ import annotations
@@ -21,21 +23,21 @@ import cv2
 import numpy as np
 
 from ..edge.draw import VideoRecorder
-from ..edge.labels import label_for
+from ..edge.model import Inference
 from ..edge.stream import StreamOptions, run_stream
-from ..edge.summary import wilson_interval
+from ..edge.summary import blast_fraction, blast_interval
+from ..edge.tracking import CellTracker, TrackInfo
 
 EVENT_RING = 5000  # stream events kept for SSE replay (?since=N / Last-Event-ID)
-TRACK_GONE = 10  # a track unseen for this many processed frames is over (CellTracker lets go after 5 misses)
 JPEG_QUALITY = 80
 
 
 class CountingClassifier:
     """The Classifier, seen through a proxy that counts model calls and keeps the last batch of crops.
 
-    `run_stream` calls `predict_rgb(crops)` once per frame that has cells (one batched call); the crops are in the
-    order of the frame's cells, so the hub can file each new track's crop. With a `cam` output the maps are
-    computed in the same call."""
+    `run_stream` calls `infer_rgb(crops)` once per frame (one batched call); the crops are in the order of the
+    frame's cells, so the hub can file each new track's crop. With a `cam` output the maps are computed in the
+    same call."""
 
     def __init__(self, classifier):
         self._clf = classifier
@@ -47,14 +49,14 @@ class CountingClassifier:
     def __getattr__(self, name):
         return getattr(self._clf, name)
 
-    def predict_rgb(self, images, tta: bool = False, cam: bool = False):
-        with self._lock:
-            self.calls += 1
+    def infer_rgb(self, images, tta: bool = False, cam: bool = False) -> Inference:
+        if len(images):
+            with self._lock:
+                self.calls += 1
         want_cam = cam or self._clf.has_cam
-        out = self._clf.predict_rgb(images, tta=tta, cam=want_cam)
-        p, maps = out if want_cam else (out, None)
-        self.last_crops, self.last_cams = list(images), maps
-        return (p, maps) if cam else p
+        out = self._clf.infer_rgb(images, tta=tta, cam=want_cam)
+        self.last_crops, self.last_cams = list(images), out.cam
+        return out if cam else Inference(out.p_all, out.ood, None)
 
 
 class _Switch:
@@ -97,10 +99,11 @@ class _Published:
 
 class Hub:
     """The live pipeline and what viewers read from it. `on_cells(cells, crops, cams, frame)` (the review store)
-    is called in the pipeline thread for every processed frame, after the tracker has numbered the cells."""
+    is called in the pipeline thread for every processed frame, after the tracker has numbered the cells;
+    `on_track_ended(TrackInfo)` when the tracker says a track is over (its final label), also at the end of the run."""
 
     def __init__(self, source, classifier, options: StreamOptions, record_dir: Path,
-                 on_cells: Callable | None = None):
+                 on_cells: Callable | None = None, on_track_ended: Callable[[TrackInfo], None] | None = None):
         self.source = source
         self.clf = CountingClassifier(classifier)
         self.options = options
@@ -116,9 +119,9 @@ class Hub:
         self._encode_lock = threading.Lock()
         self._events: deque = deque(maxlen=EVENT_RING)
         self._event_seq = 0
-        self._tracks: dict[int, list] = {}  # tracker id -> [sum of P(all), sightings, last result number]
-        self._ended = {"all": 0, "hem": 0}   # labels of the tracks that are over (bounded memory when live)
-        self._results = 0
+        self.tracker = CellTracker.for_classifier(classifier)  # THE count: each cell once, labelled once
+        if on_track_ended is not None:
+            self.tracker.on_ended(on_track_ended)
         self._thread: threading.Thread | None = None
         self.latency_ms = 0.0
         self.fps = 0.0  # read by request threads: a snapshot taken by the pipeline thread, never its live deque
@@ -132,7 +135,7 @@ class Hub:
     def _run(self) -> None:
         try:
             self.summary = run_stream(self.source, self.clf, self.options, recorder=self.recorder, window=self,
-                                      on_result=self._on_result)
+                                      on_result=self._on_result, tracker=self.tracker)
         except Exception as exc:  # noqa: BLE001 - the page shows it; the station keeps serving uploads
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -160,20 +163,8 @@ class Hub:
             self.frames_with_cells += 1
             if len(crops) != len(result.cells):  # the batch was not this frame's: no crops rather than wrong ones
                 crops, cams = [], None
-        event = result.event()
-        for e, c in zip(event["cells"], result.cells):
-            e["track"] = int(c.track)
+        event = result.event()  # its cells carry the tracker's `track` and `track_label`
         with self._cond:
-            self._results += 1
-            for c in result.cells:
-                t = self._tracks.setdefault(int(c.track), [0.0, 0, 0])
-                t[0] += float(c.probability)
-                t[1] += 1
-                t[2] = self._results
-            if self._results % TRACK_GONE == 0:
-                for k in [k for k, t in self._tracks.items() if self._results - t[2] > TRACK_GONE]:
-                    s, n, _ = self._tracks.pop(k)
-                    self._ended[label_for(s / n, self.clf.threshold)] += 1
             self._events.append((self._event_seq, event))
             self._event_seq += 1
             self._cond.notify_all()
@@ -238,16 +229,15 @@ class Hub:
             return [(s, e) for s, e in self._events if s > after]
 
     def live_summary(self) -> dict:
-        """`GET /api/summary`: the tracker's totals (mean P(all) per track against the threshold)."""
-        with self._cond:
-            labels = [label_for(s / n, self.clf.threshold) for s, n, _ in self._tracks.values()]
-            n_all = labels.count("all") + self._ended["all"]
-            n = len(labels) + self._ended["all"] + self._ended["hem"]
-        lo, hi = wilson_interval(n_all, n)
+        """`GET /api/summary`: the tracker's totals (each cell once, by its track's label); `other` apart and never
+        in the blast fraction."""
+        c = self.tracker.counts()
+        fraction, (lo, hi) = blast_fraction(c["all"], c["hem"]), blast_interval(c["all"], c["hem"])
         stats = self.stats
-        return {"frames": stats.frames if stats else 0, "cells": n, "all": n_all, "hem": n - n_all,
-                "blast_fraction": round(n_all / n, 4) if n else None,
-                "ci_low": round(lo, 4) if n else None, "ci_high": round(hi, 4) if n else None,
+        known = fraction is not None
+        return {"frames": stats.frames if stats else 0, "cells": sum(c.values()), "all": c["all"], "hem": c["hem"],
+                "other": c["other"], "blast_fraction": round(fraction, 4) if known else None,
+                "ci_low": round(lo, 4) if known else None, "ci_high": round(hi, 4) if known else None,
                 "fps": round(self.fps, 2), "latency_ms": round(self.latency_ms, 1),
                 "running": self.running, "paused": self.paused, "error": self.error,
                 "model_calls": self.clf.calls, "frames_with_cells": self.frames_with_cells}

@@ -1,4 +1,5 @@
-"""Serving the station: the loopback/token rule, the listening socket, uvicorn with a graceful stop.
+"""Serving the station: the token rule (on by default; `--no-token` on loopback only), the listening socket,
+uvicorn with a graceful stop.
 
 On Ctrl-C or SIGTERM uvicorn stops accepting, `StationServer.handle_exit` ends the live streams (MJPEG and SSE
 responses would otherwise hold the shutdown open) and uvicorn re-raises the signal once it has shut down, which
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
+from urllib.parse import urlencode
 
 import uvicorn
 
@@ -23,14 +25,19 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
-def resolve_token(host: str, token: str | None) -> str | None:
-    """`--token auto` -> a fresh random token; a non-loopback host without a token is refused (ValueError)."""
-    if token == "auto":
+def resolve_token(host: str, token: str | None, no_token: bool = False) -> str | None:
+    """The access token: `--token T` (8+ characters), else a fresh random one (`--token auto` or nothing, as
+    Jupyter does, even on loopback); `--no-token` -> None, on a loopback host only (ValueError otherwise)."""
+    if no_token:
+        if token is not None:
+            raise ValueError("give --token or --no-token, not both")
+        if not is_loopback(host):
+            raise ValueError(f"--no-token is for a loopback --host only; {host} is reachable from the network")
+        return None
+    if token is None or token == "auto":
         return secrets.token_urlsafe(24)
-    if token is not None and len(token) < 8:
+    if len(token) < 8:
         raise ValueError("--token must be at least 8 characters (or 'auto')")
-    if token is None and not is_loopback(host):
-        raise ValueError(f"--host {host} is reachable from the network: give --token T (or --token auto)")
     return token
 
 
@@ -54,7 +61,7 @@ def url_for(sock: socket.socket, host: str, token: str | None) -> str:
     shown = f"[{host.strip('[]')}]" if ":" in host.strip("[]") else host
     if shown in ("0.0.0.0", "[::]"):
         shown = socket.gethostname()
-    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    return f"http://{shown}:{port}/" + ("?" + urlencode({"token": token}) if token else "")
 
 
 class StationServer(uvicorn.Server):

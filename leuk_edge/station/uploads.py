@@ -17,7 +17,8 @@ from pathlib import Path, PurePath
 from ..edge.classify import ERROR_LABEL, Row, StageTimes, classify_paths
 from ..edge.image_headers import header_dims
 from ..edge.preprocess import decode_image
-from ..edge.summary import ClassifySummary
+from ..edge.summary import ClassifySummary, scope_entry
+from ..edge.writers import record
 
 HEAD_BYTES = 1 << 20  # enough of a file to reach any of the headers below (JPEG: past EXIF and thumbnails)
 
@@ -78,7 +79,7 @@ def classify_files(classifier, files: list[tuple[str, bytes]], max_pixels: int, 
             todo.append((i, path))
         for (i, path), row in zip(todo, classify_paths(classifier, [p for _, p in todo], times=times,
                                                                max_pixels=max_pixels)):
-            rows[i] = Row(files[i][0], row.label, row.probability, row.error)
+            rows[i] = Row(files[i][0], row.label, row.probability, row.error, row.ood)
             if on_image is not None and row.ok:
                 on_image(files[i][0], decode_image(path), float(row.probability))
     return summarize(rows, classifier, times)
@@ -98,13 +99,12 @@ def classify_folder(classifier, paths: list[Path], names: list[str], max_pixels:
     times = StageTimes()
     for i, row in zip(todo, classify_paths(classifier, [paths[i] for i in todo], times=times,
                                                      max_pixels=max_pixels)):
-        rows[i] = Row(names[i], row.label, row.probability, row.error)
+        rows[i] = Row(names[i], row.label, row.probability, row.error, row.ood)
     return summarize(rows, classifier, times)
 
 
 def summarize(rows: list[Row], classifier, times: StageTimes) -> dict:
-    s = ClassifySummary(providers=list(classifier.providers), times=times, model=str(classifier.path))
+    s = ClassifySummary(providers=list(classifier.providers), times=times, model=str(classifier.path),
+                        scope=scope_entry(classifier))
     s.extend(rows)
-    return {"rows": [{"path": r.path, "label": r.label,
-                      "probability": None if r.probability is None else round(float(r.probability), 6),
-                      "error": r.error} for r in rows], "summary": s.to_dict()}
+    return {"rows": [record(r) for r in rows], "summary": s.to_dict()}

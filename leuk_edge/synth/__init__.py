@@ -1,4 +1,5 @@
-"""Synthetic stand-in data (numpy + OpenCV only, no TensorFlow): C-NMC-layout cells and microscope fields.
+"""Synthetic stand-in data (numpy + OpenCV only, no TensorFlow): C-NMC-layout cells, microscope fields, and
+out-of-scope cells (others.py: for tests and evaluation only, never for training).
 
 Serves tests, export's fallback gate images, the stream demo and the station; a plain install can write them.
 """

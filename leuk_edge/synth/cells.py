@@ -112,16 +112,25 @@ def render_cnmc_cell(rng: np.random.Generator, label: str, stain: Stain | None =
     """`render_cnmc_image` and the nucleus it drew: (RGB uint8 450x450, nucleus mask bool 450x450), for tests
     that check where a model looks. Draws the same random numbers, so the image equals render_cnmc_image's."""
     rgb, _, nuc = render_cell(rng, label, stain, radius=radius)
+    canvas, (mask,) = paste_centred(rng, rgb, nuc)
+    return canvas, mask
+
+
+def paste_centred(rng: np.random.Generator, rgb: np.ndarray, *masks: np.ndarray):
+    """A square drawing (S, S, 3) on a black 450x450 canvas, centred with a few pixels' jitter (a larger one keeps
+    its top-left 450x450) -> (canvas uint8, [each mask (S, S) placed the same way, as bool])."""
     canvas = np.zeros((CELL_CANVAS, CELL_CANVAS, 3), np.uint8)
-    mask = np.zeros((CELL_CANVAS, CELL_CANVAS), bool)
     s = min(rgb.shape[0], CELL_CANVAS)
-    rgb = rgb[:s, :s]
     slack = CELL_CANVAS - s
     y0 = int(np.clip(slack / 2 + rng.normal(0, 8), 0, slack))
     x0 = int(np.clip(slack / 2 + rng.normal(0, 8), 0, slack))
-    canvas[y0:y0 + s, x0:x0 + s] = rgb
-    mask[y0:y0 + s, x0:x0 + s] = nuc[:s, :s] > 0.5
-    return canvas, mask
+    canvas[y0:y0 + s, x0:x0 + s] = rgb[:s, :s]
+    placed = []
+    for m in masks:
+        full = np.zeros((CELL_CANVAS, CELL_CANVAS), bool)
+        full[y0:y0 + s, x0:x0 + s] = m[:s, :s] > 0.5
+        placed.append(full)
+    return canvas, placed
 
 
 def write_bmp(path: Path, rgb: np.ndarray) -> None:

@@ -1,13 +1,16 @@
 // leuk-edge station page: plain JS over the station API (docs/contracts.md "Station API"). No framework, no CDN.
 "use strict";
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
+// The anti-CSRF token this page was served with: every POST sends it back (the station refuses POSTs without it).
+const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
 const withToken = (url) => TOKEN ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN) : url;
 const $ = (id) => document.getElementById(id);
 const pct = (x) => (x === null || x === undefined) ? "-" : (100 * x).toFixed(1) + " %";
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
 async function api(path, opts = {}) {
-  opts.headers = Object.assign({}, opts.headers || {}, TOKEN ? {Authorization: "Bearer " + TOKEN} : {});
+  opts.headers = Object.assign({}, opts.headers || {}, TOKEN ? {Authorization: "Bearer " + TOKEN} : {},
+                               opts.method && opts.method !== "GET" ? {"X-CSRF-Token": CSRF} : {});
   const r = await fetch(path, opts);
   const body = r.headers.get("content-type")?.includes("json") ? await r.json() : await r.text();
   if (!r.ok) throw Object.assign(new Error(body.detail || r.statusText), {status: r.status, body});
@@ -44,6 +47,7 @@ async function refreshSummary() {
     $("cells-count").textContent = s.cells;
     $("all-count").textContent = s.all;
     $("hem-count").textContent = s.hem;
+    $("other-count").textContent = s.other;
     $("blast-fraction").textContent = s.blast_fraction === null ? "-" :
       `${pct(s.blast_fraction)}\n95 % CI ${pct(s.ci_low)} - ${pct(s.ci_high)}`;
     $("fps").textContent = s.fps.toFixed(1);
@@ -145,11 +149,12 @@ let lastRows = [];
 function showRows(res) {
   lastRows = res.rows;
   const s = res.summary;
-  $("classify-summary").textContent = `${s.images} images: all ${s.all}, hem ${s.hem}, errors ${s.errors}; blast fraction ` +
+  $("classify-summary").textContent = `${s.images} images: all ${s.all}, hem ${s.hem}, other ${s.other}, errors ${s.errors}; blast fraction ` +
     (s.blast_fraction === null ? "n/a" : `${pct(s.blast_fraction)} (95 % CI ${pct(s.blast_fraction_ci95[0])} - ${pct(s.blast_fraction_ci95[1])})`);
-  $("classify-results").innerHTML = "<table><thead><tr><th>path</th><th>label</th><th>probability</th><th>error</th></tr></thead><tbody>" +
+  $("classify-results").innerHTML = "<table><thead><tr><th>path</th><th>label</th><th>probability</th><th>ood</th><th>error</th></tr></thead><tbody>" +
     res.rows.map((r) => `<tr><td>${esc(r.path)}</td><td class="${r.label}">${r.label}</td>` +
-      `<td>${r.probability === null ? "" : r.probability.toFixed(4)}</td><td>${esc(r.error)}</td></tr>`).join("") + "</tbody></table>";
+      `<td>${r.probability === null ? "" : r.probability.toFixed(4)}</td>` +
+      `<td>${r.ood === null ? "" : r.ood.toFixed(4)}</td><td>${esc(r.error)}</td></tr>`).join("") + "</tbody></table>";
   $("csv-btn").hidden = false;
 }
 async function upload(fileList) {
@@ -166,8 +171,9 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (ev) => { ev.preventDefault(); drop.classList.remove("over"); upload(ev.dataTransfer.files); });
 $("csv-btn").addEventListener("click", () => {
   const q = (v) => /[",\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v;
-  const text = "path,label,probability,error\n" + lastRows.map((r) =>
-    [r.path, r.label, r.probability === null ? "" : r.probability.toFixed(6), r.error].map((v) => q(String(v))).join(",")).join("\n") + "\n";
+  const num = (v) => v === null ? "" : v.toFixed(6);
+  const text = "path,label,probability,ood,error\n" + lastRows.map((r) =>
+    [r.path, r.label, num(r.probability), num(r.ood), r.error].map((v) => q(String(v))).join(",")).join("\n") + "\n";
   const a = document.createElement("a");
   a.href = URL.createObjectURL(new Blob([text], {type: "text/csv"}));
   a.download = "classify.csv";

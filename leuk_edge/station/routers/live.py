@@ -1,0 +1,93 @@
+"""The live view: the annotated MJPEG stream, stream events (SSE), running totals, recording and pause."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
+
+from .deps import NO_CACHE, HubDep, StationDep
+
+router = APIRouter(prefix="/api")
+
+
+async def _threaded(gen):
+    """A blocking generator iterated on worker threads, closed as soon as its response ends (a viewer that
+    leaves gives its thread and stream slot back at once, not whenever the response is garbage-collected)."""
+    try:
+        async for chunk in iterate_in_threadpool(gen):
+            yield chunk
+    finally:
+        gen.close()
+
+
+def _jpeg_parts(h):
+    last = -1
+    while not h.stopping.is_set():
+        got = h.next_jpeg(last, timeout=1.0)
+        if got is None:
+            if not h.running:
+                return
+            continue
+        last, jpeg = got
+        yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
+               + b"\r\n\r\n" + jpeg + b"\r\n")
+
+
+def _event_lines(h, start: int):
+    last, idle = start, 0
+    while not h.stopping.is_set():
+        evs = h.events_after(last, timeout=1.0)
+        if not evs:
+            if not h.running:
+                return
+            idle += 1
+            if idle % 15 == 0:
+                yield b": keep-alive\n\n"
+            continue
+        for seq, ev in evs:
+            yield f"id: {seq}\ndata: {json.dumps(ev)}\n\n".encode()
+        last = evs[-1][0]
+
+
+def _in_slot(st, gen):
+    with st.stream_slot():
+        yield from gen
+
+
+@router.get("/stream.mjpg")
+def stream(st: StationDep, h: HubDep):
+    st.check_capacity()
+    return StreamingResponse(_threaded(_in_slot(st, _jpeg_parts(h))),
+                             media_type="multipart/x-mixed-replace; boundary=frame", headers=NO_CACHE)
+
+
+@router.get("/events")
+def events(request: Request, st: StationDep, h: HubDep, since: int | None = None):
+    last_id = request.headers.get("last-event-id")
+    if since is None and last_id and last_id.isdigit():
+        since = int(last_id) + 1
+    start = since - 1 if since is not None else h.newest_event()  # default: from now on
+    st.check_capacity()
+    return StreamingResponse(_threaded(_in_slot(st, _event_lines(h, start))), media_type="text/event-stream",
+                             headers=NO_CACHE)
+
+
+@router.get("/summary")
+def summary(st: StationDep):
+    if st.hub is None:
+        return {"frames": 0, "cells": 0, "all": 0, "hem": 0, "blast_fraction": None, "ci_low": None,
+                "ci_high": None, "fps": 0.0, "running": False}
+    return st.hub.live_summary()
+
+
+@router.post("/record")
+def record(body: dict, h: HubDep):
+    return h.record(bool(body.get("on")))
+
+
+@router.post("/pause")
+def pause(body: dict, h: HubDep):
+    return {"paused": h.pause(bool(body.get("on")))}

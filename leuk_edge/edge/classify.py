@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -122,18 +123,22 @@ def _short_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[-1][:160]}" if text else type(exc).__name__
 
 
+_opencv_pinned: list[int] = []  # the thread count set by the first pipeline of this process
+_opencv_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def opencv_threads(n: int | None):
-    """OpenCV's own thread pool would fight the decode workers and onnxruntime for the cores: use `n` inside."""
-    if n is None:
-        yield
-        return
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(n)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before)
+    """OpenCV's own thread pool would fight the decode workers and onnxruntime for the cores: the first pipeline
+    of the process sets its thread count to `n`, once, and nothing sets it back. The count is process-wide, so
+    setting and restoring it per run would let one thread's run (a station upload) flip it under another's (the
+    live stream) -- a context manager only so that the pipelines read `with opencv_threads(1): ...`."""
+    if n is not None:
+        with _opencv_lock:
+            if not _opencv_pinned:
+                cv2.setNumThreads(n)
+                _opencv_pinned.append(n)
+    yield
 
 
 def scored(classifier: Classifier, out: Inference) -> list[tuple[str, float, float | None]]:

@@ -1,4 +1,4 @@
-"""Image dimensions from the file header alone (PNG, BMP, JPEG, TIFF), read before any pixel is decoded.
+"""Image dimensions from the file header alone (PNG, BMP, JPEG, TIFF and BigTIFF), read before any pixel is decoded.
 
 OpenCV has no header-only API, and a small compressed file can declare a huge image (a 389 KB PNG of 20000 x 20000
 pixels decodes to 1.2 GB of RGB): the runner checks the declared size against `--max-pixels` first. Also the
@@ -85,34 +85,50 @@ def _jpeg(fh: BinaryIO) -> Layout | None:
         fh.seek(length - 2, 1)
 
 
+# TIFF field types that can hold ImageWidth / ImageLength / BitsPerSample / SamplesPerPixel: SHORT, LONG, and
+# BigTIFF's LONG8.
+_TIFF_INTS = {3: "H", 4: "I", 16: "Q"}
+
+
 def _tiff(fh: BinaryIO, head: bytes) -> Layout | None:
+    """The layout from the first IFD of a classic TIFF (magic 42: 12-byte entries, 4-byte offsets) or a BigTIFF
+    (magic 43: 20-byte entries, 8-byte offsets)."""
     order = {b"II": "<", b"MM": ">"}.get(head[:2])
     if order is None:
         return None
     (magic,) = struct.unpack(order + "H", head[2:4])
-    if magic != 42:  # 43 = BigTIFF: left to OpenCV
+    if magic == 42:
+        (ifd,) = struct.unpack(order + "I", head[4:8])
+        count_fmt, entry_size, value_at = "H", 12, 8
+    elif magic == 43 and struct.unpack(order + "HH", head[4:8]) == (8, 0):
+        (ifd,) = struct.unpack(order + "Q", head[8:16])
+        count_fmt, entry_size, value_at = "Q", 20, 12
+    else:
         return None
-    (ifd,) = struct.unpack(order + "I", head[4:8])
     fh.seek(ifd)
-    raw = fh.read(2)
-    if len(raw) < 2:
+    raw = fh.read(struct.calcsize(count_fmt))
+    if len(raw) < struct.calcsize(count_fmt):
         return None
-    (count,) = struct.unpack(order + "H", raw)
+    (count,) = struct.unpack(order + count_fmt, raw)
     tags: dict[int, int] = {258: 1, 277: 1}  # BitsPerSample, SamplesPerPixel: the TIFF defaults
     for _ in range(min(count, 4096)):
-        entry = fh.read(12)
-        if len(entry) < 12:
+        entry = fh.read(entry_size)
+        if len(entry) < entry_size:
             break
-        tag, typ, n = struct.unpack(order + "HHI", entry[:8])
-        if tag in (256, 257, 258, 277):  # ImageWidth, ImageLength (SHORT or LONG), BitsPerSample, SamplesPerPixel
-            value = entry[8:10] if typ == 3 else entry[8:12]
-            if tag == 258 and typ == 3 and n > 2:  # one value per sample, stored elsewhere: the first one
-                here = fh.tell()
-                fh.seek(struct.unpack(order + "I", entry[8:12])[0])
-                value = fh.read(2)
+        tag, typ = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257, 258, 277) and typ in _TIFF_INTS:  # width, length, bits per sample, samples per pixel
+            fmt = _TIFF_INTS[typ]
+            (n,) = struct.unpack_from(order + ("I" if entry_size == 12 else "Q"), entry, 4)
+            if tag == 258 and n * struct.calcsize(fmt) > entry_size - value_at:  # one value per sample, stored
+                here = fh.tell()                                                # elsewhere: the first one
+                (at,) = struct.unpack_from(order + ("I" if entry_size == 12 else "Q"), entry, value_at)
+                fh.seek(at)
+                raw = fh.read(struct.calcsize(fmt))
                 fh.seek(here)
-            if len(value) in (2, 4):
-                tags[tag] = struct.unpack(order + ("H" if len(value) == 2 else "I"), value)[0]
+                if len(raw) == struct.calcsize(fmt):
+                    tags[tag] = struct.unpack(order + fmt, raw)[0]
+                continue
+            tags[tag] = struct.unpack_from(order + fmt, entry, value_at)[0]
     if 256 not in tags or 257 not in tags:
         return None
     return Layout(tags[256], tags[257], "tiff", max(tags[277], 1), max(1, (tags[258] + 7) // 8))
@@ -120,7 +136,8 @@ def _tiff(fh: BinaryIO, head: bytes) -> Layout | None:
 
 def declared_layout(fh: BinaryIO) -> Layout | None:
     """What the header of a seekable binary file (a file or io.BytesIO) declares, or None when the format is not
-    one of PNG, BMP, JPEG, TIFF or the header cannot be parsed."""
+    one of PNG, BMP, JPEG, TIFF (BigTIFF too) or the header cannot be parsed. The format is recognised by the bytes,
+    never by a file name."""
     try:
         head = fh.read(32)
         if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -129,7 +146,7 @@ def declared_layout(fh: BinaryIO) -> Layout | None:
             return _bmp(head)
         if head[:2] == b"\xff\xd8":
             return _jpeg(fh)
-        if head[:4] in (b"II*\x00", b"MM\x00*"):
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF, BigTIFF
             return _tiff(fh, head)
     except (OSError, struct.error):
         return None
@@ -138,7 +155,7 @@ def declared_layout(fh: BinaryIO) -> Layout | None:
 
 def header_dims(fh: BinaryIO) -> tuple[int, int, str] | None:
     """(width, height, format) declared by the header of a seekable binary file (a file or io.BytesIO), or None
-    when the format is not one of PNG, BMP, JPEG, TIFF or the header cannot be parsed."""
+    when the format is not one of PNG, BMP, JPEG, TIFF or the header cannot be parsed (recognised by the bytes)."""
     found = declared_layout(fh)
     return None if found is None else (int(found.width), int(found.height), found.format)
 

@@ -136,14 +136,17 @@ def decode_bgr(path: str | Path, bit_depth: int | None = None,
     the thread's next call). Raises ImageReadError (ImageTooLarge before decoding) with a short reason."""
     path = Path(path)
     try:
-        # One open: size, declared dimensions (refused before any decoding) and the BMP fast path.
+        # One open: size, the format and declared dimensions from the bytes (refused before any decoding) and the
+        # BMP fast path. Only what the header check understands reaches a decoder: OpenCV picks its decoder by
+        # the bytes too, so a WebP, PNM, ... named .png would otherwise be decoded before any size check.
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_size == 0:
                 raise ImageReadError("empty file")
             found = header_dims(fh)
-            if found is not None:
-                check_pixels(found[0], found[1], max_pixels)
-            pixels = read_bmp_pixels(fh, _scratch()) if found is not None and found[2] == "bmp" else None
+            if found is None:
+                raise ImageReadError("not a PNG, JPEG, BMP or TIFF image by its bytes, or its header is cut short")
+            check_pixels(found[0], found[1], max_pixels)
+            pixels = read_bmp_pixels(fh, _scratch()) if found[2] == "bmp" else None
     except OSError as exc:
         raise ImageReadError(f"cannot read file: {exc.strerror or exc}") from None
     if pixels is not None:
@@ -162,7 +165,7 @@ def decode_bgr(path: str | Path, bit_depth: int | None = None,
         raise ImageReadError("not enough memory to decode this image") from None
     if img is None or img.size == 0:
         raise ImageReadError("not a decodable image (corrupt, truncated or wrong format)")
-    check_pixels(img.shape[1], img.shape[0], max_pixels)
+    check_pixels(img.shape[1], img.shape[0], max_pixels)  # a header that under-states the size
     return to_bgr(img, bit_depth)
 
 

@@ -89,14 +89,16 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
     served; `precision`: which file of the model's set runs (`edge.precision.choose_precision`, as classify);
     `users` (users.Users): each person's token, which names the reviewer."""
     from ..edge import Classifier
-    from ..edge.precision import choose_precision
+    from ..edge.precision import choose_precision, overlay_source
     from ..edge.sources import open_source
     from ..edge.stream import StreamOptions
     from .replay import ReplaySource
 
     # Idle onnxruntime threads sleep, as in `stream`: the same cores detect, crop, draw and encode between calls.
     choice = choose_precision(model, precision, device)
-    clf = Classifier(choice.path, device=device, threads=threads, spinning=False)
+    # A variant whose maps were not gated runs without them: the gallery then shows no overlay (not an ungated one).
+    clf = Classifier(choice.path, device=device, threads=threads, spinning=False,
+                     cam=overlay_source(choice.path) == choice.path)
     folder = Path(folder)
     sha = sha256_file(choice.path)
     if data_root is not None and not Path(data_root).is_dir():

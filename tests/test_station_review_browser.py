@@ -5,10 +5,10 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-
-from leuk_edge.station.app import build_station
 from station_helpers import serve_in_thread, wait_until
 from tiny_models import make_tiny_onnx
+
+from leuk_edge.station.app import build_station
 
 TOKEN = "review-browser-token"
 

@@ -14,14 +14,14 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from station_helpers import serve_in_thread, wait_until
+from tiny_models import make_tiny_onnx
 
 from leuk_edge.edge.detect import DetectorConfig
 from leuk_edge.edge.stream import StreamOptions
 from leuk_edge.station.app import build_station
 from leuk_edge.station.users import Users, token_hash
 from leuk_edge.synth.fields import FieldConfig, write_fields
-from station_helpers import serve_in_thread, wait_until
-from tiny_models import make_tiny_onnx
 
 THRESHOLD = 0.66
 OOD_T = 3.0  # the tiny scope score is 10 x mean green: a purple cell on black ~0, a green image ~8
@@ -328,3 +328,25 @@ def test_station_connections_send_without_nagle_delay():
     finally:
         for s in (conn, client, listener):
             s.close()
+
+
+def test_bad_input_writes_no_station_folder(media, tmp_path, monkeypatch):
+    """A serve that refuses its input (a missing source, a folder already used by a running station) leaves no
+    database behind and holds nothing open: the store is opened last."""
+    from typer.testing import CliRunner
+
+    from leuk_edge.cli import app
+
+    monkeypatch.chdir(tmp_path)  # serve's default --folder is ./station
+    res = CliRunner().invoke(app, ["serve", "-m", str(media / "tiny.onnx"), "--port", "0", "-s",
+                                   str(media / "no-such.mp4")])
+    assert res.exit_code == 2 and "source not found" in res.output
+    assert not (tmp_path / "station").exists()
+    first = build_station(media / "tiny.onnx", tmp_path / "busy", device="cpu")
+    try:
+        with pytest.raises(ValueError, match="another station"):
+            build_station(media / "tiny.onnx", tmp_path / "busy", source=str(media / "fields" / "drift.mp4"),
+                          **OPTIONS)
+    finally:
+        first.close()
+    build_station(media / "tiny.onnx", tmp_path / "busy", device="cpu").close()  # the folder is free again

@@ -136,7 +136,7 @@ def _signed_slide(st, labels=("all", "hem"), cells=((0.9, 1.0), (0.2, 1.0))):
 
 def test_a_signed_slide_is_immutable_and_corrected_by_amendment(tmp_path):
     st = _store(tmp_path)
-    slide, ids, v1 = _signed_slide(st)
+    slide, ids, _ = _signed_slide(st)
     first = (tmp_path / "signed" / f"{slide}.json").read_bytes()
     with pytest.raises(SlideClosed):
         st.review(ids[0], "hem", "bob")
@@ -322,7 +322,7 @@ def test_exports_lost_to_a_crash_are_written_again_at_start(tmp_path):
     """The database is the truth: a review committed but not yet appended to reviews.jsonl, or a signed file not
     yet written, when the process died, is exported at the next start (and an existing file is never rewritten)."""
     st = _store(tmp_path)
-    slide, ids, signed = _signed_slide(st)
+    slide, _, _ = _signed_slide(st)
     st.close()
     jsonl = tmp_path / "reviews.jsonl"
     lines = jsonl.read_text().splitlines()

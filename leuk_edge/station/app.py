@@ -105,17 +105,25 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
         raise ValueError(f"--data-root is not a folder: {data_root}")
     described = {"file": Path(choice.path).name, "architecture": clf.info.architecture,
                  "version": clf.info.extra.get("leuk_edge_version")}
-    store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide, ood_threshold=clf.ood_threshold,
-                        model=described)
-    station = Station(clf, store, folder, access=Access.for_bind(host, token, tuple(allowed_hosts), users),
-                      data_root=Path(data_root).resolve() if data_root else None, limits=limits,
-                      info=model_info(clf, sha), precision=choice)
-    if source is not None:
+    replay = None
+    if source is not None:  # opened (and checked) before the station's folder is touched: bad input writes nothing
         options = (options or StreamOptions()).validate()
         opener = lambda: open_source(source, backend=backend, reconnect_s=reconnect_s,  # noqa: E731
                                      open_timeout_s=timeout_s, read_timeout_s=timeout_s)
-        station.hub = Hub(ReplaySource(opener, loop=loop, pace=pace), clf, options, folder / "recordings",
-                          on_cells=store.on_cells, on_track_ended=store.on_track_ended)
+        replay = ReplaySource(opener, loop=loop, pace=pace)
+    try:
+        store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide,
+                            ood_threshold=clf.ood_threshold, model=described)
+    except BaseException:
+        if replay is not None:
+            replay.close()
+        raise
+    station = Station(clf, store, folder, access=Access.for_bind(host, token, tuple(allowed_hosts), users),
+                      data_root=Path(data_root).resolve() if data_root else None, limits=limits,
+                      info=model_info(clf, sha), precision=choice)
+    if replay is not None:
+        station.hub = Hub(replay, clf, options, folder / "recordings", on_cells=store.on_cells,
+                          on_track_ended=store.on_track_ended)
         store.tracker = station.hub.tracker  # a live cell's label and means are the tracker's
     return station
 

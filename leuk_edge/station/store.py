@@ -72,7 +72,7 @@ def _exclusive(path: Path):
 class Tx:
     """One write transaction: the connection plus the audit chain's head."""
 
-    def __init__(self, conn: sqlite3.Connection, db: "StationDB"):
+    def __init__(self, conn: sqlite3.Connection, db: StationDB):
         self.conn, self._db = conn, db
 
     def execute(self, sql: str, args=()) -> sqlite3.Cursor:

@@ -32,7 +32,7 @@ class Users:
         return self._names.get(token_hash(token)) if token else None
 
     @classmethod
-    def load(cls, path: str | Path) -> "Users":
+    def load(cls, path: str | Path) -> Users:
         """Read FILE; ValueError (one line) for a missing file, bad JSON, a short token or an empty name."""
         from .review import check_reviewer
 

@@ -298,8 +298,7 @@ class ReviewStore:
         if label not in REVIEW_LABELS:
             raise ValueError(f"label must be one of {', '.join(REVIEW_LABELS)}")
         reviewer = check_reviewer(reviewer)
-        with self.lock:
-            self.flush()
+        with self.lock:  # the cell's P(all) as last written (at most FLUSH_S old while it is in view): one commit
             cell = self.db.cell(cell_id)
             if cell is None:
                 raise KeyError(cell_id)

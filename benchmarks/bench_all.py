@@ -202,8 +202,10 @@ def bench_model(name: str, args, work: Path, folder: Path, warm_folder: Path, pa
     log(f"== {name} {size}x{size}: saving a random-weight model and exporting it (FP32 + INT8, gates on)")
     keras_path, model = save_random_model(name, mdir, size, seed=args.seed)
     t0 = time.perf_counter()
-    res = export_onnx(keras_path, mdir / "model.onnx", int8=True, calib_data=folder, calib_size=args.calib_size,
-                      verbose=not args.quiet)
+    # The variant gates run on the folder's real images (>= 100): `--precision auto` runs a variant only when its gate
+    # was the export's own on real images, never on synthetic cells (edge.precision).
+    res = export_onnx(keras_path, mdir / "model.onnx", int8=True, parity_data=folder, calib_data=folder,
+                      calib_size=args.calib_size, verbose=not args.quiet)
     log(f"  export + gates: {time.perf_counter() - t0:.0f} s; FP32 gate {'passed' if res.fp32.passed else 'FAILED'}"
         + "".join(f", {v.precision.upper()} gate {'passed' if v.passed else 'FAILED'}" for v in res.variants))
     fp32, int8 = artifact(res, "fp32"), artifact(res, "int8")

@@ -102,3 +102,15 @@ def make_cam_onnx(path, size: int = 32, threshold: float = 0.5):
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def wait_in_page(page, expression: str, timeout: float = 15.0, every_ms: int = 100):
+    """Poll a JS expression from Python until it is truthy. (Playwright's wait_for_function polls with eval inside
+    the page, which the station page's Content-Security-Policy rightly forbids; page.evaluate is not affected.)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        page.wait_for_timeout(every_ms)
+    raise AssertionError(f"not true in the page within {timeout} s: {expression}")

@@ -155,6 +155,31 @@ def test_tta_runs_and_agrees_for_an_orientation_free_model(mixed, tiny_onnx, tmp
         assert (x == y == "") or abs(float(x) - float(y)) < 1e-5
 
 
+def test_tta_averages_p_all_over_the_eight_views(tmp_path):
+    """An orientation-dependent model (it reads the top-left corner only) on an image whose four corners differ:
+    the 8 flips/rotations put each corner top-left twice, so TTA's P(all) is the mean of the four corners' P(all),
+    computed here by hand -- and differs from the plain run (a TTA that ran one view eight times would not)."""
+    import cv2
+    from tiny_models import make_corner_onnx
+
+    model = make_corner_onnx(tmp_path / "corner.onnx", size=32, a=6.0, b=-3.0)
+    levels = {"tl": 25, "tr": 100, "bl": 180, "br": 230}
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:16, :16], img[:16, 16:], img[16:, :16], img[16:, 16:] = (levels[k] for k in ("tl", "tr", "bl", "br"))
+    cv2.imwrite(str(tmp_path / "cell.png"), img)
+
+    def p_of(level):
+        return 1 / (1 + np.exp(-(6.0 * level / 255 - 3.0)))
+
+    plain, tta = tmp_path / "plain.csv", tmp_path / "tta.csv"
+    assert invoke(["classify", tmp_path / "cell.png", "-m", model, "-o", plain]).exit_code == 0
+    assert invoke(["classify", tmp_path / "cell.png", "-m", model, "-o", tta, "--tta"]).exit_code == 0
+    (p_plain,), (p_tta,) = ([float(r["probability"]) for r in read_csv(f)] for f in (plain, tta))
+    assert p_plain == pytest.approx(p_of(levels["tl"]), abs=1e-5)
+    assert p_tta == pytest.approx(np.mean([p_of(v) for v in levels.values()]), abs=1e-5)
+    assert abs(p_tta - p_plain) > 0.2
+
+
 def _one_error_line(res):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert res.exit_code == 2, res.output
@@ -494,3 +519,35 @@ def test_thread_split_from_the_core_count():
     from leuk_edge.edge.classify import thread_split
 
     assert thread_split(1) == (1, 1) and thread_split(2) == (1, 2) and thread_split(16) == (4, 16)
+
+
+def test_opencv_thread_count_is_set_once_not_flipped_by_concurrent_runs():
+    """Two pipelines in one process (the station's live stream and an upload being classified): the second run's
+    end must not put OpenCV's process-wide thread count back under the first, still running. Fresh process: the
+    count starts at 4 there."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import threading, cv2
+        from leuk_edge.edge.classify import opencv_threads
+        cv2.setNumThreads(4)
+        a_in, b_in, a_out, seen = threading.Event(), threading.Event(), threading.Event(), []
+        def first():
+            with opencv_threads(1):
+                a_in.set(); b_in.wait(5)
+            a_out.set()
+        def second():
+            a_in.wait(5)
+            with opencv_threads(1):
+                b_in.set(); a_out.wait(5)
+                seen.append(cv2.getNumThreads())  # the first run has ended; this one still runs
+        ts = [threading.Thread(target=first), threading.Thread(target=second)]
+        [t.start() for t in ts]; [t.join(10) for t in ts]
+        print(seen[0], cv2.getNumThreads())
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    during, after = map(int, res.stdout.split())
+    assert during == 1 and after == 1

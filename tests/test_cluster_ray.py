@@ -192,33 +192,60 @@ def test_local_engine_does_not_import_ray(tiny_onnx, folder, tmp_path):
     assert out == {"code": 0, "ray": []}
 
 
-def test_sigterm_keeps_the_rows_and_exits_143(ray_local, folder, tiny_onnx, local_rows, tmp_path, monkeypatch):
+def test_sigterm_keeps_the_rows_and_exits_143(folder, tiny_onnx, local_rows, tmp_path):
     """ray.init installs its own SIGTERM handler (sys.exit): a `docker stop` lost every row and exited 15. The run
-    must take the graceful path, as the local engine does: rows so far written, summary, exit 143."""
-    import signal
-
-    from leuk_edge.cluster import ray_cli
-
-    real = ray_cli.classify_ray
-
-    def terminated_after_5(*args, **kwargs):
-        for i, row in enumerate(real(*args, **kwargs)):
-            if i == 5:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield row
-
-    def connect_like_ray_init(address):
-        # What ray.init does in a fresh process (Ray 2.60, worker.py): SIGTERM -> sys.exit(signum).
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
-        return False  # the fixture's Ray is already up: nothing to shut down
-
-    monkeypatch.setattr(ray_cli, "classify_ray", terminated_after_5)
-    monkeypatch.setattr(ray_cli, "connect", connect_like_ray_init)
+    must take the graceful path, as the local engine does: rows so far written, summary, exit 143. A fresh process
+    runs the real command -- its own `connect`, so the real ray.init and the handler it installs -- and sends
+    itself SIGTERM after the fifth row (the only thing changed: when the signal comes)."""
     out = tmp_path / "rows.csv"
-    res = invoke(["classify", folder, "-m", tiny_onnx, "--engine", "ray", "--actors", "1", "--out", out])
-    assert res.exit_code == 143, res.output
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        from leuk_edge.cluster import ray_cli
+        real = ray_cli.classify_ray
+        def terminated_after_5(*args, **kwargs):
+            for i, row in enumerate(real(*args, **kwargs)):
+                if i == 5:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield row
+        ray_cli.classify_ray = terminated_after_5
+        sys.argv = ["leuk-edge", "classify", {str(folder)!r}, "-m", {str(tiny_onnx)!r}, "--engine", "ray",
+                    "--actors", "1", "--out", {str(out)!r}]
+        from leuk_edge.cli import main
+        main()
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, started by connect
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 143, res.stderr[-3000:]
     rows = read_csv(out)
-    assert 5 <= len(rows) < len(local_rows) and "terminated" in res.output
+    assert 5 <= len(rows) < len(local_rows) and "terminated" in res.stderr
+    assert_same_rows(rows, [r for r in local_rows if r["path"] in {x["path"] for x in rows}])
+
+
+def test_actors_run_the_device_chosen_for_them(ray_local, folder, tiny_onnx, tmp_path):
+    """The file is chosen for the actors' device and the actors run it there (they were handed "auto", which each
+    node resolves for itself); the summary says what they really ran on."""
+    summary = tmp_path / "s.json"
+    res = invoke(["classify", folder, "-m", tiny_onnx, "--engine", "ray", "--actors", "1", "--out",
+                  tmp_path / "r.csv", "--summary", summary])
+    assert res.exit_code == 0, res.output
+    s = json.loads(summary.read_text())
+    assert s["providers"] == ["ray: 1 actor(s), device cpu; ran on CPUExecutionProvider"]
+    assert s["precision"]["used"] == "fp32" and s["precision"]["path"] == str(tiny_onnx)
+
+
+def test_gpu_actors_are_chosen_for_without_a_gpu_on_the_driver(tiny_onnx, folder, tmp_path, monkeypatch):
+    """--gpus-per-actor on a CPU-only driver: the file is picked for CUDA actors without opening CUDA here (it
+    raised 'device cuda is not available' on the driver); the run then goes on to the cluster."""
+    import socket
+
+    with socket.socket() as s:  # a cluster address nobody answers on: the run stops right after the choice
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh CLI process
+    res = invoke(["classify", folder, "-m", tiny_onnx, "--engine", "ray", "--gpus-per-actor", "1", "--address",
+                  f"127.0.0.1:{port}", "--out", tmp_path / "x.csv"])
+    assert res.exit_code == 2
+    assert "cannot reach the Ray cluster" in res.output and "not available" not in res.output, res.output
 
 
 def test_ray_engine_applies_bit_depth_and_max_pixels_like_local(ray_local, tiny_onnx, tmp_path):

@@ -190,7 +190,7 @@ def deployed(cnn_keras, tmp_path_factory):
     res = runner.invoke(app, ["export", str(run / "model.keras"), "--fp16", "--parity-size", "4"])
     assert res.exit_code == 0, res.output
     assert {"model.onnx", "model.parity.json", "model.fp16.onnx", "model.fp16.parity.json",
-            "model.card.md"} <= set(_snapshot(run))
+            "model.card.md", "model.manifest.json"} <= set(_snapshot(run))
     return run
 
 
@@ -228,6 +228,41 @@ def test_failed_conversion_keeps_the_deployed_set(deployed_copy, monkeypatch):
     report = json.loads((run / "model.failed.parity.json").read_text())
     assert report["passed"] is False and report["model"].endswith("model.failed.onnx")
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+@pytest.mark.slow
+def test_manifest_is_written_last_and_a_commit_cut_short_is_detected(deployed_copy, monkeypatch):
+    """MODEL.manifest.json lists every committed file with the SHA-256 of its bytes; a commit that stops half-way
+    (here: the disk fails on its third move) leaves no manifest, and no variant is trusted."""
+    import hashlib
+    import os
+
+    from leuk_edge.edge.precision import PrecisionError, choose_precision
+    from leuk_edge.export.exporter import export_model
+
+    run = deployed_copy
+    manifest = json.loads((run / "model.manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.onnx", "model.parity.json", "model.fp16.onnx", "model.fp16.parity.json",
+                                      "model.card.md"}
+    for name, sha in manifest["files"].items():
+        assert hashlib.sha256((run / name).read_bytes()).hexdigest() == sha, name
+    assert choose_precision(run / "model.onnx", "fp16", "cpu").used == "fp16"  # bound: runs when asked for
+    real, moved = os.replace, []
+
+    def disk_fails_on_the_third_move(src, dst):
+        moved.append(dst)
+        if len(moved) == 3:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", disk_fails_on_the_third_move)
+    with pytest.raises(OSError, match="No space left"):
+        export_model(run / "model.keras", fp16=True, parity_n=4)
+    monkeypatch.setattr(os, "replace", real)
+    assert not (run / "model.manifest.json").exists()
+    with pytest.raises(PrecisionError, match="no export manifest"):
+        choose_precision(run / "model.onnx", "fp16", "cpu")
+    assert choose_precision(run / "model.onnx", "auto", "cpu").used == "fp32"
 
 
 @pytest.mark.slow
@@ -373,7 +408,7 @@ def test_int8_agreement_gate_can_fail(cnn_export, tmp_path):
 @pytest.mark.slow
 def test_variant_gate_follows_metadata_precision(cnn_export):
     """`leuk-edge parity model.onnx model.int8.onnx` with no gate options judges like the exporter does."""
-    from leuk_edge.export.defaults import FP16_ATOL, INT8_MIN_AGREEMENT, MIN_AGREEMENT_N
+    from leuk_edge.export.defaults import FP16_ATOL, INT8_MIN_AGREEMENT, MIN_GATE_IMAGES
     from leuk_edge.export.parity import check_variant
 
     fp32 = Classifier(cnn_export.fp32.path, device="cpu")  # one open model serves as the reference of both
@@ -381,7 +416,7 @@ def test_variant_gate_follows_metadata_precision(cnn_export):
     int8, fp16 = by_precision["int8"], by_precision["fp16"]
     assert (int8.criterion, int8.atol, int8.min_agreement) == ("decision_agreement", None, INT8_MIN_AGREEMENT)
     assert (fp16.criterion, fp16.atol, fp16.min_agreement) == ("max_abs_diff", FP16_ATOL, None)
-    assert int8.n == fp16.n == MIN_AGREEMENT_N
+    assert int8.n == fp16.n == MIN_GATE_IMAGES
     assert fp16.passed, fp16.failures
     assert int8.passed == (int8.decision_agreement >= INT8_MIN_AGREEMENT)
 
@@ -432,13 +467,17 @@ def test_cam_gate_fails_on_maps_that_differ_and_passes_within_tolerance():
     inp = ParityInputs(x, None, None, "4 hand-made inputs", "synthetic")
     for offset, ok in ((0.004, True), (0.02, False)):
         res = compare(runner_with(0.0), runner_with(offset), x, 0.5, batch_sizes=(4,))
-        rep = _gate(res, "Keras", 1e-4, None, 0.5, (4,), "keras:hand", "hand.onnx", inp, cam_gated=True)
+        rep = _gate(res, "Keras", 1e-4, None, 0.5, (4,), "keras:hand", "hand.onnx", inp, cam_rtol=1e-4)
         assert rep.cam["max_abs_diff"] == pytest.approx(offset, rel=1e-3)
         assert rep.cam["tolerance"] == pytest.approx(5e-3) and rep.passed is ok
         assert rep.max_abs_diff == 0.0 and (ok or "cam maps differ" in rep.failures[0])
-    # a variant's gate reports the maps without judging them
-    rep = _gate(res, "FP32", None, 0.98, 0.5, (4,), "onnx:a", "b.onnx", inp)
-    assert rep.passed and rep.cam["gated"] is False and "tolerance" not in rep.cam
+    # a variant's maps are judged on their own (2 % of max|map|): maps off by more do not fail its P(all) gate,
+    # they are marked not to be drawn
+    for offset, ok in ((0.9, True), (1.1, False)):
+        res = compare(runner_with(0.0), runner_with(offset), x, 0.5, batch_sizes=(4,))
+        rep = _gate(res, "FP32", None, 0.98, 0.5, (4,), "onnx:a", "b.onnx", inp, cam_rtol=0.02, cam_fails_gate=False)
+        assert rep.passed and rep.cam["gated"] and rep.cam["tolerance"] == pytest.approx(1.0)
+        assert rep.cam["passed"] is ok and (ok or "overlays come from the FP32 model" in rep.cam["note"])
 
 
 # -------------------------------------------------------------------------------------------------- safety

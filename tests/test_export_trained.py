@@ -9,7 +9,9 @@ random spot of a larger black canvas (so "look at the middle" is no explanation:
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +109,8 @@ def trained_run(tmp_path_factory):
         "classes": ["hem", "all"], "data_root": str(root), "layout": "cnmc", "synthetic": True,
         "n": {"train": 128, "val": 60}, "epochs_run": 25, "batch_size": 32, "seed": 0,
         "calibration": {"method": "temperature", "temperature": TEMPERATURE, "fitted_on": "val"}}))
-    return {"run": run, "model": model, "xh": xh, "yh": y_held, "masks": held_masks, "root": root}
+    return {"run": run, "model": model, "xh": xh, "yh": y_held, "masks": held_masks, "root": root,
+            "held_imgs": held_imgs}
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +131,39 @@ def test_gates_use_the_runs_own_images_and_int8_passes_the_real_gate(exported):
     assert int8["min_agreement"] == 0.98 and int8["passed"] and int8["n"] == 60, int8
     assert int8["images"] == "run:val" and int8["calibration_images"] == "run:train"
     print(f"\nINT8 decision agreement on the run's val images: {int8['decision_agreement']:.4f}")
+
+
+def test_a_variant_gated_on_fewer_than_100_images_is_not_for_auto(exported):
+    """60 validation images: the INT8 gate ran on what there is and says so; it never claims 100, and auto runs FP32
+    (an explicit --precision int8 still may)."""
+    from leuk_edge.edge.precision import choose_precision
+
+    int8 = json.loads((exported / "model.int8.parity.json").read_text())
+    assert int8["n"] == 60 and int8["auto"] == {
+        "eligible": False, "reason": "it was gated on 60 images, fewer than the 100 auto needs"}
+    choice = choose_precision(exported / "model.onnx", "auto", "cpu")
+    assert choice.used == "fp32" and "gated on 60 images" in choice.reason
+    assert choose_precision(exported / "model.onnx", "int8", "cpu").used == "int8"
+    card = (exported / "model.card.md").read_text()
+    assert "not eligible for --precision auto" in card
+
+
+def test_a_variant_gated_on_100_held_out_images_runs_under_auto(trained_run, tmp_path):
+    """The same model exported with --parity-data: 100 real held-out cells; auto then runs its INT8 on the CPU."""
+    from leuk_edge.edge.precision import choose_precision
+    from leuk_edge.synth.cells import write_bmp
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run["run"], run)
+    held = tmp_path / "held"
+    for i, img in enumerate(trained_run["held_imgs"]):
+        write_bmp(held / f"held_{i:03d}.bmp", img)
+    res = runner.invoke(app, ["export", str(run / "model.keras"), "--int8", "--parity-data", str(held)])
+    assert res.exit_code == 0, res.output
+    int8 = json.loads((run / "model.int8.parity.json").read_text())
+    assert int8["n"] == 100 and int8["images"] == "folder" and int8["auto"]["eligible"], int8
+    choice = choose_precision(run / "model.onnx", "auto", "cpu")
+    assert choice.used == "int8" and "100 images" in choice.reason
 
 
 def test_calibrated_output_and_cam_match_keras(exported, trained_run):
@@ -151,9 +187,41 @@ def test_calibrated_output_and_cam_match_keras(exported, trained_run):
     report = json.loads((exported / "model.parity.json").read_text())
     assert report["cam"]["gated"] and report["cam"]["passed"] and report["cam"]["grid"] == [16, 16]
     assert report["temperature"] == TEMPERATURE
-    # variants keep both outputs; their cam difference is reported
+    # variants keep both outputs; their maps are checked on their own (2 % of max|map|): drawn only when they pass
     assert Classifier(exported / "model.int8.onnx", device="cpu").has_cam
-    assert json.loads((exported / "model.int8.parity.json").read_text())["cam"]["gated"] is False
+    for precision in ("fp16", "int8"):
+        cam = json.loads((exported / f"model.{precision}.parity.json").read_text())["cam"]
+        assert cam["gated"] and cam["tolerance"] == pytest.approx(0.02 * max(1.0, cam["scale"]))
+        assert cam["passed"] == (cam["max_abs_diff"] <= cam["tolerance"])
+        print(f"\n{precision} cam: max |diff| {cam['max_abs_diff']:.3g} of max |map| {cam['scale']:.3g}")
+
+
+def test_overlays_are_drawn_from_a_gated_map(exported, trained_run, tmp_path):
+    """classify --cam with the INT8 model: each overlay is the one its gated map draws -- the INT8 map only when
+    the INT8 maps passed their check, else the FP32 model's."""
+    import cv2
+
+    from leuk_edge.edge.classify import Row
+    from leuk_edge.edge.explain import write_cam_overlays
+    from leuk_edge.synth.cells import write_bmp
+
+    cells = tmp_path / "cells"
+    for i, img in enumerate(trained_run["held_imgs"][60:68]):
+        write_bmp(cells / f"c{i}.bmp", img)
+    res = runner.invoke(app, ["classify", str(cells), "-m", str(exported / "model.onnx"), "--precision", "int8",
+                              "--cam", str(tmp_path / "cam"), "--cam-all", "-o", str(tmp_path / "rows.csv")])
+    assert res.exit_code == 0, res.output
+    rows = [Row(r["path"], r["label"], float(r["probability"])) for r in csv.DictReader(open(tmp_path / "rows.csv"))]
+    int8_cam = json.loads((exported / "model.int8.parity.json").read_text())["cam"]
+    gated = exported / ("model.int8.onnx" if int8_cam["passed"] else "model.onnx")
+    expected = write_cam_overlays(Classifier(gated, device="cpu"), rows, tmp_path / "expected", all_rows=True)
+    for row in rows:
+        drawn = cv2.imread(str(tmp_path / "cam" / (Path(row.path).stem + ".cam.png")))
+        assert np.array_equal(drawn, cv2.imread(str(expected[row.path]))), row.path
+    if not int8_cam["passed"]:  # then the INT8 maps would have drawn something else
+        own = write_cam_overlays(Classifier(exported / "model.int8.onnx", device="cpu"), rows, tmp_path / "own",
+                                 all_rows=True)
+        assert any(not np.array_equal(cv2.imread(str(own[r.path])), cv2.imread(str(expected[r.path]))) for r in rows)
 
 
 def test_cam_overlaps_the_nucleus(exported, trained_run):

@@ -169,3 +169,71 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
         decode_image(small, max_pixels=9999)
     assert decode_image(small, max_pixels=10000).shape == (100, 100, 3)
     assert isinstance(ImageTooLarge("x"), ImageReadError)  # an error row, not a crash
+
+
+def _bigtiff(width: int, height: int, pixels: np.ndarray | None = None) -> bytes:
+    """A little-endian BigTIFF (magic 43, 8-byte offsets, 20-byte IFD entries) of one uncompressed 8-bit gray strip,
+    written by hand from the TIFF 6 / BigTIFF layout. Without `pixels`, the strip is declared but absent."""
+    entries = []  # (tag, type, count, value): SHORT 3, LONG8 16
+
+    def entry(tag, typ, value):
+        entries.append(struct.pack("<HHQQ", tag, typ, 1, value))
+
+    n_entries = 8
+    data_at = 16 + 8 + 20 * n_entries + 8
+    entry(256, 16, width)           # ImageWidth (LONG8)
+    entry(257, 16, height)          # ImageLength
+    entry(258, 3, 8)                # BitsPerSample
+    entry(259, 3, 1)                # Compression: none
+    entry(262, 3, 1)                # Photometric: black is zero
+    entry(273, 16, data_at)         # StripOffsets
+    entry(278, 16, height)          # RowsPerStrip
+    entry(279, 16, width * height)  # StripByteCounts
+    head = b"II" + struct.pack("<HHHQ", 43, 8, 0, 16)
+    ifd = struct.pack("<Q", n_entries) + b"".join(entries) + struct.pack("<Q", 0)
+    return head + ifd + (b"" if pixels is None else np.ascontiguousarray(pixels, np.uint8).tobytes())
+
+
+@pytest.fixture
+def no_decoder(monkeypatch):
+    """OpenCV's decoders raise: what must be refused before decoding cannot reach them unnoticed."""
+    def decoded(*args, **kwargs):
+        raise AssertionError("decoded before the pixel check")
+
+    monkeypatch.setattr(cv2, "imread", decoded)  # the module object preprocess uses
+    monkeypatch.setattr(cv2, "imdecode", decoded)
+
+
+def test_bigtiff_dims_come_from_its_header_and_it_decodes(tmp_path):
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (30, 41), dtype=np.uint8)
+    p = tmp_path / "big.tif"
+    p.write_bytes(_bigtiff(41, 30, gray))
+    assert image_dims(p) == (41, 30)
+    np.testing.assert_array_equal(decode_image(p), np.repeat(gray[:, :, None], 3, axis=2))
+
+
+def test_bigtiff_over_the_limit_is_refused_before_decoding(tmp_path, no_decoder):
+    p = tmp_path / "huge.tif"
+    p.write_bytes(_bigtiff(30000, 20000))  # 600 MP declared, no pixel data at all
+    with pytest.raises(ImageTooLarge, match="30000x20000"):
+        decode_image(p)
+
+
+def test_bytes_that_do_not_match_the_name_are_sniffed_never_decoded_unchecked(tmp_path, no_decoder):
+    """A PNM named .png: OpenCV would pick its decoder by the bytes and decode before any size check."""
+    p = tmp_path / "cell.png"
+    p.write_bytes(b"P6\n20000 20000\n255\n" + b"\x00" * 64)
+    with pytest.raises(ImageReadError, match="not a PNG, JPEG, BMP or TIFF image by its bytes"):
+        decode_image(p)
+    big_png = tmp_path / "cell.bmp"  # a PNG header under a BMP name: checked as the PNG it is
+    big_png.write_bytes(png_bytes(20000, 20000, 0, idat=b"never decoded"))
+    with pytest.raises(ImageTooLarge, match="20000x20000"):
+        decode_image(big_png)
+
+
+def test_a_jpeg_named_png_decodes(tmp_path):
+    p = tmp_path / "cell.png"
+    ok, data = cv2.imencode(".jpg", np.full((20, 30, 3), 128, np.uint8))
+    p.write_bytes(data.tobytes())
+    assert decode_image(p).shape == (20, 30, 3)

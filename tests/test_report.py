@@ -466,14 +466,14 @@ def test_interrupted_classify_still_reports_its_finished_rows(cells, cam_model, 
 
 
 def test_card_is_the_models_own_never_a_stranger(tmp_path):
-    from leuk_edge.report.provenance import card_path
+    from leuk_edge.edge.model_files import card_path
 
     model = tmp_path / "cnn.onnx"
     (tmp_path / "MODEL.card.md").write_text("some other model's card")
-    assert card_path(model) is None  # no literal "MODEL" fallback
+    assert not card_path(model).is_file()  # no literal "MODEL" fallback
     (tmp_path / "cnn.card.md").write_text("cnn card")
     assert card_path(tmp_path / "cnn.int8.onnx") == tmp_path / "cnn.card.md"  # a variant shares its FP32 card
-    assert card_path(tmp_path / "cnn.failed.onnx") is None  # a failed candidate is another model
+    assert not card_path(tmp_path / "cnn.failed.onnx").is_file()  # a failed candidate is another model
 
 
 def test_a_bug_while_drawing_overlays_is_not_a_skipped_file(cam_model, tmp_path, monkeypatch):

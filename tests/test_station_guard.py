@@ -17,6 +17,7 @@ from leuk_edge.station.guard import Access, host_name, own_origin
 from station_helpers import serve_in_thread
 from tiny_models import make_tiny_onnx
 
+REVIEWER = "Guard Test"
 TOKEN = "guard-test-token-1234"
 CELL = cv2.imencode(".png", np.full((40, 40, 3), 120, np.uint8))[1].tobytes()
 
@@ -32,10 +33,11 @@ def station(model, tmp_path):
     st = build_station(model, tmp_path / "work", device="cpu", token=TOKEN, allowed_hosts=("station.lab",))
     with serve_in_thread(st) as base:
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        assert httpx.post(f"{base}/api/classify", files=[("files", ("a.png", CELL, "image/png"))],
-                          headers=auth).status_code == 200
+        r = httpx.post(f"{base}/api/classify", files=[("files", ("a.png", CELL, "image/png"))], headers=auth)
+        assert r.status_code == 200
+        assert httpx.post(f"{base}/api/slides/{r.json()['slide']}/open", headers=auth).status_code == 200
         cell = httpx.get(f"{base}/api/cells", headers=auth).json()[0]
-        assert httpx.post(f"{base}/api/cells/{cell['track']}/review", json={"label": "hem"},
+        assert httpx.post(f"{base}/api/cells/{cell['track']}/review", json={"label": "hem", "reviewer": REVIEWER},
                           headers=auth).status_code == 200
         yield base, st, cell
 
@@ -68,7 +70,8 @@ def test_a_post_from_another_origin_is_refused_with_or_without_the_token(station
         for params in ({"token": TOKEN}, {}):
             # The body-less `text/plain` POST a page can send without a preflight.
             r = httpx.post(f"{base}/api/sign", params=params, content=b"{}",
-                           headers={"Content-Type": "text/plain", "Origin": origin, "X-CSRF-Token": own["X-CSRF-Token"]})
+                           headers={"Content-Type": "text/plain", "Origin": origin,
+                                    "X-CSRF-Token": own["X-CSRF-Token"]})
             assert r.status_code == 403 and "cross-origin" in r.json()["detail"], (origin, params, r.text)
             r = httpx.post(f"{base}/api/classify", params=params, files=[("files", ("evil.png", CELL, "image/png"))],
                            headers={"Origin": origin})
@@ -84,15 +87,16 @@ def test_a_post_from_another_origin_is_refused_with_or_without_the_token(station
     # ... and the right one, but not the access token: 401.
     assert httpx.post(f"{base}/api/sign", headers=own).status_code == 401
     assert not signed.exists()
-    r = httpx.post(f"{base}/api/sign", params={"token": TOKEN}, headers=own)
-    assert r.status_code == 200 and r.json()["cells"] == 1 and len(list(signed.glob("*.json"))) == 1
+    r = httpx.post(f"{base}/api/sign", params={"token": TOKEN}, headers=own, json={"reviewer": REVIEWER})
+    assert r.status_code == 200 and r.json()["cells"] == 1 and len(list(signed.glob("*.json"))) == 2  # + .fhir.json
 
 
 def test_a_script_without_origin_is_judged_by_its_token(station):
     base, st, _ = station
     assert httpx.post(f"{base}/api/pause", json={"on": True}).status_code == 401
     assert httpx.post(f"{base}/api/sign", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
-    r = httpx.post(f"{base}/api/sign", headers={"Authorization": f"Bearer {TOKEN}"})  # no Origin, no CSRF token
+    r = httpx.post(f"{base}/api/sign", headers={"Authorization": f"Bearer {TOKEN}"},  # no Origin, no CSRF token
+                   json={"reviewer": REVIEWER})
     assert r.status_code == 200 and r.json()["verified"]["hem"] == 1
     assert httpx.get(f"{base}/api/health", params={"token": TOKEN}).json()["refused"] == {"token": 2}
 
@@ -103,11 +107,12 @@ def test_no_token_station_on_loopback_still_refuses_other_origins(model, tmp_pat
         upload = [("files", ("evil.png", CELL, "image/png"))]
         assert httpx.post(f"{base}/api/classify", files=upload, headers={"Origin": "http://evil.example"}
                           ).status_code == 403
-        assert httpx.get(f"{base}/api/cells").json() == []
+        cells_anywhere = lambda: sum(s["cells"] for s in httpx.get(f"{base}/api/slides").json())  # noqa: E731
+        assert cells_anywhere() == 0
         assert httpx.get(f"{base}/api/cells", headers={"Host": "evil.example"}).status_code == 400
         assert httpx.post(f"{base}/api/classify", files=upload).status_code == 200  # curl on the station itself
         r = httpx.post(f"{base}/api/classify", files=upload, headers={"Origin": base, "X-CSRF-Token": _csrf(base)})
-        assert r.status_code == 200 and len(httpx.get(f"{base}/api/cells").json()) == 2
+        assert r.status_code == 200 and cells_anywhere() == 2
 
 
 def test_the_hosts_a_bind_serves():

@@ -126,3 +126,30 @@ def make_tiny_cam_onnx(path: str | Path, size: int = 32, grid: int = 4, threshol
     path = Path(path)
     onnx.save(model, str(path))
     return path
+
+
+def make_corner_onnx(path: str | Path, size: int = 32, a: float = 6.0, b: float = -3.0) -> Path:
+    """An orientation-dependent model: P(all) = sigmoid(a x mean of the top-left size/2 x size/2 corner + b), so each
+    flip/rotation of an image gives another P(all) (the 8 views put each of the 4 corners top-left twice)."""
+    half = size // 2
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             (("starts", [0, 0]), ("ends", [half, half]), ("axes", [1, 2]), ("col", [-1, 1]))]
+    inits += [numpy_helper.from_array(np.array(a, np.float32), "a"), numpy_helper.from_array(np.array(b, np.float32),
+                                                                                            "b")]
+    nodes = [
+        helper.make_node("Slice", ["image", "starts", "ends", "axes"], ["corner"]),
+        helper.make_node("ReduceMean", ["corner"], ["m"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Mul", ["m", "a"], ["am"]),
+        helper.make_node("Add", ["am", "b"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["p"]),
+        helper.make_node("Reshape", ["p", "col"], ["p_all"]),
+    ]
+    graph = helper.make_graph(nodes, "corner", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                              ["N", size, size, 3])],
+                              [helper.make_tensor_value_info("p_all", TensorProto.FLOAT, ["N", 1])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    helper.set_model_props(model, {"leuk_edge": json.dumps(tiny_metadata(size))})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return Path(path)

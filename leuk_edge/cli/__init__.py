@@ -42,7 +42,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def _register() -> None:
     import importlib
 
-    for name in ("data", "train", "export", "classify", "stream", "serve", "report", "demo"):
+    for name in ("data", "train", "export", "classify", "stream", "serve", "report", "demo", "audit"):
         importlib.import_module(f"{__name__}.{name}").register(app)
 
 

@@ -97,8 +97,8 @@ def _check_options(read: ReadOptions, output: OutputOptions, engine: EngineOptio
         raise UsageError(f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}, got {read.bit_depth}")
     if output.cam_all and output.cam is None:
         raise UsageError("--cam-all needs --cam DIR")
-    if engine.engine == "ray" and (output.cam or output.report or output.summary_json):
-        raise UsageError("--cam, --report and --summary work with --engine local only (for now)")
+    if engine.engine == "ray" and (output.cam or output.report):
+        raise UsageError("--cam and --report work with --engine local only (for now)")
     if engine.engine == "local":
         from ..edge.writers import infer_format
 
@@ -110,11 +110,17 @@ def _classify_ray(paths, run: ModelOptions, read: ReadOptions, output: OutputOpt
     from ..cluster.ray_cli import classify_with_ray
     from ..cluster.ray_engine import RayOptions, actor_device
 
-    choice = run.choose(actor_device(run.device, engine.gpus_per_actor))
+    device = actor_device(run.device, engine.gpus_per_actor)  # chosen here, run there: not checked on the driver
+    choice = run.choose(device)
     opts = RayOptions(address=engine.address, actors=engine.actors, gpus_per_actor=engine.gpus_per_actor,
-                      batch_size=read.batch_size, device=run.device, tta=read.tta, bit_depth=read.bit_depth,
+                      batch_size=read.batch_size, device=device, tta=read.tta, bit_depth=read.bit_depth,
                       max_pixels=read.max_pixels or None, scope=run.scope)
-    return classify_with_ray(paths, choice.path, output.out, output.fmt, opts, console)
+    summary = classify_with_ray(paths, choice.path, output.out, output.fmt, opts, console, choice.to_dict())
+    if output.summary_json:
+        from ..edge.summary import write_summary
+
+        write_summary(summary, output.summary_json)
+    return summary
 
 
 def _classify_local(paths, run: ModelOptions, read: ReadOptions, output: OutputOptions):
@@ -126,12 +132,24 @@ def _classify_local(paths, run: ModelOptions, read: ReadOptions, output: OutputO
     clf, choice = run.open(threads=auto_threads)
     if clf.scope_note():  # once per run: out-of-scope cells will not be set aside
         console.print(f"[yellow]warning:[/] {clf.scope_note()}", highlight=False)
-    if output.cam is not None and not clf.has_cam:
-        raise UsageError(f"--cam: {choice.path.name} has no 'cam' output; export it with `leuk-edge export --cam`")
+    cam_clf = _overlay_model(clf, output)
     summary = _new_summary(clf, choice, files, read, read.workers or auto_workers, output)
     kept = _classify_into_table(clf, files.images, read, read.workers or auto_workers, output, summary)
-    _finish(clf, summary, kept, output)
+    _finish(clf, cam_clf, summary, kept, output)
     return summary
+
+
+def _overlay_model(clf, output: OutputOptions):
+    """The model whose gated `cam` maps --cam / --report draw (`edge.precision.overlay_source`), or None."""
+    from ..edge.precision import overlay_classifier
+
+    if not output.keeps_rows:
+        return None
+    cam_clf = overlay_classifier(clf)
+    if output.cam is not None and not cam_clf.has_cam:
+        raise UsageError(f"--cam: {Path(cam_clf.path).name} has no 'cam' output; export it with "
+                         "`leuk-edge export --cam`")
+    return cam_clf
 
 
 def _list_files(paths):
@@ -186,7 +204,7 @@ def _classify_into_table(clf, images, read: ReadOptions, workers: int, output: O
     return kept
 
 
-def _finish(clf, summary, kept: list | None, output: OutputOptions) -> None:
+def _finish(clf, cam_clf, summary, kept: list | None, output: OutputOptions) -> None:
     from ..edge.summary import render_summary, write_summary
 
     render_summary(summary, console)
@@ -195,8 +213,8 @@ def _finish(clf, summary, kept: list | None, output: OutputOptions) -> None:
     if kept is not None:
         from .report import after_classify
 
-        after_classify(clf, kept, output.cam, output.cam_all, output.report, str(output.out or "stdout"),
-                       summary.interrupted)
+        after_classify(clf, cam_clf, kept, output.cam, output.cam_all, output.report,
+                       str(output.out or "stdout"), summary.interrupted)
 
 
 def _exit_as(summary) -> None:

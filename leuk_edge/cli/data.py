@@ -122,7 +122,8 @@ def inspect(
 
 @data_app.command("reviews")
 def reviews(
-    reviews_jsonl: Path = typer.Argument(..., help="The station's reviews.jsonl."),
+    reviews_jsonl: Path = typer.Argument(..., help="The station folder (its station.db), the station.db itself, "
+                                                   "or its reviews.jsonl export."),
     out: Path = typer.Argument(..., help="Folder to write C-NMC_Leukemia/ into."),
 ):
     """Turn a station's reviewed cells into a labelled C-NMC-layout dataset (subject = slide) for `train`."""
@@ -131,7 +132,7 @@ def reviews(
     with user_errors():
         s = write_reviews_dataset(reviews_jsonl, out)
     console.print(f"wrote {s['all']} all + {s['hem']} hem reviewed cells from {len(s['subjects'])} slide(s) to "
-                  f"{s['root']} ({s['not classed']} not classed left out, {s['missing_crop']} without their crop, "
+                  f"{s['root']} ({s['not classed']} not classed and {s['other']} other left out, {s['missing_crop']} without their crop, "
                   f"{s['bad_lines']} unreadable lines)", highlight=False)
 
 

@@ -89,7 +89,7 @@ def export_with_int8(d: Demo, name: str, keras_path: Path, models: Path, int8: b
     """Export through the FP32 gate (must pass) and optionally INT8 (its gate may fail: then FP32 is used and
     the report says why). The gates run on the run's own images: parity on its validation split, INT8
     calibration on its training split. Returns the FP32 model: the edge steps run it with `--precision auto`,
-    which takes the INT8 sibling only when its report says passed."""
+    which takes the INT8 sibling only when it passed the export's gate on >= 100 real images (`edge.precision`)."""
     fp32 = models / f"{name}.onnx"
     args = ["export", keras_path, "--out", fp32]
     if not int8:
@@ -99,6 +99,11 @@ def export_with_int8(d: Demo, name: str, keras_path: Path, models: Path, int8: b
     if not fp32.is_file():
         raise DemoError(f"the FP32 export of {name} failed its parity gate")
     if step.exit_code == 0 and (models / f"{name}.int8.onnx").is_file():
+        auto = json.loads((models / f"{name}.int8.parity.json").read_text()).get("auto") or {}
+        if auto.get("eligible") is False:
+            d.notes.append(f"the INT8 {name} model passed its gate but --precision auto does not run it "
+                           f"({auto.get('reason')}); the edge steps use the FP32 model")
+            d.log("note: " + d.notes[-1])
         return fp32
     report = json.loads((models / f"{name}.int8.parity.json").read_text())  # a failed variant keeps its report
     d.notes.append(f"the INT8 {name} model failed its agreement gate ({report['decision_agreement']:.3f} < "

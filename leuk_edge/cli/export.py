@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from ..export.defaults import (DEFAULT_ATOL, DEFAULT_CALIB_SIZE, DEFAULT_N, DEFAULT_OPSET, FP16_ATOL,
-                               INT8_MIN_AGREEMENT, MIN_AGREEMENT_N)
+                               INT8_MIN_AGREEMENT, MIN_GATE_IMAGES)
 from .common import UsageError, console, echo_json, fail, user_errors
 
 
@@ -35,7 +35,7 @@ def export_cmd(
              "RUN/config.json and split.json; synthetic cells, with a warning, when they are not on disk)."),
     parity_size: int = typer.Option(
         DEFAULT_N, "--parity-size", min=1,
-        help=f"Images in the FP32 parity gate (the FP16/INT8 gates use at least {MIN_AGREEMENT_N})."),
+        help=f"Images in the FP32 parity gate (the FP16/INT8 gates use at least {MIN_GATE_IMAGES})."),
     atol: float = typer.Option(DEFAULT_ATOL, "--atol", min=0.0, help="Largest allowed |P_keras - P_onnx|."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write MODEL.fp16.onnx (float16 weights, float32 I/O)."),
     fp16_atol: float = typer.Option(FP16_ATOL, "--fp16-atol", min=0.0, help="FP16 gate: largest |P_fp16 - P_fp32|."),
@@ -106,7 +106,7 @@ def parity_cmd(
              "--atol). Against Keras it is checked in addition to --atol."),
     size: Optional[int] = typer.Option(
         None, "--size", min=1, show_default=False,
-        help=f"Number of images (default {DEFAULT_N} for a Keras reference, {MIN_AGREEMENT_N} for an ONNX one)."),
+        help=f"Number of images (default {DEFAULT_N} for a Keras reference, {MIN_GATE_IMAGES} for an ONNX one)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write MODEL.parity.json beside the model."),
     device: str = typer.Option("cpu", "--device",
                                help="Execution provider MODEL.onnx runs on (cpu, cuda, openvino, ...); the "
@@ -115,7 +115,8 @@ def parity_cmd(
 ):
     """Run the parity gate on any Keras/ONNX (or FP32/variant ONNX) pair; the exit code says pass (0) or fail (1)."""
     with user_errors():
-        from ..export.parity import check_parity, check_variant, report_path
+        from ..edge.model_files import report_path
+        from ..export.parity import check_parity, check_variant
 
         from ..edge.providers import providers_for
 

@@ -105,10 +105,12 @@ class ModelOptions:
         """(Classifier, PrecisionChoice): the chosen file opened on --device. Idle onnxruntime threads sleep rather
         than spin: between model calls the same cores decode, detect, crop and draw."""
         from ..edge import Classifier
+        from ..edge.precision import overlay_source
 
         choice = self.choose()
+        # A variant whose maps were not gated runs without them: overlays come from the FP32 model.
         clf = Classifier(choice.path, device=self.device, threads=self.threads or threads, spinning=False,
-                         scope=self.scope)
+                         cam=overlay_source(choice.path) == choice.path, scope=self.scope)
         return clf, choice
 
 

@@ -39,10 +39,11 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report)
 
 
-def after_classify(classifier, rows: list, cam: Path | None, cam_all: bool, report_path: Path | None,
-                   table: str, interrupted: bool) -> None:
+def after_classify(classifier, cam_classifier, rows: list, cam: Path | None, cam_all: bool,
+                   report_path: Path | None, table: str, interrupted: bool) -> None:
     """`classify --cam DIR [--cam-all]` and `--report FILE`: post-passes over the finished rows (the classify loop
-    only keeps them). An interrupted run still gets its report (of the rows it finished); its CAM pass is skipped."""
+    only keeps them). An interrupted run still gets its report (of the rows it finished); its CAM pass is skipped.
+    `cam_classifier` draws the maps: the model that ran, or its FP32 model when the variant's maps were not gated."""
     from ..edge.explain import write_cam_overlays
     from ..report import ReportOptions, write_report
     from ..report.inputs import inputs_from_rows
@@ -51,11 +52,12 @@ def after_classify(classifier, rows: list, cam: Path | None, cam_all: bool, repo
     if cam is not None and interrupted:
         console.print("[yellow]--cam: skipped, the run was interrupted[/]")
     elif cam is not None:
-        written = write_cam_overlays(classifier, rows, cam, all_rows=cam_all)
+        written = write_cam_overlays(cam_classifier, rows, cam, all_rows=cam_all)
         console.print(f"CAM overlays: {len(written)} written to {cam}", highlight=False)
     if report_path is not None:
         path = write_report(None, report_path, ReportOptions(model=classifier.path, overlays=written),
-                            classifier=classifier, inputs=inputs_from_rows(rows, table))
+                            classifier=classifier, cam_classifier=cam_classifier,
+                            inputs=inputs_from_rows(rows, table))
         console.print(f"report: {path}", highlight=False)
 
 

@@ -11,10 +11,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, user_errors
+from .common import UsageError, console, user_errors
 from .options import LiveOptions, ModelOptions, command, option_group
 
-MAX_REQUEST = 256 << 20  # one upload request is read into memory: never more than this, whatever the per-file limits
+MAX_REQUEST = 256 << 20  # one upload request (streamed to temporary files): never more than this, whatever the
+                         # per-file limits
 
 
 @option_group
@@ -26,6 +27,9 @@ class UploadOptions:
     max_pixels: Annotated[int, typer.Option(
         "--max-pixels", min=1, help="Largest declared width x height accepted (checked before decoding).")] = \
         40_000_000
+    max_decode_mb: Annotated[float, typer.Option(
+        "--max-decode-mb", min=1.0, help="Decode budget per image: declared width x height x channels x bytes per "
+                                         "sample (checked before decoding).")] = 256.0
 
     def limits(self):
         from ..station.uploads import Limits
@@ -33,7 +37,7 @@ class UploadOptions:
         per_file = int(self.max_upload_mb * 2**20)
         return Limits(max_files=self.max_files, max_file_bytes=per_file,
                       max_request_bytes=min(per_file * self.max_files, MAX_REQUEST) + (1 << 20),
-                      max_pixels=self.max_pixels)
+                      max_pixels=self.max_pixels, max_decode_bytes=int(self.max_decode_mb * 2**20))
 
 
 @command
@@ -50,6 +54,9 @@ def serve(
         "--token", help="Access token for /api/*, 8+ characters (default or 'auto': a fresh one, printed in the "
                         "URL).")] = None,
     no_token: Annotated[bool, typer.Option("--no-token", help="No access token (a loopback --host only).")] = False,
+    users: Annotated[Optional[Path], typer.Option(
+        "--users", help="JSON {TOKEN: NAME, ...} (or 'sha256:HEX' keys): each person's own token, which names them "
+                        "on every review and signature; only the tokens' hashes are kept.")] = None,
     allowed_host: Annotated[Optional[list[str]], typer.Option(
         "--allowed-host", help="Another Host name the station answers to (a name in the lab's DNS, a proxy's); "
                                "repeatable.")] = None,
@@ -75,19 +82,32 @@ def serve(
 
     from ..edge.signals import graceful_stop
     from ..station.app import build_station
-    from ..station.server import resolve_token
 
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     with user_errors(), graceful_stop():
         options = live.check().stream_options()
-        tok = resolve_token(host, token, no_token)
+        people, tok = _people(users, host, token, no_token)
         station = build_station(run.model, folder, source=source, options=options, loop=loop, pace=pace,
                                 device=run.device, threads=run.threads, token=tok, host=host,
-                                allowed_hosts=tuple(allowed_host or ()), data_root=data_root,
+                                allowed_hosts=tuple(allowed_host or ()), users=people, data_root=data_root,
                                 limits=uploads.limits(), band=band, slide=slide, precision=run.precision,
                                 scope=run.scope,
                                 backend=live.backend, reconnect_s=live.reconnect_s, timeout_s=live.timeout_s)
         _serve(station, host, port, tok)
+
+
+def _people(users: Path | None, host: str, token: str | None, no_token: bool):
+    """(the --users map or None, the station's own access token): with --users each person uses their own token,
+    so the station makes none of its own unless --token is given."""
+    from ..station.server import resolve_token
+
+    if users is None:
+        return None, resolve_token(host, token, no_token)
+    from ..station.users import Users
+
+    if no_token:
+        raise UsageError("--users gives each person a token: --no-token does not go with it")
+    return Users.load(users), resolve_token(host, token) if token is not None else None
 
 
 def _serve(station, host: str, port: int, tok: str | None) -> None:
@@ -110,6 +130,9 @@ def _serve(station, host: str, port: int, tok: str | None) -> None:
     if tok is not None:
         console.print(f"token: {tok}  (the URL carries it; scripts send 'Authorization: Bearer TOKEN')",
                       highlight=False, soft_wrap=True)
+    if station.access.users is not None:
+        console.print(f"{len(station.access.users)} reviewer token(s) from --users: each person opens the page with "
+                      "?token=THEIR_TOKEN", highlight=False, soft_wrap=True)
     typer.echo(url)  # stdout: for scripts that open the page
     server = StationServer(create_app(station), station)
     if station.hub:

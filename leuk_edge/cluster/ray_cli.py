@@ -34,10 +34,10 @@ def write_rows(rows: Sequence[Row], out: str | Path | None, fmt: str | None) -> 
     if is_parquet(out, fmt):
         import pyarrow.parquet as pq
 
-        from .ray_engine import TIMING_COLUMNS, rows_table
+        from .ray_engine import INTERNAL_COLUMNS, rows_table
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(rows_table(rows).drop_columns(list(TIMING_COLUMNS)), str(out))
+        pq.write_table(rows_table(rows).drop_columns(list(INTERNAL_COLUMNS)), str(out))
         return
     from ..edge.writers import open_writer
 
@@ -47,7 +47,7 @@ def write_rows(rows: Sequence[Row], out: str | Path | None, fmt: str | None) -> 
 
 
 def classify_with_ray(paths: Sequence[str], model: Path, out: Path | None, fmt: str | None, opts: RayOptions,
-                      console) -> ClassifySummary:
+                      console, precision: dict | None = None) -> ClassifySummary:
     """Run the Ray engine end to end; raises ValueErrors (one line) for bad input or an unreachable cluster.
     Ctrl-C or SIGTERM keeps the rows already classified (written sorted) and marks the summary interrupted."""
     from ..edge import Classifier
@@ -70,6 +70,7 @@ def classify_with_ray(paths: Sequence[str], model: Path, out: Path | None, fmt: 
     # ray.init installs its own SIGTERM handler (sys.exit): put the graceful one back for the run.
     with graceful_stop():
         summary, failure = _run(files, model, opts, times, rows, out, console, started)
+    summary.precision = precision or {}
     summary.scope = scope_entry(probe)
     write_rows(rows, out, fmt)
     if failure is not None:
@@ -85,10 +86,10 @@ def _run(files, model: Path, opts: RayOptions, times: StageTimes, rows: list[Row
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     failure: Exception | None = None
+    ran_on: set[str] = set()  # the providers the actors' sessions report
     try:
         n_actors = pool_size(opts)
-        summary = ClassifySummary(skipped=files.skipped, providers=[f"ray: {n_actors} actor(s), device {opts.device}"
-                                  + (f", {opts.gpus_per_actor:g} GPU each" if opts.gpus_per_actor else "")],
+        summary = ClassifySummary(skipped=files.skipped, providers=[],
                                   threads=f"{max(1, int(opts.cpus_per_actor))} per actor",
                                   batch_size=opts.batch_size, tta=opts.tta, times=times, model=str(model),
                                   out=str(out) if out else "stdout")
@@ -97,7 +98,7 @@ def _run(files, model: Path, opts: RayOptions, times: StageTimes, rows: list[Row
         try:
             with progress:
                 task = progress.add_task("classify", total=len(files.images))
-                for row in classify_ray(files.images, model, opts, times):
+                for row in classify_ray(files.images, model, opts, times, providers=ran_on):
                     rows.append(row)
                     summary.add(row)
                     progress.advance(task)
@@ -111,4 +112,7 @@ def _run(files, model: Path, opts: RayOptions, times: StageTimes, rows: list[Row
             import ray
 
             ray.shutdown()
+    summary.providers = [f"ray: {n_actors} actor(s), device {opts.device}"
+                         + (f", {opts.gpus_per_actor:g} GPU each" if opts.gpus_per_actor else "")
+                         + (f"; ran on {', '.join(sorted(ran_on))}" if ran_on else "")]
     return summary, failure

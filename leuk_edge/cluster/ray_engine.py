@@ -38,6 +38,8 @@ from ..edge.preprocess import DEFAULT_MAX_PIXELS, ImageReadError, is_image_file,
 MAX_RESTARTS = 4  # per actor: a poison input that kills the process every time must not loop forever
 MAX_TASK_RETRIES = 4
 TIMING_COLUMNS = ("_decode_s", "_infer_s")  # per-row share of the batch's stage times; dropped before writing
+PROVIDER_COLUMN = "_provider"  # the execution provider the actor's session runs on; dropped before writing
+INTERNAL_COLUMNS = (*TIMING_COLUMNS, PROVIDER_COLUMN)
 
 
 class RayEngineError(ValueError):
@@ -51,7 +53,7 @@ class RayOptions:
     gpus_per_actor: float = 0.0
     cpus_per_actor: float = 1.0
     batch_size: int = 8  # images per actor call = per inference batch
-    device: str = "auto"
+    device: str = "cpu"  # the device the actors run on (`actor_device`): never "auto", which each node would resolve
     tta: bool = False
     bit_depth: int | None = None  # as classify --bit-depth (None: detected)
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # as classify --max-pixels (None: no limit)
@@ -158,8 +160,8 @@ def classify_batch(clf: Classifier, paths: Sequence[str], tta: bool = False, bit
     return rows, t1 - t0, t2 - t1
 
 
-def rows_table(rows: Sequence[Row], decode_s: float = 0.0, infer_s: float = 0.0):
-    """Rows -> a pyarrow table with the classify contract's columns (+ the per-row timing columns)."""
+def rows_table(rows: Sequence[Row], decode_s: float = 0.0, infer_s: float = 0.0, provider: str = ""):
+    """Rows -> a pyarrow table with the classify contract's columns (+ the internal timing and provider columns)."""
     import pyarrow as pa
 
     n = max(1, len(rows))
@@ -171,6 +173,7 @@ def rows_table(rows: Sequence[Row], decode_s: float = 0.0, infer_s: float = 0.0)
         "error": pa.array([r.error for r in rows], pa.string()),
         TIMING_COLUMNS[0]: pa.array([decode_s / n] * len(rows), pa.float64()),
         TIMING_COLUMNS[1]: pa.array([infer_s / n] * len(rows), pa.float64()),
+        PROVIDER_COLUMN: pa.array([provider] * len(rows), pa.string()),
     })
 
 
@@ -182,7 +185,7 @@ def table_rows(table) -> list[Row]:
 class ClassifyActor:
     """One per Ray actor: the ONNX session is made once, from the shipped model bytes; each call is one batch."""
 
-    def __init__(self, model_bytes, model_name: str, device: str = "auto", threads: int = 1, tta: bool = False,
+    def __init__(self, model_bytes, model_name: str, device: str = "cpu", threads: int = 1, tta: bool = False,
                  bit_depth: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, scope: bool = True):
         import cv2
         import ray
@@ -201,7 +204,7 @@ class ClassifyActor:
     def __call__(self, batch):
         rows, decode_s, infer_s = classify_batch(self.clf, batch.column("path").to_pylist(), self.tta,
                                                  self.bit_depth, self.max_pixels)
-        return rows_table(rows, decode_s, infer_s)
+        return rows_table(rows, decode_s, infer_s, self.clf.providers[0])
 
 
 # --------------------------------------------------------------------------------------------------- cluster
@@ -281,9 +284,11 @@ def _quiet_data_context():
 
 
 def classify_ray(paths: Sequence[str], model: str | Path, opts: RayOptions | None = None,
-                 times: StageTimes | None = None, actor_cls: type = ClassifyActor) -> Iterator[Row]:
+                 times: StageTimes | None = None, actor_cls: type = ClassifyActor,
+                 providers: set | None = None) -> Iterator[Row]:
     """Yield one Row per path (in completion order, not sorted). Ray must be connected (`connect`).
-    `times` gets images/errors/wall and the summed decode/inference seconds of all actors."""
+    `times` gets images/errors/wall and the summed decode/inference seconds of all actors; `providers` the
+    execution providers the actors' sessions really ran on."""
     ray = import_ray()
     opts = opts or RayOptions()
     times = times if times is not None else StageTimes()
@@ -319,6 +324,8 @@ def classify_ray(paths: Sequence[str], model: str | Path, opts: RayOptions | Non
             times.decode_s += float(np.sum(table.column(TIMING_COLUMNS[0]).to_numpy()))
             times.infer_s += float(np.sum(table.column(TIMING_COLUMNS[1]).to_numpy()))
             times.batches += 1
+            if providers is not None:
+                providers.update(table.column(PROVIDER_COLUMN).to_pylist())
             for row in table_rows(table):
                 times.images += 1
                 times.errors += not row.ok

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -122,18 +123,22 @@ def _short_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[-1][:160]}" if text else type(exc).__name__
 
 
+_opencv_pinned: list[int] = []  # the thread count set by the first pipeline of this process
+_opencv_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def opencv_threads(n: int | None):
-    """OpenCV's own thread pool would fight the decode workers and onnxruntime for the cores: use `n` inside."""
-    if n is None:
-        yield
-        return
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(n)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before)
+    """OpenCV's own thread pool would fight the decode workers and onnxruntime for the cores: the first pipeline
+    of the process sets its thread count to `n`, once, and nothing sets it back. The count is process-wide, so
+    setting and restoring it per run would let one thread's run (a station upload) flip it under another's (the
+    live stream) -- a context manager only so that the pipelines read `with opencv_threads(1): ...`."""
+    if n is not None:
+        with _opencv_lock:
+            if not _opencv_pinned:
+                cv2.setNumThreads(n)
+                _opencv_pinned.append(n)
+    yield
 
 
 def scored(classifier: Classifier, out: Inference) -> list[tuple[str, float, float | None]]:
@@ -159,13 +164,15 @@ def classify_paths(
     prefetch: int = 2,
     bit_depth: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    on_decoded: Callable[[int, np.ndarray], None] | None = None,
 ) -> Iterator[Row]:
     """Yield one Row per path, in order. Files that cannot be read or decoded (or are over `max_pixels`) become
     `label="error"` rows and the run goes on; any other failure in a worker is a bug and raises WorkerCrash.
 
     `prefetch` batches are decoded ahead of the one being inferred, into pre-allocated batch arrays.
     Pass a StageTimes to read the per-stage timings (it is updated as rows are produced, so it is valid
-    after an interruption too).
+    after an interruption too). `on_decoded(i, bgr)` is called on the worker thread with each decoded image (index
+    into `paths`, BGR uint8, valid only during the call): the station keeps a small review copy from the one decode.
     """
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
@@ -178,6 +185,7 @@ def classify_paths(
     batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     # One buffer per batch in flight (prefetch) + the one being inferred: never overwritten while in use.
     buffers = [np.empty((batch_size, h, w, 3), np.float32) for _ in range(min(prefetch + 1, len(batches)))]
+    index = {id(p): i for i, p in enumerate(paths)}  # the Path objects are this call's own: ids are unique
 
     def load_into(buf: np.ndarray, i: int, path: Path) -> tuple[str | None, float, float]:
         t0 = time.perf_counter()
@@ -185,6 +193,8 @@ def classify_paths(
             src = decode_bgr(path, bit_depth, max_pixels)
         except ImageReadError as exc:  # only a file that cannot be read/decoded is that file's error row
             return _short_reason(exc), time.perf_counter() - t0, 0.0
+        if on_decoded is not None:
+            on_decoded(index[id(path)], src)
         t1 = time.perf_counter()
         resize_scale(src, h, w, resize, out=buf[i], value_scale=value_scale, swap_rb=True)  # straight into the batch array
         return None, t1 - t0, time.perf_counter() - t1

@@ -1,4 +1,4 @@
-"""Image dimensions from the file header alone (PNG, BMP, JPEG, TIFF), read before any pixel is decoded.
+"""Image dimensions from the file header alone (PNG, BMP, JPEG, TIFF and BigTIFF), read before any pixel is decoded.
 
 OpenCV has no header-only API, and a small compressed file can declare a huge image (a 389 KB PNG of 20000 x 20000
 pixels decodes to 1.2 GB of RGB): the runner checks the declared size against `--max-pixels` first. Also the
@@ -9,6 +9,7 @@ numpy (no general decoder), and leaves every other BMP variant to OpenCV.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,24 +18,46 @@ import numpy as np
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def _png(head: bytes) -> tuple[int, int] | None:
-    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+@dataclass(frozen=True)
+class Layout:
+    """What a header declares: size, format, and the decoded array's channels and bytes per sample."""
+
+    width: int
+    height: int
+    format: str
+    channels: int
+    sample_bytes: int
+
+    @property
+    def decode_bytes(self) -> int:
+        """The bytes OpenCV allocates to decode it (width x height x channels x bytes per sample)."""
+        return self.width * self.height * self.channels * self.sample_bytes
+
+
+# Channels of OpenCV's IMREAD_UNCHANGED result per PNG colour type (gray, RGB, palette, gray+alpha, RGBA): a palette
+# or gray+alpha image may come back with an alpha channel, so they count 4.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}
+
+
+def _png(head: bytes) -> Layout | None:
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR" or len(head) < 26:
         return None
-    return struct.unpack(">II", head[16:24])
+    w, h, depth, colour = struct.unpack(">IIBB", head[16:26])
+    return Layout(w, h, "png", _PNG_CHANNELS.get(colour, 4), 2 if depth > 8 else 1)
 
 
-def _bmp(head: bytes) -> tuple[int, int] | None:
-    if head[:2] != b"BM" or len(head) < 26:
+def _bmp(head: bytes) -> Layout | None:
+    if head[:2] != b"BM" or len(head) < 30:
         return None
     (dib,) = struct.unpack("<I", head[14:18])
     if dib == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
-        w, h = struct.unpack("<HH", head[18:22])
+        w, h, _planes, bpp = struct.unpack("<HHHH", head[18:26])
     else:
-        w, h = struct.unpack("<ii", head[18:26])
-    return abs(w), abs(h)
+        w, h, _planes, bpp = struct.unpack("<iiHH", head[18:30])
+    return Layout(abs(w), abs(h), "bmp", 4 if bpp == 32 else 3, 1)
 
 
-def _jpeg(fh: BinaryIO) -> tuple[int, int] | None:
+def _jpeg(fh: BinaryIO) -> Layout | None:
     fh.seek(2)
     while True:
         b = fh.read(1)
@@ -54,58 +77,87 @@ def _jpeg(fh: BinaryIO) -> tuple[int, int] | None:
             return None
         (length,) = struct.unpack(">H", raw)
         if marker in _JPEG_SOF:
-            seg = fh.read(5)
-            if len(seg) < 5:
+            seg = fh.read(6)
+            if len(seg) < 6:
                 return None
-            h, w = struct.unpack(">HH", seg[1:5])
-            return w, h
+            precision, h, w, components = struct.unpack(">BHHB", seg)
+            return Layout(w, h, "jpeg", max(components, 1), 2 if precision > 8 else 1)
         fh.seek(length - 2, 1)
 
 
-def _tiff(fh: BinaryIO, head: bytes) -> tuple[int, int] | None:
+# TIFF field types that can hold ImageWidth / ImageLength / BitsPerSample / SamplesPerPixel: SHORT, LONG, and
+# BigTIFF's LONG8.
+_TIFF_INTS = {3: "H", 4: "I", 16: "Q"}
+
+
+def _tiff(fh: BinaryIO, head: bytes) -> Layout | None:
+    """The layout from the first IFD of a classic TIFF (magic 42: 12-byte entries, 4-byte offsets) or a BigTIFF
+    (magic 43: 20-byte entries, 8-byte offsets)."""
     order = {b"II": "<", b"MM": ">"}.get(head[:2])
     if order is None:
         return None
     (magic,) = struct.unpack(order + "H", head[2:4])
-    if magic != 42:  # 43 = BigTIFF: left to OpenCV
+    if magic == 42:
+        (ifd,) = struct.unpack(order + "I", head[4:8])
+        count_fmt, entry_size, value_at = "H", 12, 8
+    elif magic == 43 and struct.unpack(order + "HH", head[4:8]) == (8, 0):
+        (ifd,) = struct.unpack(order + "Q", head[8:16])
+        count_fmt, entry_size, value_at = "Q", 20, 12
+    else:
         return None
-    (ifd,) = struct.unpack(order + "I", head[4:8])
     fh.seek(ifd)
-    raw = fh.read(2)
-    if len(raw) < 2:
+    raw = fh.read(struct.calcsize(count_fmt))
+    if len(raw) < struct.calcsize(count_fmt):
         return None
-    (count,) = struct.unpack(order + "H", raw)
-    dims: dict[int, int] = {}
+    (count,) = struct.unpack(order + count_fmt, raw)
+    tags: dict[int, int] = {258: 1, 277: 1}  # BitsPerSample, SamplesPerPixel: the TIFF defaults
     for _ in range(min(count, 4096)):
-        entry = fh.read(12)
-        if len(entry) < 12:
+        entry = fh.read(entry_size)
+        if len(entry) < entry_size:
             break
         tag, typ = struct.unpack(order + "HH", entry[:4])
-        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
-            dims[tag] = struct.unpack(order + ("H" if typ == 3 else "I"), entry[8:10] if typ == 3 else entry[8:12])[0]
-    if 256 in dims and 257 in dims:
-        return dims[256], dims[257]
+        if tag in (256, 257, 258, 277) and typ in _TIFF_INTS:  # width, length, bits per sample, samples per pixel
+            fmt = _TIFF_INTS[typ]
+            (n,) = struct.unpack_from(order + ("I" if entry_size == 12 else "Q"), entry, 4)
+            if tag == 258 and n * struct.calcsize(fmt) > entry_size - value_at:  # one value per sample, stored
+                here = fh.tell()                                                # elsewhere: the first one
+                (at,) = struct.unpack_from(order + ("I" if entry_size == 12 else "Q"), entry, value_at)
+                fh.seek(at)
+                raw = fh.read(struct.calcsize(fmt))
+                fh.seek(here)
+                if len(raw) == struct.calcsize(fmt):
+                    tags[tag] = struct.unpack(order + fmt, raw)[0]
+                continue
+            tags[tag] = struct.unpack_from(order + fmt, entry, value_at)[0]
+    if 256 not in tags or 257 not in tags:
+        return None
+    return Layout(tags[256], tags[257], "tiff", max(tags[277], 1), max(1, (tags[258] + 7) // 8))
+
+
+def declared_layout(fh: BinaryIO) -> Layout | None:
+    """What the header of a seekable binary file (a file or io.BytesIO) declares, or None when the format is not
+    one of PNG, BMP, JPEG, TIFF (BigTIFF too) or the header cannot be parsed. The format is recognised by the bytes,
+    never by a file name."""
+    try:
+        head = fh.read(32)
+        if head[:8] == b"\x89PNG\r\n\x1a\n":
+            return _png(head)
+        if head[:2] == b"BM":
+            return _bmp(head)
+        if head[:2] == b"\xff\xd8":
+            return _jpeg(fh)
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF, BigTIFF
+            return _tiff(fh, head)
+    except (OSError, struct.error):
+        return None
     return None
 
 
 def header_dims(fh: BinaryIO) -> tuple[int, int, str] | None:
     """(width, height, format) declared by the header of a seekable binary file (a file or io.BytesIO), or None
-    when the format is not one of PNG, BMP, JPEG, TIFF or the header cannot be parsed."""
-    try:
-        head = fh.read(32)
-        if head[:8] == b"\x89PNG\r\n\x1a\n":
-            dims, fmt = _png(head), "png"
-        elif head[:2] == b"BM":
-            dims, fmt = _bmp(head), "bmp"
-        elif head[:2] == b"\xff\xd8":
-            dims, fmt = _jpeg(fh), "jpeg"
-        elif head[:4] in (b"II*\x00", b"MM\x00*"):
-            dims, fmt = _tiff(fh, head), "tiff"
-        else:
-            return None
-    except (OSError, struct.error):
-        return None
-    return None if dims is None else (int(dims[0]), int(dims[1]), fmt)
+    when the format is not one of PNG, BMP, JPEG, TIFF or the header cannot be parsed (recognised by the bytes)."""
+    found = declared_layout(fh)
+    return None if found is None else (int(found.width), int(found.height), found.format)
 
 
 def image_dims(path: str | Path) -> tuple[int, int] | None:

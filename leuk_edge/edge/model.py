@@ -71,10 +71,11 @@ class Classifier:
     """A leuk-edge ONNX model: metadata-driven preprocessing, P(all) out, labels by the stored threshold, and
     (models exported with a scope gate) the out-of-scope score `ood` that labels a cell `other`.
 
-    `scope=False` (`--no-scope`) ignores the gate: every cell gets `all` or `hem` as before."""
+    `scope=False` (`--no-scope`) ignores the gate: every cell gets `all` or `hem` as before. `cam=False` leaves the
+    `cam` output unused (a variant whose maps were not gated: `edge.precision.overlay_source`)."""
 
     def __init__(self, model: str | Path, device: str = "auto", threads: int | None = None,
-                 spinning: bool | None = None, scope: bool = True):
+                 spinning: bool | None = None, scope: bool = True, cam: bool = True):
         self.path = Path(model)
         self.session = make_session(self.path, device, threads, spinning)
         props = self.session.get_modelmeta().custom_metadata_map
@@ -88,7 +89,7 @@ class Classifier:
         # output `cam` is the class-activation map of the "all" logit on the last feature-map grid.
         named = self.info.output.get("name")
         self.output_name = named if named in outputs else outputs[0]
-        self.cam_name = CAM_OUTPUT if CAM_OUTPUT in outputs and CAM_OUTPUT != self.output_name else None
+        self.cam_name = CAM_OUTPUT if cam and CAM_OUTPUT in outputs and CAM_OUTPUT != self.output_name else None
         # The scope gate needs both the `ood` output and the metadata `scope` entry (its threshold).
         has_gate = OOD_OUTPUT in outputs and isinstance(self.info.extra.get("scope"), dict) \
             and "threshold" in self.info.extra["scope"]

@@ -70,15 +70,29 @@ def detect_bit_depth(img: np.ndarray, bit_depth: int | None = None) -> int:
     return 12 if int(img.max(initial=0)) <= 4095 else 16
 
 
+BAND_VALUES = 1 << 22  # values per band of rows in the conversions below (16 MiB of float32)
+
+
+def _bands(img: np.ndarray):
+    """Row slices covering `img`, each about BAND_VALUES values."""
+    step = max(1, BAND_VALUES // max(1, img[0].size))
+    return (slice(r, r + step) for r in range(0, img.shape[0], step))
+
+
 def _to_uint8(img: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
     if img.dtype == np.uint8:
         return img
     if img.dtype == np.uint16:
         # Full range of the detected/forced depth onto 0..255 (16-bit: v/257; 12-bit: v*255/4095); no ties
-        # exist for these factors, so rounding is exact.
-        peak = (1 << detect_bit_depth(img, bit_depth)) - 1
-        scaled = img.astype(np.float32) * np.float32(255.0 / peak)
-        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        # exist for these factors, so rounding is exact. In bands of rows: the float32 temporaries stay small
+        # (whole-image ones were 2x the decoded image each, three at once).
+        factor = np.float32(255.0 / ((1 << detect_bit_depth(img, bit_depth)) - 1))
+        out = np.empty(img.shape, np.uint8)
+        for rows in _bands(img):
+            scaled = img[rows].astype(np.float32)
+            scaled *= factor
+            out[rows] = np.clip(np.rint(scaled, out=scaled), 0, 255, out=scaled)
+        return out
     if np.issubdtype(img.dtype, np.floating):
         peak = 1.0 if float(np.nanmax(img)) <= 1.0 else 255.0
         return np.clip(np.nan_to_num(img) / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -96,8 +110,11 @@ def to_bgr(img: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
         raise ImageReadError(f"unsupported image shape {img.shape}")
     if img.shape[2] == 4:
         # C-NMC cells sit on black: composite transparent pixels onto black (their colour is dropped), not white.
-        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
-        return np.round(img[:, :, :3].astype(np.float32) * alpha).astype(np.uint8)
+        out = np.empty(img.shape[:2] + (3,), np.uint8)
+        for rows in _bands(img):
+            alpha = img[rows, :, 3:4].astype(np.float32) / 255.0
+            out[rows] = np.round(img[rows, :, :3].astype(np.float32) * alpha)
+        return out
     return img
 
 
@@ -119,14 +136,17 @@ def decode_bgr(path: str | Path, bit_depth: int | None = None,
     the thread's next call). Raises ImageReadError (ImageTooLarge before decoding) with a short reason."""
     path = Path(path)
     try:
-        # One open: size, declared dimensions (refused before any decoding) and the BMP fast path.
+        # One open: size, the format and declared dimensions from the bytes (refused before any decoding) and the
+        # BMP fast path. Only what the header check understands reaches a decoder: OpenCV picks its decoder by
+        # the bytes too, so a WebP, PNM, ... named .png would otherwise be decoded before any size check.
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_size == 0:
                 raise ImageReadError("empty file")
             found = header_dims(fh)
-            if found is not None:
-                check_pixels(found[0], found[1], max_pixels)
-            pixels = read_bmp_pixels(fh, _scratch()) if found is not None and found[2] == "bmp" else None
+            if found is None:
+                raise ImageReadError("not a PNG, JPEG, BMP or TIFF image by its bytes, or its header is cut short")
+            check_pixels(found[0], found[1], max_pixels)
+            pixels = read_bmp_pixels(fh, _scratch()) if found[2] == "bmp" else None
     except OSError as exc:
         raise ImageReadError(f"cannot read file: {exc.strerror or exc}") from None
     if pixels is not None:
@@ -145,7 +165,7 @@ def decode_bgr(path: str | Path, bit_depth: int | None = None,
         raise ImageReadError("not enough memory to decode this image") from None
     if img is None or img.size == 0:
         raise ImageReadError("not a decodable image (corrupt, truncated or wrong format)")
-    check_pixels(img.shape[1], img.shape[0], max_pixels)
+    check_pixels(img.shape[1], img.shape[0], max_pixels)  # a header that under-states the size
     return to_bgr(img, bit_depth)
 
 
@@ -157,10 +177,14 @@ def decode_image(path: str | Path, bit_depth: int | None = None,
 
 # ---------------------------------------------------------------------------------------------------- resize
 
+FLOAT_AREA_MAX_VALUES = 1 << 24  # the float32 copy of a larger source (> 64 MiB) costs more memory than it saves time
+
+
 def _float_area(shape: tuple, height: int, width: int, resize: str) -> bool:
     """INTER_AREA down-scaling with a non-integer ratio: OpenCV's generic area code, same on float32 (faster).
-    Integer ratios (its 8-bit fast path rounds half up) and up-scaling (bilinear, fixed-point) stay on 8 bits."""
-    if resize != "area":
+    Integer ratios (its 8-bit fast path rounds half up) and up-scaling (bilinear, fixed-point) stay on 8 bits, and
+    so do large sources (the float copy is 4x the image: a 25 MB upload would cost 100 MB more)."""
+    if resize != "area" or np.prod(shape) > FLOAT_AREA_MAX_VALUES:
         return False
     sy, sx = shape[0] / height, shape[1] / width
     return sx >= 1 and sy >= 1 and not (sx.is_integer() and sy.is_integer())

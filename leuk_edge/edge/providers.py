@@ -26,6 +26,14 @@ def available_devices() -> list[str]:
     return [d for d, p in _PROVIDER.items() if p in have]
 
 
+def provider_of(device: str) -> str:
+    """The execution provider a device name stands for (`auto`: the best one available here). A named device is
+    not checked against this machine: a Ray driver picks the file for its actors' device, which it may lack."""
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    return providers_for(device)[0] if device == "auto" else _PROVIDER[device]
+
+
 def providers_for(device: str) -> list[str]:
     """The provider list for a device; CPU is appended only for ops the device cannot run."""
     if device not in DEVICES:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import DISCLAIMER, SYNTHETIC_NOTE, __version__
 from ..edge.files import sha256_file
+from ..edge.gates import VARIANT_CAM_RTOL
 from .keras_io import SourceInfo
 
 INTENDED_USE = ("Research and education: sorting single segmented white-cell images (C-NMC 2019 style, one cell on "
@@ -84,6 +85,26 @@ def _metrics_table(mets: dict) -> list[str]:
     return lines
 
 
+def _variant_notes(artifacts: list) -> list[str]:
+    """Per variant: whether `--precision auto` runs it (the report's `auto`) and whose maps overlays draw."""
+    lines = []
+    for a in artifacts:
+        if a.precision == "fp32" or not a.passed:
+            continue
+        auto = a.parity.extra.get("auto") or {}
+        lines.append(f"- {a.precision.upper()}: " + (
+            f"--precision auto runs it where the model runs on {a.parity.device} (the provider it was gated on)"
+            if auto.get("eligible") else f"not eligible for --precision auto: {auto.get('reason', 'unknown')}"))
+        cam = a.parity.cam
+        if cam and cam.get("gated"):
+            lines.append(f"- {a.precision.upper()} cam maps: " + (
+                f"within {VARIANT_CAM_RTOL:.0%} of the FP32 maps' range; overlays may be drawn from them"
+                if cam.get("passed") else
+                f"differ from the FP32 maps by up to {cam['max_abs_diff']:.3g} (> {cam['tolerance']:.3g}); "
+                "overlays come from the FP32 model"))
+    return [""] + lines if lines else []
+
+
 def write_card(path: Path, keras_path: Path, src: SourceInfo, artifacts: list, hashes: dict,
                name: Path | None = None) -> Path:
     """MODEL.card.md. `artifacts`: the export's ArtifactResults; `hashes`: file name -> sha256 of its bytes;
@@ -123,6 +144,7 @@ def write_card(path: Path, keras_path: Path, src: SourceInfo, artifacts: list, h
         cam_diff = f"{p.cam['max_abs_diff']:.3g}" if p.cam else "n/a"
         lines.append(f"| {a.path.name} | {a.precision} | {p.passed} | {p.images} | {p.max_abs_diff:.3g} | "
                      f"{p.decision_agreement:.4f} | {cam_diff} |")
+    lines += _variant_notes(artifacts)
     lines += ["", "## Known limitations", "", *[f"- {x}" for x in ess["limitations"]], "",
               "## Versions and hashes", "",
               f"- leuk-edge {__version__}, TensorFlow {tf.__version__}, onnx {onnx.__version__}, "

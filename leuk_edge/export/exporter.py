@@ -19,13 +19,14 @@ from typing import Callable, Sequence
 from .card import card_essentials, write_card
 from .convert import build_model_info, check_onnx, convert_keras, set_metadata
 from .defaults import (CALIB_SEED, DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_CALIB_SIZE, DEFAULT_N,
-                       DEFAULT_OPSET, FP16_ATOL, INT8_MIN_AGREEMENT, MIN_AGREEMENT_N, onnx_sibling)
+                       DEFAULT_OPSET, FP16_ATOL, INT8_MIN_AGREEMENT, MIN_GATE_IMAGES)
 from ..edge.files import sha256_file
+from ..edge.gates import gate_shortfall
+from ..edge.model_files import VARIANTS, card_path, failed_path, manifest_path, report_path, variant_path
 from .keras_io import SourceInfo, load_keras_model, source_info
-from .parity import ParityReport, check_parity, check_source, check_variant, parity_inputs, pick_images, report_path
-from .variants import make_fp16, make_int8, variant_path
-
-PRECISIONS = ("fp16", "int8")
+from .manifest import write_manifest
+from .parity import ParityReport, check_parity, check_source, check_variant, parity_inputs, pick_images
+from .variants import make_fp16, make_int8
 
 
 @dataclass
@@ -95,21 +96,11 @@ class Staged:
         return self.final if self.passed else failed_path(self.final)
 
 
-def failed_path(path: Path) -> Path:
-    """MODEL.onnx -> MODEL.failed.onnx: a name nothing loads by accident."""
-    return onnx_sibling(path, ".failed.onnx")
-
-
-def card_path(path: Path) -> Path:
-    """MODEL.onnx -> MODEL.card.md."""
-    return onnx_sibling(path, ".card.md")
-
-
 def deployed_set(out: Path) -> list[Path]:
     """Every file an export owns under the name MODEL.onnx: the model, its variants, their reports, failed
-    candidates and the card. A commit replaces exactly these."""
-    models = [out, *(variant_path(out, p) for p in PRECISIONS)]
-    files = [card_path(out)]
+    candidates, the card and the manifest. A commit replaces exactly these."""
+    models = [out, *(variant_path(out, p) for p in VARIANTS)]
+    files = [card_path(out), manifest_path(out)]
     for m in models:
         files += [m, report_path(m), failed_path(m), report_path(failed_path(m))]
     return files
@@ -149,7 +140,7 @@ def export_model(
         fp32 = convert(plan, staging, log)
         gate(plan, fp32, atol, parity_n, batch_sizes)
         if fp32.passed:
-            n_var = variant_n if variant_n is not None else max(parity_n, MIN_AGREEMENT_N)
+            n_var = variant_n if variant_n is not None else max(parity_n, MIN_GATE_IMAGES)
             staged = variants(plan, fp32, fp16, fp16_atol, int8, calib_size, min_agreement,
                               max(parity_n, n_var), n_var, batch_sizes, log)
             fp32_result, variant_results, card = commit(plan, fp32, staged)
@@ -238,6 +229,12 @@ def gate(plan: Plan, fp32: Staged, atol: float, n: int, batch_sizes) -> None:
     fp32.report = check_parity(plan.model, fp32.clf, data=plan.parity_data, atol=atol, n=n,
                                batch_sizes=batch_sizes, reference_name=f"keras:{plan.keras_path}",
                                train_resize=plan.src.resize, temperature=plan.src.temperature)
+    bind(fp32.report, plan.keras_path, fp32.staged)
+
+
+def bind(report: ParityReport, reference: Path, model: Path) -> None:
+    """Name in the report the SHA-256 of the files it judged (the staged model has the bytes that land)."""
+    report.reference_sha256, report.model_sha256 = sha256_file(reference), sha256_file(model)
 
 
 def keep_failed(fp32: Staged) -> ArtifactResult:
@@ -294,7 +291,21 @@ def _variant(plan: Plan, ref, fp32_staged: Path, precision: str, make: Callable[
     report = check_variant(ref, clf, data=plan.parity_data, atol=atol, min_agreement=min_agreement, n=n,
                            batch_sizes=batch_sizes)
     report.extra.update(extra or {})
+    bind(report, fp32_staged, staged)
+    note_auto_eligibility(plan, precision, report, log)
     return Staged(precision, staged, final, clf, seconds, report)
+
+
+def note_auto_eligibility(plan: Plan, precision: str, report: ParityReport, log) -> None:
+    """Whether `--precision auto` may run this variant by its gate (the device is checked where it runs), in the
+    report (`auto`) and, when not, as a warning: a variant gated on fewer than MIN_GATE_IMAGES images, on synthetic
+    cells or with a looser gate is made and reported, never claimed as the export's gate."""
+    why = gate_shortfall(report.to_dict(), precision) if report.passed else "it did not pass its gate"
+    report.extra["auto"] = {"eligible": why is None, "reason": why or "the export's own gate, passed"}
+    if why is not None and report.passed:
+        message = f"{precision.upper()} variant made but not eligible for --precision auto: {why}"
+        plan.warnings.append(message)
+        log(f"warning: {message}")
 
 
 # -------------------------------------------------------------------------------------------------- commit
@@ -315,10 +326,14 @@ def commit(plan: Plan, fp32: Staged, staged: list[Staged]) -> tuple[ArtifactResu
     staged_card = write_card(item.staged.with_name("card.md"), plan.keras_path, plan.src, results, hashes,
                              name=plan.out)
     moves.append((staged_card, card_path(plan.out)))
+    # The old manifest goes first and the new one is written last: a commit cut short leaves no manifest, so a
+    # half-replaced set is never taken for a whole one (`--precision auto` then runs FP32).
+    manifest_path(plan.out).unlink(missing_ok=True)
     for src_, dst in moves:
         os.replace(src_, dst)
     kept = {dst for _, dst in moves}
     for stale in deployed_set(plan.out):
-        if stale not in kept:
+        if stale not in kept and stale != manifest_path(plan.out):
             stale.unlink(missing_ok=True)
+    write_manifest(plan.out, plan.keras_path, [dst for _, dst in moves])
     return results[0], results[1:], card_path(plan.out)

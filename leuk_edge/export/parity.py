@@ -28,8 +28,9 @@ from ..edge.labels import is_all
 from ..edge.metadata import InputSpec
 from ..edge.model import Classifier
 from ..edge.preprocess import IMAGE_SUFFIXES, load_image, preprocess
-from .defaults import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_N, MIN_AGREEMENT_N, PARITY_SEED, onnx_sibling,
-                       variant_gate)
+from ..edge.files import sha256_file
+from ..edge.gates import VARIANT_CAM_RTOL, cam_tolerance
+from .defaults import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_N, MIN_GATE_IMAGES, PARITY_SEED, variant_gate
 
 SHUFFLE_SEED = 0  # the one shuffle of a folder that every role picks its images from (see pick_images)
 
@@ -56,6 +57,10 @@ class ParityReport:
     image_source: str = ""  # the inputs in words (folder, split, seed, count)
     cam: dict | None = None  # the `cam` output compared too: {max_abs_diff, mean_abs_diff, scale, tolerance, ...}
     device: str = "cpu"  # the execution provider the candidate ran on (the reference always runs on CPU)
+    # SHA-256 of the reference file (the .keras, or the FP32 .onnx of a variant) and of the checked model file: what
+    # binds a report to the files it judged (`--precision auto` compares them with the files on disk).
+    reference_sha256: str = ""
+    model_sha256: str = ""
     extra: dict = field(default_factory=dict)  # written as top-level fields (e.g. calibration for INT8)
 
     def to_dict(self) -> dict:
@@ -79,11 +84,6 @@ class ParityReport:
         if self.cam:
             text += f", cam max_abs_diff={self.cam['max_abs_diff']:.3g}"
         return text + "".join(f"\n  - {f}" for f in self.failures)
-
-
-def report_path(onnx_path: str | Path) -> Path:
-    """X.onnx -> X.parity.json (beside it)."""
-    return onnx_sibling(onnx_path, ".parity.json")
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -285,11 +285,13 @@ def pipeline_parity(keras_run, keras_size: tuple[int, int], keras_resize: str, f
 
 def _gate(res: dict, against: str, atol: float | None, min_agreement: float | None, threshold: float,
           batch_sizes: Sequence[int], reference: str, model: str, inputs: ParityInputs,
-          pipeline: dict | None = None, cam_gated: bool = False, device: str = "cpu") -> ParityReport:
+          pipeline: dict | None = None, cam_rtol: float | None = None, cam_fails_gate: bool = True,
+          device: str = "cpu") -> ParityReport:
     """The verdict on a `compare` result (and a pipeline check), with a plain-language reason per failure.
 
-    The `cam` maps, when compared, are in logit units whose size depends on the model: with `cam_gated` they
-    must agree within atol relative to the reference map's largest |value| (at least atol absolute)."""
+    The `cam` maps, when compared, are judged by `cam_verdict` with `cam_rtol` (None: reported, not judged); a
+    failed map check fails the whole gate when `cam_fails_gate` (FP32 against Keras), else only the maps (a
+    variant: its maps are then not drawn, see `edge.precision.overlay_source`)."""
     if atol is None and min_agreement is None:
         raise ValueError("a parity gate needs atol, min_agreement or both")
     failures = []
@@ -301,15 +303,14 @@ def _gate(res: dict, against: str, atol: float | None, min_agreement: float | No
     if pipeline is not None and not pipeline["passed"]:
         failures.append(f"whole-pipeline parity (training input pipeline + {against} vs edge preprocessing + "
                         f"ONNX) differs by up to {pipeline['max_abs_diff']:.3g} > atol {atol:g}")
-    cam = res.get("cam")
-    if cam is not None:
-        cam = dict(cam, gated=bool(cam_gated and atol is not None))
-        if cam["gated"]:
-            cam["tolerance"] = atol * max(1.0, cam["scale"])
-            cam["passed"] = bool(cam["max_abs_diff"] <= cam["tolerance"])
-            if not cam["passed"]:
-                failures.append(f"cam maps differ from {against} by up to {cam['max_abs_diff']:.3g} > "
-                                f"{cam['tolerance']:.3g} (atol x max|cam|)")
+    cam = cam_verdict(res.get("cam"), cam_rtol)
+    if cam is not None and cam["gated"] and not cam["passed"]:
+        message = (f"cam maps differ from {against} by up to {cam['max_abs_diff']:.3g} > {cam['tolerance']:.3g} "
+                   f"({cam_rtol:g} x max|cam|)")
+        if cam_fails_gate:
+            failures.append(message)
+        else:
+            cam["note"] = message + ": overlays come from the FP32 model"
     criterion = "+".join(name for name, used in (("max_abs_diff", atol is not None),
                                                   ("decision_agreement", min_agreement is not None)) if used)
     return ParityReport(
@@ -318,6 +319,18 @@ def _gate(res: dict, against: str, atol: float | None, min_agreement: float | No
         model=model, images=inputs.kind, image_source=inputs.description, criterion=criterion,
         threshold=threshold, batch_sizes=list(batch_sizes), per_batch=res["per_batch"],
         min_agreement=min_agreement, pipeline=pipeline, failures=failures, cam=cam, device=device)
+
+
+def cam_verdict(cam: dict | None, rtol: float | None) -> dict | None:
+    """The compared `cam` maps (logit units, whose size depends on the model) judged: they pass when they differ
+    by at most rtol x max(1, the reference map's largest |value|). rtol None: reported, `gated` false."""
+    if cam is None:
+        return None
+    cam = dict(cam, gated=rtol is not None)
+    if rtol is not None:
+        cam["tolerance"] = cam_tolerance(cam["scale"], rtol)
+        cam["passed"] = bool(cam["max_abs_diff"] <= cam["tolerance"])
+    return cam
 
 
 def check_parity(reference, onnx_model: str | Path | Classifier, data=None,
@@ -363,8 +376,10 @@ def check_parity(reference, onnx_model: str | Path | Classifier, data=None,
                                    res["candidate"], spec, clf.threshold, atol, max(batch_sizes))
     name = reference_name or (f"keras:{keras_path}" if keras_path else f"keras:{model.name}")
     rep = _gate(res, "Keras", atol, min_agreement, clf.threshold, batch_sizes, reference=name,
-                model=str(clf.path), inputs=inp, pipeline=pipe, cam_gated=True, device=_device_of(clf))
+                model=str(clf.path), inputs=inp, pipeline=pipe, cam_rtol=atol, device=_device_of(clf))
     rep.extra["temperature"] = float(temperature)
+    if keras_path is not None and isinstance(onnx_model, (str, Path)):
+        rep.reference_sha256, rep.model_sha256 = sha256_file(keras_path), sha256_file(onnx_model)
     return rep
 
 
@@ -381,18 +396,23 @@ def check_variant(reference_onnx: str | Path | Classifier, onnx_model: str | Pat
 
     Without atol and min_agreement the gate follows the `precision` in the variant's metadata (`variant_gate`):
     FP16 by atol, INT8 by decision agreement at the model's threshold (its outputs legitimately move by a few
-    hundredths). The `cam` maps, when both have them, are compared and reported, not gated. `n` defaults to
-    MIN_AGREEMENT_N images. `device`: where the variant runs (a path is opened there); the reference runs on
-    the CPU."""
+    hundredths). The `cam` maps, when both have them, are judged on their own (`VARIANT_CAM_RTOL`): maps that
+    differ more are reported as not to be drawn, and the variant still passes on its P(all). `n` defaults to
+    MIN_GATE_IMAGES images. `device`: where the variant runs (a path is opened there); the reference runs on
+    the CPU. Given as paths, both files' SHA-256 go into the report."""
     ref, clf = as_classifier(reference_onnx), as_classifier(onnx_model, device)
     if ref.info.input != clf.info.input or ref.threshold != clf.threshold:
         raise ValueError(f"{clf.path} and {ref.path} carry different preprocessing/threshold metadata")
     if atol is None and min_agreement is None:
         atol, min_agreement = variant_gate(str(clf.info.extra.get("precision", "fp32")))
     spec = ref.info.input
-    inp = parity_inputs(spec.height, spec.width, spec.resize, data, MIN_AGREEMENT_N if n is None else n, seed)
+    inp = parity_inputs(spec.height, spec.width, spec.resize, data, MIN_GATE_IMAGES if n is None else n, seed)
     both_cam = ref.has_cam and clf.has_cam
     res = compare(onnx_runner(ref, both_cam), onnx_runner(clf, both_cam), inp.x, ref.threshold, batch_sizes)
     against = str(ref.info.extra.get("precision", "fp32")).upper()
-    return _gate(res, against, atol, min_agreement, ref.threshold, batch_sizes, reference=f"onnx:{ref.path}",
-                 model=str(clf.path), inputs=inp, device=_device_of(clf))
+    rep = _gate(res, against, atol, min_agreement, ref.threshold, batch_sizes, reference=f"onnx:{ref.path}",
+                model=str(clf.path), inputs=inp, device=_device_of(clf), cam_rtol=VARIANT_CAM_RTOL,
+                cam_fails_gate=False)
+    if isinstance(reference_onnx, (str, Path)) and isinstance(onnx_model, (str, Path)):
+        rep.reference_sha256, rep.model_sha256 = sha256_file(reference_onnx), sha256_file(onnx_model)
+    return rep

@@ -14,14 +14,8 @@ import numpy as np
 import onnx
 
 from .convert import CAM_NAME, metadata_with_precision, set_metadata
-from .defaults import onnx_sibling
 
 CALIB_BATCH = 8
-
-
-def variant_path(fp32_path: str | Path, precision: str) -> Path:
-    """MODEL.onnx -> MODEL.int8.onnx / MODEL.fp16.onnx."""
-    return onnx_sibling(fp32_path, f".{precision}.onnx")
 
 
 def make_fp16(src: str | Path, dst: str | Path) -> Path:

@@ -76,8 +76,9 @@ def _gallery_rows(rows: list[TableRow], threshold: float, band: float, n: int):
     return flagged, near, other
 
 
-def build_report(inputs: Inputs, options: ReportOptions | None = None, classifier=None) -> str:
-    """The HTML text. `classifier`: an edge Classifier (for the model section and CAM overlays), or None."""
+def build_report(inputs: Inputs, options: ReportOptions | None = None, classifier=None, cam_classifier=None) -> str:
+    """The HTML text. `classifier`: an edge Classifier (for the model section and CAM overlays), or None;
+    `cam_classifier`: the one whose gated maps are drawn when not `classifier` (`edge.precision.overlay_source`)."""
     from . import images, page
     from .provenance import ModelFacts, RunFacts
 
@@ -92,8 +93,8 @@ def build_report(inputs: Inputs, options: ReportOptions | None = None, classifie
     thumbs = images.thumbnails(shown)
     if opts.overlays:
         cams, cam_note = images.overlay_uris(opts.overlays), CAM_NOTE
-    elif classifier is not None and classifier.has_cam:
-        cams, cam_note = images.cam_uris(classifier, shown), CAM_NOTE
+    elif (cam_classifier or classifier) is not None and (cam_classifier or classifier).has_cam:
+        cams, cam_note = images.cam_uris(cam_classifier or classifier, shown), CAM_NOTE
     else:
         cams, cam_note = {}, ("No CAM overlays: " + ("the model has no cam output." if classifier is not None
                                                      else "no --model with a cam output given."))
@@ -117,14 +118,16 @@ def build_report(inputs: Inputs, options: ReportOptions | None = None, classifie
 
 
 def write_report(paths, out: str | Path, options: ReportOptions | None = None, classifier=None,
-                 inputs: Inputs | None = None) -> Path:
+                 inputs: Inputs | None = None, cam_classifier=None) -> Path:
     """Read `paths` (or take `inputs` already read), build the page, write it to `out` (parents created)."""
     opts = (options or ReportOptions()).validate()
     if classifier is None and opts.model:
         from ..edge import Classifier
+        from ..edge.precision import overlay_classifier
 
         classifier = Classifier(opts.model)
-    text = build_report(inputs if inputs is not None else read_inputs(paths), opts, classifier)
+        cam_classifier = overlay_classifier(classifier)
+    text = build_report(inputs if inputs is not None else read_inputs(paths), opts, classifier, cam_classifier)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..edge.precision import card_path, sibling
+from ..edge.model_files import card_path, report_path
 
 def _json(path: Path) -> dict | None:
     try:
@@ -34,9 +34,9 @@ class ModelFacts:
                 "input": f"{info.input.height}x{info.input.width} {info.input.color} ({info.input.resize} resize)",
                 **{k: v for k, v in info.extra.items() if k not in ("card",)}}
         path = Path(classifier.path)
-        card = card_path(path)
+        card = card_path(path) if card_path(path).is_file() else None
         return cls(str(path), meta, classifier.has_cam, card.read_text(encoding="utf-8") if card else None,
-                   str(card) if card else None, _json(sibling(path, "fp32", ".parity.json")))
+                   str(card) if card else None, _json(report_path(path)))
 
 
 @dataclass

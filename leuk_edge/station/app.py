@@ -8,7 +8,6 @@ anti-CSRF token its POSTs send back.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import threading
 from dataclasses import dataclass, field
@@ -47,27 +46,36 @@ class Station:
     max_streams: int = MAX_STREAMS
     streams: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    decode_slots: threading.Semaphore | None = None  # made from limits.decodes
 
-    def check_capacity(self) -> None:
-        """Open MJPEG/SSE responses each hold a worker thread while they wait for frames: beyond `max_streams`
-        the answer is 503, so viewers cannot starve the API's other requests of threads (a soft cap: the count
-        is taken when a stream really starts)."""
-        if self.streams >= self.max_streams:
-            raise HTTPException(503, f"{self.streams} live streams are open; the station serves at most "
-                                     f"{self.max_streams} at once")
+    def __post_init__(self):
+        if self.decode_slots is None:
+            self.decode_slots = threading.BoundedSemaphore(self.limits.decodes)
 
-    @contextlib.contextmanager
-    def stream_slot(self):
+    def take_stream_slot(self):
+        """One of the `max_streams` open MJPEG/SSE responses (each holds a worker thread while it waits for
+        frames), taken atomically BEFORE the response starts, so a burst cannot pass the cap; beyond it the
+        answer is 503 and viewers cannot starve the API's other requests of threads. Returns the release
+        function (idempotent), which the response calls when it ends however it ends."""
         with self._lock:
+            if self.streams >= self.max_streams:
+                raise HTTPException(503, f"{self.streams} live streams are open; the station serves at most "
+                                         f"{self.max_streams} at once")
             self.streams += 1
-        try:
-            yield
-        finally:
+        released = threading.Event()
+
+        def release() -> None:
             with self._lock:
-                self.streams -= 1
+                if not released.is_set():
+                    released.set()
+                    self.streams -= 1
+        return release
 
     def close(self) -> dict | None:
-        return self.hub.stop() if self.hub else None
+        """Stop the live source (the tracker's last tracks reach the store), then close the database."""
+        summary = self.hub.stop() if self.hub else None
+        self.store.close()
+        return summary
 
 
 def build_station(model, folder, source: str | None = None, options=None, loop: bool = False,
@@ -75,34 +83,48 @@ def build_station(model, folder, source: str | None = None, options=None, loop: 
                   token: str | None = None, data_root=None, limits: Limits = Limits(), band: float = 0.1,
                   slide: str | None = None, backend: str | None = None, reconnect_s: float = 10.0,
                   timeout_s: float = 5.0, host: str = "127.0.0.1", allowed_hosts: tuple[str, ...] = (),
-                  precision: str = "auto", scope: bool = True) -> Station:
+                  precision: str = "auto", users=None, scope: bool = True) -> Station:
     """Open everything (ValueErrors with one-line messages for bad input); the pipeline is started by `start`.
     `token` None: no access token (the CLI makes one unless --no-token); `host`/`allowed_hosts`: the Host names
     served; `precision`: which file of the model's set runs (`edge.precision.choose_precision`, as classify);
-    `scope`: False (--no-scope) ignores the model's scope gate (no `other`)."""
+    `users` (users.Users): each person's token, which names the reviewer; `scope`: False (--no-scope) ignores the model's scope gate (no `other`)."""
     from ..edge import Classifier
-    from ..edge.precision import choose_precision
+    from ..edge.precision import choose_precision, overlay_source
     from ..edge.sources import open_source
     from ..edge.stream import StreamOptions
     from .replay import ReplaySource
 
     # Idle onnxruntime threads sleep, as in `stream`: the same cores detect, crop, draw and encode between calls.
     choice = choose_precision(model, precision, device)
-    clf = Classifier(choice.path, device=device, threads=threads, spinning=False, scope=scope)
+    # A variant whose maps were not gated runs without them: the gallery then shows no overlay (not an ungated one).
+    clf = Classifier(choice.path, device=device, threads=threads, spinning=False,
+                     cam=overlay_source(choice.path) == choice.path, scope=scope)
     folder = Path(folder)
     sha = sha256_file(choice.path)
-    store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide)
     if data_root is not None and not Path(data_root).is_dir():
         raise ValueError(f"--data-root is not a folder: {data_root}")
-    station = Station(clf, store, folder, access=Access.for_bind(host, token, tuple(allowed_hosts)),
-                      data_root=Path(data_root).resolve() if data_root else None, limits=limits,
-                      info=model_info(clf, sha), precision=choice)
-    if source is not None:
+    described = {"file": Path(choice.path).name, "architecture": clf.info.architecture,
+                 "version": clf.info.extra.get("leuk_edge_version")}
+    replay = None
+    if source is not None:  # opened (and checked) before the station's folder is touched: bad input writes nothing
         options = (options or StreamOptions()).validate()
         opener = lambda: open_source(source, backend=backend, reconnect_s=reconnect_s,  # noqa: E731
                                      open_timeout_s=timeout_s, read_timeout_s=timeout_s)
-        station.hub = Hub(ReplaySource(opener, loop=loop, pace=pace), clf, options, folder / "recordings",
-                          on_cells=store.on_cells)
+        replay = ReplaySource(opener, loop=loop, pace=pace)
+    try:
+        store = ReviewStore(folder, clf.threshold, sha, band=band, slide_prefix=slide,
+                            ood_threshold=clf.ood_threshold, model=described)
+    except BaseException:
+        if replay is not None:
+            replay.close()
+        raise
+    station = Station(clf, store, folder, access=Access.for_bind(host, token, tuple(allowed_hosts), users),
+                      data_root=Path(data_root).resolve() if data_root else None, limits=limits,
+                      info=model_info(clf, sha), precision=choice)
+    if replay is not None:
+        station.hub = Hub(replay, clf, options, folder / "recordings", on_cells=store.on_cells,
+                          on_track_ended=store.on_track_ended)
+        store.tracker = station.hub.tracker  # a live cell's label and means are the tracker's
     return station
 
 

@@ -33,6 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.responses import JSONResponse
 
+from .users import Users
+
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -65,9 +67,11 @@ class Access:
     any_ip: bool = False  # a wildcard bind: every numeric address of the machine is served
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     refused: Counter = field(default_factory=Counter)
+    users: Users | None = None  # --users: each person's token is an access token too, and names them
 
     @classmethod
-    def for_bind(cls, host: str = "127.0.0.1", token: str | None = None, allowed: tuple[str, ...] = ()) -> Access:
+    def for_bind(cls, host: str = "127.0.0.1", token: str | None = None, allowed: tuple[str, ...] = (),
+                 users: Users | None = None) -> Access:
         bind = host_name(host)
         names = set(LOOPBACK_NAMES) | {host_name(a) for a in allowed if a.strip()}
         wildcard = bind in WILDCARDS
@@ -75,7 +79,7 @@ class Access:
             names |= {host_name(socket.gethostname()), host_name(socket.getfqdn())}
         else:
             names.add(bind)
-        return cls(token=token, hosts=frozenset(names), any_ip=wildcard)
+        return cls(token=token, hosts=frozenset(names), any_ip=wildcard, users=users)
 
     def host_served(self, value: str) -> bool:
         name = host_name(value)
@@ -85,7 +89,11 @@ class Access:
         return ip is not None and (ip.is_loopback or self.any_ip)
 
     def token_ok(self, given: str) -> bool:
-        return self.token is None or hmac.compare_digest(given.encode("utf-8"), self.token.encode("utf-8"))
+        if self.token is None and self.users is None:
+            return True
+        if self.token is not None and hmac.compare_digest(given.encode("utf-8"), self.token.encode("utf-8")):
+            return True
+        return self.users is not None and self.users.name_for(given) is not None
 
     def csrf_ok(self, given: str) -> bool:
         return hmac.compare_digest(given.encode("utf-8"), self.csrf.encode("utf-8"))
@@ -102,6 +110,11 @@ def own_origin(origin: str, host: str) -> bool:
 
 def _headers(scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def bearer_token(headers, scope) -> str:
+    """The request's access token: `Authorization: Bearer T`, else `?token=T` ("" when none)."""
+    return _bearer(headers, scope)
 
 
 def _bearer(headers: dict[str, str], scope) -> str:

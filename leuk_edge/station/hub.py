@@ -123,6 +123,7 @@ class Hub:
         if on_track_ended is not None:
             self.tracker.on_ended(on_track_ended)
         self._thread: threading.Thread | None = None
+        self._frames_before = 0  # frames of the runs before a restart
         self.latency_ms = 0.0
         self.fps = 0.0  # read by request threads: a snapshot taken by the pipeline thread, never its live deque
 
@@ -190,6 +191,20 @@ class Hub:
             self._cond.notify_all()
         return self.summary
 
+    def restart(self) -> None:
+        """Play a replay source (video, folder, still) again after it ended, as one more --loop pass would: frame
+        numbers go on, the same tracker counts the cells that come round again as new tracks; the summary is the
+        new run's. ValueError for a live source or a station that is stopping; RuntimeError while it runs."""
+        if self.running:
+            raise RuntimeError("the source is still running")
+        if self.stopping.is_set() or not getattr(self.source, "replayable", False):
+            raise ValueError("only a replay (video, folder or still image) can be restarted")
+        if self.stats is not None:
+            self._frames_before += self.stats.frames
+        self.stats, self.error, self.summary = None, None, None
+        self.source.rewind()
+        self.start()
+
     def record(self, on: bool) -> dict:
         return self.recorder.set(on, self.source.fps)
 
@@ -235,9 +250,11 @@ class Hub:
         fraction, (lo, hi) = blast_fraction(c["all"], c["hem"]), blast_interval(c["all"], c["hem"])
         stats = self.stats
         known = fraction is not None
-        return {"frames": stats.frames if stats else 0, "cells": sum(c.values()), "all": c["all"], "hem": c["hem"],
+        return {"frames": self._frames_before + (stats.frames if stats else 0), "cells": sum(c.values()),
+                "all": c["all"], "hem": c["hem"],
                 "other": c["other"], "blast_fraction": round(fraction, 4) if known else None,
                 "ci_low": round(lo, 4) if known else None, "ci_high": round(hi, 4) if known else None,
                 "fps": round(self.fps, 2), "latency_ms": round(self.latency_ms, 1),
                 "running": self.running, "paused": self.paused, "error": self.error,
+                "ended": self.summary.get("ended") if self.summary and not self.running else None,
                 "model_calls": self.clf.calls, "frames_with_cells": self.frames_with_cells}

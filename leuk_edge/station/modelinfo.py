@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .. import DISCLAIMER, __version__
-from ..edge.precision import card_path, parity_reports
+from ..edge.model_files import card_path, parity_reports
 
 
 def model_info(clf, sha256: str) -> dict:
@@ -17,7 +17,7 @@ def model_info(clf, sha256: str) -> dict:
             parity.append({"file": p.name, "report": json.loads(p.read_text())})
         except (OSError, ValueError) as exc:
             parity.append({"file": p.name, "error": str(exc)})
-    card = card_path(path)
+    card = card_path(path) if card_path(path).is_file() else None
     extra = clf.info.extra
     return {
         "file": path.name, "sha256": sha256, "architecture": clf.info.architecture,

@@ -65,16 +65,33 @@ class ReplaySource(Source):
             self._next_due = max(self._next_due, time.perf_counter() - 1.0) + 1.0 / self.pace
         return not self._closed.is_set()
 
-    def _restart(self) -> bool:
-        if not self.loop or self._closed.is_set():
-            return False
+    @property
+    def replayable(self) -> bool:
+        """A file source (video, folder, still) that can be played again; a camera or stream cannot."""
+        return not self.live
+
+    def _reopen(self) -> None:
         if not self.replays:  # the first pass saw every file: its unreadable frames are the run's, reported once
             self._first_pass_errors = list(self.inner.errors)
         self.inner.close()
         self.inner = self._opener()
         self._offset = self._last + 1
         self.replays += 1
+
+    def _restart(self) -> bool:
+        if not self.loop or self._closed.is_set():
+            return False
+        self._reopen()
         return True
+
+    def rewind(self) -> None:
+        """After the source ended (and was closed): open it again from its start, frame numbers going on, for
+        one more pass (the station's restart button)."""
+        if not self.replayable:
+            raise ValueError("a live source cannot be replayed")
+        self._reopen()
+        self._next_due = 0.0
+        self._closed.clear()
 
     def read(self) -> Frame | None:
         if not self._wait_turn():

@@ -1,15 +1,19 @@
-"""Classify by upload (multipart `files`) or a folder under --data-root (`folder`); list --data-root folders."""
+"""Classify by upload (multipart `files`) or a folder under --data-root (`folder`); list --data-root folders.
+Each request's classified images form a batch slide of their own (`"slide"` in the answer; null when none)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
 from .. import browse
 from ..uploads import classify_files, classify_folder, safe_name
 from .deps import RootDep, StationDep, get_data_root
 
 router = APIRouter(prefix="/api")
+SPOOL_BYTES = 64 << 10  # an uploaded file beyond this is on disk while the request is parsed
 
 
 def _too_large(message: str):
@@ -33,39 +37,77 @@ def folders(root: RootDep, path: str = ""):
     return _confined(lambda: browse.listing(root, path))
 
 
-async def _bounded_body(request: Request, limit: int) -> None:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        _too_large(f"request of {int(length) / 2**20:.1f} MiB is over the limit of {limit / 2**20:.0f} MiB")
-    body = bytearray()
+class _TooLarge(Exception):
+    pass
+
+
+async def _counted(request: Request, limit: int):
+    """The request body as it arrives, refused once it passes `limit` bytes (nothing is kept here)."""
+    seen = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            _too_large(f"request is over the limit of {limit / 2**20:.0f} MiB")
-    request._body = bytes(body)  # starlette parses the form from the body read (and bounded) above
+        seen += len(chunk)
+        if seen > limit:
+            raise _TooLarge(f"request is over the limit of {limit / 2**20:.0f} MiB")
+        yield chunk
+
+
+async def _form(request: Request, lim) -> FormData:
+    """The form, its files streamed into temporary files as they arrive (in memory only up to SPOOL_BYTES each):
+    no copy of the body is held, and the request is cut off at the limit (413)."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > lim.max_request_bytes:
+        _too_large(f"request of {int(length) / 2**20:.1f} MiB is over the limit of "
+                   f"{lim.max_request_bytes / 2**20:.0f} MiB")
+    stream = _counted(request, lim.max_request_bytes)
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        parser = MultiPartParser(request.headers, stream, max_files=lim.max_files + 1, max_fields=lim.max_files + 16)
+        parser.spool_max_size = SPOOL_BYTES
+    else:
+        parser = FormParser(request.headers, stream, max_fields=16)
+    try:
+        return await parser.parse()
+    except _TooLarge as exc:
+        _too_large(str(exc))
+    except MultiPartException as exc:
+        if "Too many files" in exc.message:
+            _too_large(f"more than {lim.max_files} files in one request; the limit is {lim.max_files}")
+        raise HTTPException(400, exc.message) from None
 
 
 @router.post("/classify")
 async def classify(request: Request, st: StationDep):
     lim = st.limits
-    await _bounded_body(request, lim.max_request_bytes)
-    form = await request.form(max_files=lim.max_files + 1, max_fields=lim.max_files + 16)
-    uploads = [f for f in form.getlist("files") if hasattr(f, "read")]
+    form = await _form(request, lim)
+    try:
+        return await _classify_form(request, st, form)
+    finally:
+        await form.close()  # the temporary files go
+
+
+async def _classify_form(request: Request, st, form: FormData):
+    lim = st.limits
+    uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     folder = form.get("folder")
     if isinstance(folder, str) and not uploads:
         root = get_data_root(request)
         paths, names = _confined(lambda: browse.folder_images(root, folder, lim.max_files))
-        return await run_in_threadpool(classify_folder, st.clf, paths, names, lim.max_pixels)
+        batch = st.store.batch("folder", source=folder or "/")
+        answer = await run_in_threadpool(classify_folder, st.clf, paths, names, lim, _filer(batch), st.decode_slots)
+        return {**answer, "slide": batch.slide}
     if not uploads:
         raise HTTPException(400, "send one or more image files in the multipart field 'files'")
     if len(uploads) > lim.max_files:
         _too_large(f"{len(uploads)} files in one request; the limit is {lim.max_files}")
-    files = []
     for i, f in enumerate(uploads):
-        data = await f.read()
-        if len(data) > lim.max_file_bytes:
-            _too_large(f"{safe_name(f.filename, i)} is {len(data) / 2**20:.1f} MiB; the limit is "
+        if (f.size or 0) > lim.max_file_bytes:
+            _too_large(f"{safe_name(f.filename, i)} is {f.size / 2**20:.1f} MiB; the limit is "
                        f"{lim.max_file_bytes / 2**20:.0f} MiB per file")
-        files.append((safe_name(f.filename, i), data))
-    on_image = lambda name, rgb, p: st.store.add_upload(name, rgb, p)  # noqa: E731
-    return await run_in_threadpool(classify_files, st.clf, files, lim.max_pixels, on_image)
+    files = [(safe_name(f.filename, i), f.file) for i, f in enumerate(uploads)]
+    batch = st.store.batch("upload")
+    answer = await run_in_threadpool(classify_files, st.clf, files, lim, _filer(batch), st.decode_slots)
+    return {**answer, "slide": batch.slide}
+
+
+def _filer(batch):
+    """Each classified image joins the request's own batch slide (never the live slide): the review gallery."""
+    return lambda name, rgb, row: batch(name, rgb, row.probability, ood=row.ood, label=row.label)

@@ -1,10 +1,11 @@
-"""The live view: the annotated MJPEG stream, stream events (SSE), running totals, recording and pause."""
+"""The live view: the annotated MJPEG stream, stream events (SSE), running totals, recording, pause, and the
+restart of a replay source that ended."""
 
 from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
@@ -52,16 +53,26 @@ def _event_lines(h, start: int):
         last = evs[-1][0]
 
 
-def _in_slot(st, gen):
-    with st.stream_slot():
-        yield from gen
+class _SlotResponse(StreamingResponse):
+    """A streaming response that gives its stream slot back when it ends, however it ends (client gone,
+    source ended, shutdown), even if its body was never started."""
+
+    def __init__(self, content, release, **kw):
+        super().__init__(content, **kw)
+        self._release = release
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 @router.get("/stream.mjpg")
 def stream(st: StationDep, h: HubDep):
-    st.check_capacity()
-    return StreamingResponse(_threaded(_in_slot(st, _jpeg_parts(h))),
-                             media_type="multipart/x-mixed-replace; boundary=frame", headers=NO_CACHE)
+    release = st.take_stream_slot()
+    return _SlotResponse(_threaded(_jpeg_parts(h)), release,
+                         media_type="multipart/x-mixed-replace; boundary=frame", headers=NO_CACHE)
 
 
 @router.get("/events")
@@ -70,9 +81,9 @@ def events(request: Request, st: StationDep, h: HubDep, since: int | None = None
     if since is None and last_id and last_id.isdigit():
         since = int(last_id) + 1
     start = since - 1 if since is not None else h.newest_event()  # default: from now on
-    st.check_capacity()
-    return StreamingResponse(_threaded(_in_slot(st, _event_lines(h, start))), media_type="text/event-stream",
-                             headers=NO_CACHE)
+    release = st.take_stream_slot()
+    return _SlotResponse(_threaded(_event_lines(h, start)), release, media_type="text/event-stream",
+                         headers=NO_CACHE)
 
 
 @router.get("/summary")
@@ -81,6 +92,16 @@ def summary(st: StationDep):
         return {"frames": 0, "cells": 0, "all": 0, "hem": 0, "blast_fraction": None, "ci_low": None,
                 "ci_high": None, "fps": 0.0, "running": False}
     return st.hub.live_summary()
+
+
+@router.post("/source/restart")
+def restart(h: HubDep):
+    """Play a replay source again after it ended (404 without --source; 409 while it runs or for a live one)."""
+    try:
+        h.restart()
+    except (RuntimeError, ValueError) as exc:
+        raise HTTPException(409, str(exc)) from None
+    return {"running": h.running, "source": h.source.describe(), "replays": h.source.replays}
 
 
 @router.post("/record")

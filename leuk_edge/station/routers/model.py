@@ -15,7 +15,9 @@ def health(st: StationDep):
     h = st.hub
     return {"status": "ok", "model": st.info["file"], "providers": st.info["providers"],
             "source": h.source.describe() if h else None, "running": bool(h and h.running),
-            "data_root": st.data_root is not None, "slide": st.store.slide,
+            "replayable": bool(h and getattr(h.source, "replayable", False)),
+            "data_root": st.data_root is not None, "slide": st.store.slide, "live_slide": st.store.live,
+            "paused": bool(h and h.paused), "users": st.access.users is not None,
             "threshold": st.store.threshold, "band": st.store.band, "refused": dict(st.access.refused),
             "precision": st.precision.to_dict() if st.precision else None, "disclaimer": DISCLAIMER}
 

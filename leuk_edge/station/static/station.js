@@ -6,6 +6,10 @@ const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
 const withToken = (url) => TOKEN ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN) : url;
 const $ = (id) => document.getElementById(id);
 const pct = (x) => (x === null || x === undefined) ? "-" : (100 * x).toFixed(1) + " %";
+const num = (x, digits = 3) => (x === null || x === undefined) ? "-" : String(Number(Number(x).toFixed(digits)));
+// A fraction with its 95 % interval, kept on one line (a no-break space inside each number and unit).
+const withCI = (f, lo, hi) => f === null || f === undefined ? "-" :
+  `${pct(f)} (95\u00a0% CI ${pct(lo)}\u2013${pct(hi)})`.replace(/ %/g, "\u00a0%");
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
 async function api(path, opts = {}) {
@@ -23,7 +27,7 @@ document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click
 function showTab(name) {
   document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("on", b.dataset.tab === name));
   document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("on", t.id === "tab-" + name));
-  if (name === "review") loadCells();
+  if (name === "review") loadSlides().then(loadCells);  // slides.js
   if (name === "model") loadModel();
 }
 
@@ -32,14 +36,31 @@ let health = null;
 async function initLive() {
   health = await api("/api/health");
   $("disclaimer").textContent = health.disclaimer;
-  $("band").textContent = `P(all) within ${health.band} of ${health.threshold}`;
+  $("band").textContent = `P(all) within ${num(health.band)} of ${num(health.threshold)}`;
   if (!health.source) { $("no-source").hidden = false; $("live").hidden = true; return; }
-  $("live").src = withToken("/api/stream.mjpg");
   $("source-status").textContent = health.source;
+  connectLive();
+}
+// The stream and the events end with the source; a restart of a replay connects them again.
+function connectLive() {
+  $("live").src = withToken("/api/stream.mjpg?view=" + Date.now());
   const es = new EventSource(withToken("/api/events"));
   es.onmessage = (m) => { const e = JSON.parse(m.data); $("latency").textContent = e.latency_ms.toFixed(0) + " ms"; };
   es.onerror = () => { api("/api/health").then((h) => { if (!h.running) es.close(); }).catch(() => es.close()); };
 }
+// A source that has ended says so plainly; a replay (video, folder, still image) can be played again.
+function showSourceState(s) {
+  const ended = Boolean(health && health.source && !s.running);
+  $("source-ended").hidden = !ended;
+  if (!ended) return;
+  $("ended-text").textContent = s.error ? `The source stopped with an error: ${s.error}` :
+    `The source has ended (${s.ended || "end of source"}): ${health.source}. Counts and cells are kept.`;
+  $("restart-btn").hidden = !health.replayable;
+}
+$("restart-btn").addEventListener("click", async () => {
+  try { await post("/api/source/restart", {}); connectLive(); refreshSummary(); }
+  catch (e) { $("ended-text").textContent = "cannot restart: " + e.message; }
+});
 async function refreshSummary() {
   try {
     const s = await api("/api/summary");
@@ -48,12 +69,10 @@ async function refreshSummary() {
     $("all-count").textContent = s.all;
     $("hem-count").textContent = s.hem;
     $("other-count").textContent = s.other;
-    $("blast-fraction").textContent = s.blast_fraction === null ? "-" :
-      `${pct(s.blast_fraction)}\n95 % CI ${pct(s.ci_low)} - ${pct(s.ci_high)}`;
+    $("blast-fraction").textContent = withCI(s.blast_fraction, s.ci_low, s.ci_high);
     $("fps").textContent = s.fps.toFixed(1);
     $("pause-btn").textContent = s.paused ? "Resume" : "Pause";
-    if (s.error) $("source-status").textContent = "pipeline error: " + s.error;
-    else if (health && health.source && !s.running) $("source-status").textContent = health.source + " (ended)";
+    showSourceState(s);
   } catch (e) { /* the next poll tries again */ }
 }
 let recording = false;
@@ -70,9 +89,9 @@ $("pause-btn").addEventListener("click", async () => {
 
 // --- review
 let cells = [], order = [], sel = 0, selTrack = null;
-const GALLERIES = ["all", "uncertain", "hem"];
+const GALLERIES = ["all", "uncertain", "hem", "other"];
 async function loadCells() {
-  cells = await api(withToken("/api/cells"));
+  cells = await api(withToken(cellsUrl()));  // the slide in view (slides.js)
   renderCells();
 }
 function sorted(list) {
@@ -107,42 +126,42 @@ function highlight() {
   document.querySelectorAll(".card").forEach((el) => el.classList.toggle("sel", +el.dataset.track === order[sel]));
   document.querySelector(".card.sel")?.scrollIntoView({block: "nearest"});
 }
+// The model's pre-class may be confirmed with one key only where it is a label: an `uncertain` or `other` cell
+// needs the reviewer's own choice (a, h or n), as Scopio-style review asks every suggestion to be actively confirmed.
+const NEEDS_CHOICE = new Set(["uncertain", "other"]);
 async function reviewSelected(label) {
   const track = order[sel];
-  if (track === undefined) return;
+  const body = canReview() ? who() : null;  // a signed slide is read-only; the reviewer is named (slides.js)
+  if (track === undefined || !body) return;
   const c = cells.find((x) => x.track === track);
-  label = label || (c.pre_class === "uncertain" ? c.label : c.pre_class);
+  if (!label) {
+    if (NEEDS_CHOICE.has(c.pre_class) || c.label === "other") {
+      $("review-progress").textContent = `cell #${c.track} is ${c.pre_class}: choose a label (a, h, n or o)`;
+      return;
+    }
+    label = c.pre_class;
+  }
   c.review = label;  // shown at once; the next key already goes to the next cell
   if (sel < order.length - 1) sel += 1;
   selTrack = order[sel];
   renderCells();
-  try { await post(`/api/cells/${track}/review`, {label}); }
+  try { await post(`/api/cells/${track}/review`, Object.assign({label}, body)); }
   catch (e) { c.review = null; renderCells(); $("review-progress").textContent = "not saved: " + e.message; }
 }
+const TYPING = new Set(["INPUT", "SELECT", "TEXTAREA"]);
+const PRESSABLE = new Set(["BUTTON", "A", "SUMMARY"]);
 document.addEventListener("keydown", (ev) => {
-  if (!$("tab-review").classList.contains("on") || ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") return;
-  const keys = {a: "all", h: "hem", n: "not classed", c: null, Enter: null};
+  if (!$("tab-review").classList.contains("on") || TYPING.has(ev.target.tagName) || ev.target.isContentEditable) return;
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;  // Ctrl/Cmd/Alt combinations belong to the browser
+  if ((ev.key === "Enter" || ev.key === " ") && PRESSABLE.has(ev.target.tagName)) return;  // a focused button's own
+  const keys = {a: "all", h: "hem", n: "not classed", o: "other", c: null, Enter: null};
   if (ev.key in keys) { reviewSelected(keys[ev.key]); ev.preventDefault(); }
   else if (ev.key === "ArrowRight" || ev.key === "ArrowDown" || ev.key === "j") { sel = Math.min(sel + 1, order.length - 1); selTrack = order[sel]; highlight(); ev.preventDefault(); }
   else if (ev.key === "ArrowLeft" || ev.key === "ArrowUp" || ev.key === "k") { sel = Math.max(sel - 1, 0); selTrack = order[sel]; highlight(); ev.preventDefault(); }
 });
 $("sort").addEventListener("change", renderCells);
 $("show-cam").addEventListener("change", renderCells);
-$("sign-btn").addEventListener("click", async () => {
-  const box = $("signed");
-  box.hidden = false;
-  try {
-    const s = await api("/api/sign", {method: "POST"});
-    const row = (name, f) => `<tr><td>${name}</td><td>${f.cells}</td><td>${f.all}</td><td>${f.hem}</td>` +
-      `<td>${pct(f.blast_fraction)} (95 % CI ${pct(f.ci_low)} - ${pct(f.ci_high)})</td></tr>`;
-    box.innerHTML = `<h3>Signed ${esc(s.slide)}</h3><table><tr><th></th><th>cells</th><th>all</th><th>hem</th><th>blast fraction</th></tr>` +
-      row("pre-classified (model)", s.pre_classified) + row("verified (reviewer)", s.verified) + `</table>` +
-      `<p>agreement ${pct(s.agreement)} (${s.agreed} of ${s.cells}); not classed ${s.not_classed}; uncertain band ` +
-      `&plusmn;${s.uncertain_band}; model sensitivity ${pct(s.sensitivity)}, specificity ${pct(s.specificity)}</p>` +
-      `<p class="small">saved ${esc(s.file)}; ${esc(s.disclaimer)}</p>`;
-    loadCells();
-  } catch (e) { box.innerHTML = `<p>Cannot sign: ${esc(e.message)}</p>`; }
-});
+// Signing and amendments: slides.js.
 
 // --- classify
 let lastRows = [];
@@ -150,12 +169,13 @@ function showRows(res) {
   lastRows = res.rows;
   const s = res.summary;
   $("classify-summary").textContent = `${s.images} images: all ${s.all}, hem ${s.hem}, other ${s.other}, errors ${s.errors}; blast fraction ` +
-    (s.blast_fraction === null ? "n/a" : `${pct(s.blast_fraction)} (95 % CI ${pct(s.blast_fraction_ci95[0])} - ${pct(s.blast_fraction_ci95[1])})`);
+    (s.blast_fraction === null ? "n/a" : withCI(s.blast_fraction, s.blast_fraction_ci95[0], s.blast_fraction_ci95[1]));
   $("classify-results").innerHTML = "<table><thead><tr><th>path</th><th>label</th><th>probability</th><th>ood</th><th>error</th></tr></thead><tbody>" +
     res.rows.map((r) => `<tr><td>${esc(r.path)}</td><td class="${r.label}">${r.label}</td>` +
       `<td>${r.probability === null ? "" : r.probability.toFixed(4)}</td>` +
       `<td>${r.ood === null ? "" : r.ood.toFixed(4)}</td><td>${esc(r.error)}</td></tr>`).join("") + "</tbody></table>";
   $("csv-btn").hidden = false;
+  noteBatch(res);  // slides.js
 }
 async function upload(fileList) {
   const fd = new FormData();
@@ -169,11 +189,17 @@ const drop = $("drop");
 drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (ev) => { ev.preventDefault(); drop.classList.remove("over"); upload(ev.dataTransfer.files); });
+// A cell a spreadsheet would run as a formula (= + - @, tab, CR first: OWASP "CSV Injection") is prefixed with '
+// and quoted; any cell with a quote, comma or line break is quoted.
+const csvCell = (v) => {
+  const s = /^[=+\-@\t\r]/.test(v) ? "'" + v : v;
+  return s !== v || /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+};
 $("csv-btn").addEventListener("click", () => {
-  const q = (v) => /[",\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v;
-  const num = (v) => v === null ? "" : v.toFixed(6);
+  const q = csvCell;
+  const fixed6 = (v) => v === null ? "" : v.toFixed(6);
   const text = "path,label,probability,ood,error\n" + lastRows.map((r) =>
-    [r.path, r.label, num(r.probability), num(r.ood), r.error].map((v) => q(String(v))).join(",")).join("\n") + "\n";
+    [r.path, r.label, fixed6(r.probability), fixed6(r.ood), r.error].map((v) => q(String(v))).join(",")).join("\n") + "\n";
   const a = document.createElement("a");
   a.href = URL.createObjectURL(new Blob([text], {type: "text/csv"}));
   a.download = "classify.csv";
@@ -202,7 +228,7 @@ async function loadModel() {
   const m = await api("/api/model");
   const rows = [["file", m.file], ["sha256", m.sha256], ["architecture", m.architecture],
     ["input", `${m.input.width}x${m.input.height} ${m.input.color} ${m.input.layout}, resize ${m.input.resize}`],
-    ["threshold", m.threshold], ["calibration", m.calibration ? JSON.stringify(m.calibration) : "none"],
+    ["threshold", num(m.threshold, 4)], ["calibration", m.calibration ? JSON.stringify(m.calibration) : "none"],
     ["explanations (cam)", m.explanations ? "yes" : "no"], ["providers (running)", m.providers.join(", ")],
     ["source .keras sha256", m.source_sha256 || "-"], ["exported by leuk-edge", m.model_version || "-"],
     ["created", m.created || "-"], ["runner version", m.runner_version]];

@@ -343,3 +343,20 @@ def test_exports_lost_to_a_crash_are_written_again_at_start(tmp_path):
     fhir.write_text(fhir.read_text().replace('"final"', '"preliminary"'))
     res = CliRunner().invoke(app, ["audit", str(tmp_path)])
     assert res.exit_code == 1 and f"{slide}.fhir.json differs" in res.stdout
+
+
+def test_uncertain_band_edge_is_uncertain_in_the_station_as_in_the_report(tmp_path):
+    """One rule (edge.labels.is_uncertain, edges included): P(all) exactly `band` from the threshold is uncertain.
+    threshold 0.25, band 0.25: P = 0.5 lies exactly on the edge (0.5 - 0.25 == 0.25 in binary); the station used
+    `<` there and called it `all`, the report `<=` and called it uncertain (issue 18 defect 9)."""
+    from leuk_edge.edge.labels import is_uncertain
+
+    store = ReviewStore(tmp_path / "st", 0.25, SHA, band=0.25, model=MODEL)
+    try:
+        edge = {"probability": 0.5, "label": "all"}
+        assert is_uncertain(0.5, 0.25, 0.25)
+        assert store.pre_class(edge) == "uncertain"
+        assert store.pre_class({"probability": 0.5 + 1e-9, "label": "all"}) == "all"
+        assert store.pre_class({"probability": 0.5, "label": "other"}) == "other"
+    finally:
+        store.close()

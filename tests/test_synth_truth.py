@@ -108,3 +108,18 @@ def test_truth_written_before_kinds_still_scores():
     assert s["kinds"] == {"lymphocyte": {"cells": 1, "detected": 1, "detection_recall": 1.0, "labels": {"hem": 1},
                                          "other_share": 0.0}}
     assert s["blast_fraction"]["truth"]["fraction"] == 0.0
+
+
+def test_tracks_take_the_trackers_label_not_a_vote():
+    """One counting rule: where the events carry the tracker's `track_label`, a track is what the tracker said,
+    even against the majority of its sightings (its mean P(all)/ood decided it, edge.tracking)."""
+    events = _events(tracks=True)
+    for e in events:  # the tracker called track 0 (2 of 3 sightings 'other') hem, track 3 all, the rest as voted
+        for c in e["cells"]:
+            c["track_label"] = {0: "hem", 1: "all", 2: "hem", 3: "all", 4: "all", 9: "other"}[c["track"]]
+    s = score_stream(events, TRUTH)
+    m = s["blast_fraction"]["measured"]
+    # run tracks: 0 hem, 1 all, 2 hem, 3 all, 4 all, 9 other -> all 3, hem 2
+    assert (m["all"], m["hem"]) == (3, 2) and "track_label" in m["unit"]
+    # truth tracks: the neutrophil (run track 0) is now a miss of `other`, the monocyte (run track 3) too
+    assert s["tracks"]["other"]["tp"] == 0 and s["tracks"]["other"]["fn"] == 2

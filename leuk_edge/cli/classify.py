@@ -131,7 +131,7 @@ def _classify_local(paths, run: ModelOptions, read: ReadOptions, output: OutputO
     auto_workers, auto_threads = thread_split()
     clf, choice = run.open(threads=auto_threads)
     if clf.scope_note():  # once per run: out-of-scope cells will not be set aside
-        console.print(f"[yellow]warning:[/] {clf.scope_note()}", highlight=False)
+        console.print(f"[yellow]warning:[/] {clf.scope_note()}", highlight=False, soft_wrap=True)
     cam_clf = _overlay_model(clf, output)
     summary = _new_summary(clf, choice, files, read, read.workers or auto_workers, output)
     kept = _classify_into_table(clf, files.images, read, read.workers or auto_workers, output, summary)

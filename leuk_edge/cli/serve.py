@@ -126,7 +126,7 @@ def _serve(station, host: str, port: int, tok: str | None) -> None:
     console.print(f"station on {url}  model {prec.path.name} ({prec.used.upper()}, "
                   f"{', '.join(station.clf.providers)}), {src}; Ctrl-C stops", highlight=False, soft_wrap=True)
     if station.clf.scope_note():  # once per run: out-of-scope cells will not be set aside
-        console.print(f"[yellow]warning:[/] {station.clf.scope_note()}", highlight=False)
+        console.print(f"[yellow]warning:[/] {station.clf.scope_note()}", highlight=False, soft_wrap=True)
     if tok is not None:
         console.print(f"token: {tok}  (the URL carries it; scripts send 'Authorization: Bearer TOKEN')",
                       highlight=False, soft_wrap=True)

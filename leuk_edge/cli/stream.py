@@ -84,7 +84,8 @@ def _run(src, clf, options, jsonl, recorder, window, report) -> tuple[dict, obje
 
     on_result, events = stream_collector(report, _progress_printer())
     summary = run_stream(src, clf, options, jsonl=jsonl, recorder=recorder, window=window, on_result=on_result,
-                         on_warning=lambda text: console.print(f"[yellow]warning:[/] {text}", highlight=False))
+                         on_warning=lambda text: console.print(f"[yellow]warning:[/] {text}", highlight=False,
+                                                               soft_wrap=True))
     return summary, events
 
 

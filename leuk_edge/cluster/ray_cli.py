@@ -62,9 +62,9 @@ def classify_with_ray(paths: Sequence[str], model: Path, out: Path | None, fmt: 
         raise RayEngineError(f"no images found in {', '.join(map(str, paths))} (looked for bmp, png, jpg/jpeg, "
                              "tif/tiff)")
     probe = Classifier(model, device="cpu", scope=opts.scope)  # a bad model fails here, before any cluster work
+    started = connect(opts.address)  # an unreachable cluster is the run's one line (no warning before it)
     if probe.scope_note():  # once per run, on the driver (the actors run the same file)
-        console.print(f"[yellow]warning:[/] {probe.scope_note()}", highlight=False)
-    started = connect(opts.address)
+        console.print(f"[yellow]warning:[/] {probe.scope_note()}", highlight=False, soft_wrap=True)
     times = StageTimes()
     rows: list[Row] = []
     # ray.init installs its own SIGTERM handler (sys.exit): put the graceful one back for the run.

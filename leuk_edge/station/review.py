@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ..edge.explain import blend
-from ..edge.labels import OTHER, label_for
+from ..edge.labels import OTHER, is_uncertain, label_for
 from . import signing
 from .signing import REVIEW_LABELS, SignRefused, SlideClosed, now  # noqa: F401 (the app's names)
 from .store import StationDB, Tx, insert_cell, set_meta, update_cell
@@ -167,7 +167,7 @@ class ReviewStore:
     def pre_class(self, cell: dict) -> str:
         if cell["label"] == OTHER:
             return OTHER
-        return "uncertain" if abs(cell["probability"] - self.threshold) < self.band else cell["label"]
+        return "uncertain" if is_uncertain(cell["probability"], self.threshold, self.band) else cell["label"]
 
     def _save(self, slide: str, cell_id: int, bgr: np.ndarray, kind: str) -> str:
         rel = Path("crops") / slide / f"{cell_id:06d}{kind}.png"

@@ -12,10 +12,13 @@ frame edge count neither way, as the stream drops them). Over the matched sighti
   `other`: tp = out-of-scope cell labelled other, fp = lymphoid cell labelled other, fn = out-of-scope cell given
       all/hem; precision, recall (None when undefined); per kind the share labelled each way. A cell never detected
       is a detection miss (`detection`), not an `other` miss.
-  `tracks` (video truth): the same per cell, each labelled by the majority of its matched sightings.
+  `tracks` (video truth): the same per cell, each labelled as the run's tracker labelled it (the `track_label` the
+      events carry, the last one seen: the one counting rule, edge.tracking); events without it: the majority of
+      the cell's matched sightings.
   `blast_fraction`: the truth's, over lymphoid cells (tracks) that were wholly in view at least once, against the
-      measured one: the summary's tracked counts and 95 % interval, else per event track (majority label), else per
-      sighting (correlated sightings: that interval is too narrow, and the unit says so).
+      measured one: the summary's tracked counts and 95 % interval, else per event track (its last `track_label`;
+      older events without it: the majority label), else per sighting (correlated sightings: that interval is too
+      narrow, and the unit says so).
 """
 
 from __future__ import annotations
@@ -94,9 +97,10 @@ def sightings(events: list[dict], truth: dict, iou: float = 0.5) -> tuple[list[d
         for j, c in enumerate(cells):
             if c.get("cut"):  # the stream drops cells cut by the edge: finding one is neither right nor wrong
                 continue
-            got = e["cells"][by_truth[j]].get("label") if j in by_truth else None
+            det = e["cells"][by_truth[j]] if j in by_truth else {}
             rows.append({"frame": int(e["frame"]), "track": c.get("track"), "kind": _kind(c), "label": c["label"],
-                         "in_scope": _in_scope(c), "predicted": got})
+                         "in_scope": _in_scope(c), "predicted": det.get("label"),
+                         "track_label": det.get("track_label")})
     return rows, extra
 
 
@@ -123,16 +127,29 @@ def by_kind(rows: list[dict]) -> dict:
 
 
 def track_rows(rows: list[dict]) -> list[dict]:
-    """One row per truth track: its kind and the majority label of its matched sightings (None: never detected)."""
+    """One row per truth track: its kind and the label the run's tracker gave it (the last matched sighting's
+    `track_label`), else the majority label of its matched sightings (None: never detected)."""
     tracks = defaultdict(list)
     for r in rows:
         tracks[r["track"]].append(r)
     out = []
     for mine in tracks.values():
+        decided = [r["track_label"] for r in mine if r.get("track_label") is not None]
         labels = Counter(r["predicted"] for r in mine if r["predicted"] is not None)
-        out.append({**mine[0], "frame": None, "predicted": labels.most_common(1)[0][0] if labels else None,
-                    "sightings": len(mine)})
+        label = decided[-1] if decided else (labels.most_common(1)[0][0] if labels else None)
+        out.append({**mine[0], "frame": None, "predicted": label, "sightings": len(mine)})
     return out
+
+
+def _run_track_labels(cells: list[dict]) -> tuple[list[str], str]:
+    """One label per run track: the tracker's (the last `track_label` of the track), else the majority."""
+    if all(c.get("track_label") is not None for c in cells):
+        last = {c["track"]: c["track_label"] for c in cells}  # events in frame order: the last one wins
+        return list(last.values()), "tracks (event track ids, the tracker's track_label)"
+    votes = defaultdict(Counter)
+    for c in cells:
+        votes[c["track"]][c.get("label")] += 1
+    return [v.most_common(1)[0][0] for v in votes.values()], "tracks (event track ids, majority label)"
 
 
 def truth_blast_fraction(truth: dict) -> dict:
@@ -160,11 +177,7 @@ def measured_blast_fraction(events: list[dict], summary: dict | None = None) -> 
     else:
         cells = [c for e in events for c in e.get("cells", [])]
         if cells and all(c.get("track") is not None for c in cells):
-            votes = defaultdict(Counter)
-            for c in cells:
-                votes[c["track"]][c.get("label")] += 1
-            labels = [v.most_common(1)[0][0] for v in votes.values()]
-            unit = "tracks (event track ids, majority label)"
+            labels, unit = _run_track_labels(cells)
         else:
             labels = [c.get("label") for c in cells]
             unit = "sightings (correlated across frames: the interval is too narrow)"

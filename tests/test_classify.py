@@ -477,11 +477,11 @@ def test_a_bug_in_a_worker_crashes_with_a_traceback_and_keeps_the_rows(mixed, ti
 SLOW_CLASSIFY = """
 import sys, time
 from leuk_edge.edge.model import Classifier
-real = Classifier.predict
+real = Classifier.infer  # every model call goes through infer (predict too)
 def slow(self, *args, **kwargs):  # a slow model, so that the signal arrives mid-run
     time.sleep(0.4)
     return real(self, *args, **kwargs)
-Classifier.predict = slow
+Classifier.infer = slow
 from leuk_edge.cli import app
 app(sys.argv[1:])
 """

@@ -1,16 +1,16 @@
 """BatchNorm population statistics, recomputed over training images (PreciseBN), and the batch-statistics view.
 
 Why: in inference mode a BatchNorm layer normalises with its *moving* statistics, an exponential average of the
-batch statistics seen during training, started at mean 0 / variance 1. On a few hundred cells a run is a few
-dozen steps, so the start values still weigh momentum^steps. Measured on issue 18's case (CNN, 256 px, 288 cells,
-9 steps per epoch, momentum 0.9): the first BatchNorm's input has a variance of ~0.009, its moving variance was
-52x that after one epoch (0.9^9 = 0.39 of the start value 1 left), 20x after two, 7.5x after three, 3.2x after
-four (the second layer's 3.5x after one, the deeper ones' under 1.7x). Inference divided the first layer's output
-by up to ~7x too much and gave every cell nearly the same P(all) (val accuracy 0.333 = the hem share for three
-epochs while training accuracy rose 0.54 -> 0.87), while training mode (batch statistics) separated the cells. PreciseBN (Wu & Johnson 2021,
-"Rethinking 'Batch' in BatchNorm"; Detectron2's and pycls's `update_bn_stats`) replaces the averages by the
-population statistics of the current weights: one forward pass in training mode over training images, no weight
-update. With it the same run validates at 0.986 from the first epoch.
+batch statistics seen during training, started at mean 0 / variance 1. On a few hundred cells a run is a few dozen
+steps, so the start values still weigh momentum^steps. Measured on issue 18's case (CNN, 256 px, 288 cells, 9 steps
+per epoch, momentum 0.9): the first BatchNorm's input has a variance of ~0.009, its moving variance was 52x that
+after one epoch (0.9^9 = 0.39 of the start value 1 left), 20x after two, 7.5x after three, 3.2x after four (the
+second layer's 3.5x after one, the deeper ones' under 1.7x). Inference divided the first layer's output by up to ~7x
+too much and gave every cell nearly the same P(all) (val accuracy 0.333 = the hem share for three epochs while
+training accuracy rose 0.54 -> 0.87), while training mode (batch statistics) separated the cells. PreciseBN (Wu &
+Johnson 2021, "Rethinking 'Batch' in BatchNorm"; Detectron2's and pycls's `update_bn_stats`) replaces the averages
+by the population statistics of the current weights: one forward pass in training mode over training images, no
+weight update. With it the same run validates at 0.986 from the first epoch.
 
 Here the per-batch statistics are pooled exactly (mean of the batch means, E[x^2] - mean^2, weighted by batch
 size), not averaged as variances. Only BatchNorm layers that train are touched: a frozen layer (a pretrained base)

@@ -138,7 +138,6 @@ def test_default_cnn_at_256px_works_in_inference_mode_on_a_small_set(small_256, 
                                    "--epochs", "3"])
     assert res.exit_code == 0, res.output
     history = _history(run)
-    print("history", history)
     # val accuracy (inference mode, P >= 0.5) rises with training accuracy; a collapse sits at 0.5 (16 + 16)
     assert history[-1]["val_accuracy"] >= 0.8, history
     config = json.loads((run / "config.json").read_text())

@@ -74,3 +74,17 @@ def test_a_runs_calibration_entry_is_checked_wherever_it_is_read():
                 {"method": "temperature", "temperature": float("nan")}, "T=2"):
         with pytest.raises(ValueError, match="calibration"):
             temperature_of({"calibration": bad})
+
+
+def test_a_separated_validation_split_still_gets_a_finite_temperature():
+    """With 0/1 targets a split the model separates at 0.5 has no NLL minimum (it keeps falling as T -> 0): the
+    search stopped at its bound 0.05 and every calibrated P became 0 or 1. Platt's targets, here (1+1)/(1+2) = 2/3
+    and 1/(1+2) = 1/3, have one: sigmoid(logit(0.9) / T) = 2/3, i.e. T = ln 9 / ln 2."""
+    from leuk_edge.train.calibration import T_BOUNDS
+
+    t = fit_temperature([1, 0], [0.9, 0.1])
+    assert t == pytest.approx(math.log(9) / math.log(2), rel=1e-4)
+    assert T_BOUNDS[0] < t < T_BOUNDS[1]
+    # four cells, all separated: targets 3/4 for all, 1/4 for hem; logits +-ln 19 -> T = ln 19 / ln 3
+    assert fit_temperature([1, 1, 0, 0], [0.95, 0.95, 0.05, 0.05]) == pytest.approx(math.log(19) / math.log(3),
+                                                                                      rel=1e-4)

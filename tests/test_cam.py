@@ -45,6 +45,30 @@ def test_linear_head_map_is_the_exact_cam():
     np.testing.assert_allclose(p[:, 0], 1 / (1 + np.exp(-logit)), atol=1e-6)
 
 
+def test_a_base_that_is_the_models_first_layer_is_fed_the_models_input():
+    """A nested base (pooling="avg", as InceptionV3) that is the model's first layer — a Sequential model lists no
+    InputLayer — receives the model's input; `layers[i - 1]` wrapped round to the head. Exact CAM in numpy."""
+    import keras
+    from keras import layers
+
+    from leuk_edge.train.cam import explain_model, reference
+
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((SIZE, SIZE, 3))
+    a_out = layers.Conv2D(6, 3, padding="same", activation="relu", name="base_conv")(inp)
+    base = keras.Model(inp, layers.GlobalAveragePooling2D()(a_out), name="base")
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), base, layers.Dense(1, activation="sigmoid",
+                                                                              name="p_all")], name="seq")
+    assert model.layers[0] is base
+    x, t = _x(4), 1.5
+    a = np.asarray(keras.Model(base.inputs, base.get_layer("base_conv").output)(x), np.float64)
+    w = np.asarray(model.get_layer("p_all").get_weights()[0], np.float64)
+    expected = np.einsum("nijc,c->nij", a, w[:, 0]) / t
+    p, cam = (np.asarray(v) for v in explain_model(model, t)(x))
+    np.testing.assert_allclose(cam, expected, atol=1e-5)
+    np.testing.assert_allclose(p[:, 0], reference(model, x, t, cam=False)[0], atol=1e-6)
+
+
 def test_dense_relu_head_map_matches_autodiff_gradcam():
     from leuk_edge.train.cam import cam_metadata, explain_model, reference
 

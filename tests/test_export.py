@@ -518,3 +518,41 @@ def test_card_names_where_the_threshold_came_from(tmp_path):
     assert "assumed" in card_essentials(run / "model.keras", assumed)["threshold"]["chosen"]
     config = SourceInfo("cnn", 32, 32, "area", 0.4, threshold_source="config", config={"threshold": 0.4})
     assert "validation split" in card_essentials(run / "model.keras", config)["threshold"]["chosen"]
+
+
+def test_export_repeats_the_runs_training_health_warnings(cnn_keras, tmp_path):
+    """A run whose metrics.json `health` has warnings is exported with them said out loud (export warns and goes
+    on): on the console, last and in red; in `--json`; first on the model card; in the metadata's card. A healthy
+    run's card says it passed; a run from before the checks says 'not checked'."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(cnn_keras, run / "model.keras")
+    shutil.copy(cnn_keras.parent / "config.json", run / "config.json")
+    lines = [("temperature T = 20 stopped at a bound of its search [0.05, 20.0]: the validation outputs cannot "
+              "be calibrated"),
+             "raw P(all) does not spread over the validation cells: standard deviation 0.0030 < 0.05"]
+    metrics = {"val": {"n": 24, "accuracy": 0.5, "threshold": 0.5}, "health": {"warnings": lines}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    res = runner.invoke(app, ["export", str(run / "model.keras"), "--parity-size", "4", "--no-cam", "--json"])
+    assert res.exit_code == 0, res.output
+    warnings = json.loads(res.stdout)["warnings"]
+    assert [w for w in warnings if w.startswith("TRAINING HEALTH: ")] == [f"TRAINING HEALTH: {w}" for w in lines]
+    banner = res.stderr[res.stderr.index("WARNING: the training run failed 2 health check(s)"):]
+    assert all(w.split(":")[0] in banner for w in lines), res.stderr
+    card = (run / "model.card.md").read_text()
+    assert card.index("## Training health") < card.index("## Intended use")
+    assert "failed 2 training health check(s)" in card and all(f"- {w}" in card for w in lines)
+    assert "health" not in card[card.index("## Metrics"):card.index("## Calibration")]  # not a split row
+    meta = Classifier(run / "model.onnx", device="cpu").info.extra["card"]
+    assert meta["health"] == lines and list(meta["metrics"]) == ["val"]
+
+    metrics["health"]["warnings"] = []
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    res = runner.invoke(app, ["export", str(run / "model.keras"), "--parity-size", "4", "--no-cam"])
+    assert res.exit_code == 0 and "health check" not in res.output, res.output
+    assert "- no warnings:" in (run / "model.card.md").read_text()
+    del metrics["health"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert runner.invoke(app, ["export", str(run / "model.keras"), "--parity-size", "4", "--no-cam"]).exit_code == 0
+    assert "- not checked:" in (run / "model.card.md").read_text()
+    assert Classifier(run / "model.onnx", device="cpu").info.extra["card"]["health"] is None

@@ -182,13 +182,14 @@ def _parity_lines(models: Path) -> list[str]:
 
 def _calibration_lines(runs: Path) -> list[str]:
     from ..train.calibration import temperature_of
+    from ..train.metrics import split_metrics
 
     lines = ["| run | schedule | temperature | split | ECE before → after | Brier before → after | NLL before → after |",
              "|---|---|---|---|---|---|---|"]
     for run in sorted(p for p in runs.iterdir() if (p / "metrics.json").is_file()):
         cfg = json.loads((run / "config.json").read_text())
         t = temperature_of(cfg)
-        for split, m in json.loads((run / "metrics.json").read_text()).items():
+        for split, m in split_metrics(json.loads((run / "metrics.json").read_text())).items():
             u = m.get("uncalibrated") or {}
             cell = lambda k: f"{u[k]:.4f} → {m[k]:.4f}" if k in u and k in m else "n/a"  # noqa: E731
             lines.append(f"| {run.name} | {cfg.get('schedule', '')} | {t:.3f} | {split} | {cell('ece')} | "

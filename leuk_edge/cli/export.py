@@ -25,6 +25,20 @@ def _artifact_line(a) -> str:
     return f"  {a.precision:<5} {verdict}  {crit}  ->  {a.path}  (report {a.parity_path.name})"
 
 
+def _health_banner(warnings: list[str]) -> None:
+    """The run's training-health warnings once more, last and in red: export goes on, the user must not miss it."""
+    from rich.markup import escape
+
+    from ..export.exporter import HEALTH_PREFIX
+
+    health = [w[len(HEALTH_PREFIX):] for w in warnings if w.startswith(HEALTH_PREFIX)]
+    if health:
+        console.print(f"[bold red]WARNING: the training run failed {len(health)} health check(s) (metrics.json "
+                      "`health`, on the model card); do not deploy this model before reading them:[/]")
+        for line in health:
+            console.print(f"[red]  - {escape(line)}[/]", highlight=False, soft_wrap=True)
+
+
 def export_cmd(
     model: Path = typer.Argument(..., help="Keras model, e.g. RUN/model.keras (RUN/config.json is read if present)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="ONNX file to write (default: MODEL.onnx beside it)."),
@@ -80,6 +94,7 @@ def export_cmd(
                                  for a in result.artifacts]})
     if result.card_path:
         console.print(f"  model card -> {result.card_path}", highlight=False, soft_wrap=True)
+    _health_banner(result.warnings)
     if not result.passed:
         bad = [a for a in result.artifacts if not a.passed]
         reasons = "; ".join(f"{a.precision}: {', '.join(a.parity.failures)}" for a in bad)

@@ -51,12 +51,21 @@ def train_cmd(
                           val_fraction=val_fraction, patience=patience, learning_rate=learning_rate,
                           fine_tune_learning_rate=fine_tune_learning_rate,
                           class_weight=not no_class_weight)
+        from ..train.metrics import split_metrics
+
         metrics = train(cfg, log=lambda m: console.print(m, highlight=False))
-    for split, m in metrics.items():
+    for split, m in split_metrics(metrics).items():
         console.print(f"{split}: n={m['n']} balanced_accuracy={m['balanced_accuracy']} "
                       f"weighted_f1={m['weighted_f1']:.4f} roc_auc={m['roc_auc']} threshold={m['threshold']:.3f} "
                       f"ECE={m['ece']:.3f} (uncalibrated {m['uncalibrated']['ece']:.3f})", highlight=False)
-    console.print(f"run folder: {out}")
+    warnings = (metrics.get("health") or {}).get("warnings") or []
+    if warnings:  # repeated last, where a user looks: the numbers above describe a model that may be broken
+        console.print(f"[bold red]WARNING: {len(warnings)} training health warning(s) (metrics.json `health`); "
+                      "do not deploy this model before reading them:[/]", highlight=False)
+        from rich.markup import escape
+
+        for line in warnings:
+            console.print(f"[red]  - {escape(line)}[/]", highlight=False)
 
 
 def evaluate_cmd(

@@ -13,6 +13,8 @@ from pathlib import Path
 from .. import DISCLAIMER, SYNTHETIC_NOTE, __version__
 from ..edge.files import sha256_file
 from ..edge.gates import VARIANT_CAM_RTOL
+from ..train.health import health_warnings
+from ..train.metrics import split_metrics
 from .keras_io import SourceInfo
 
 INTENDED_USE = ("Research and education: sorting single segmented white-cell images (C-NMC 2019 style, one cell on "
@@ -45,7 +47,7 @@ def card_essentials(keras_path: Path, src: SourceInfo) -> dict:
     data = {"layout": cfg.get("layout"), "synthetic": cfg.get("synthetic"), "root": cfg.get("data_root"),
             "subjects": {k: len(v) for k, v in split.items()}, "cells": cfg.get("n")}
     mets = {}
-    for name, m in metrics.items():
+    for name, m in split_metrics(metrics).items():  # not `health` (or other run-level entries)
         if isinstance(m, dict):
             mets[name] = {k: m[k] for k in METRIC_KEYS if k in m}
             if isinstance(m.get("uncalibrated"), dict):
@@ -62,6 +64,7 @@ def card_essentials(keras_path: Path, src: SourceInfo) -> dict:
             "assumed": "0.5 assumed (no validation-chosen threshold in the run)"}[src.threshold_source]},
         "calibration": src.calibration,
         "limitations": list(LIMITATIONS) + ([SYNTHETIC_NOTE] if cfg.get("synthetic") else []),
+        "health": health_warnings(metrics),  # None: a run trained before the health checks
     }
 
 
@@ -105,6 +108,20 @@ def _variant_notes(artifacts: list) -> list[str]:
     return [""] + lines if lines else []
 
 
+def health_lines(warnings: list[str] | None) -> list[str]:
+    """The card's training-health section, placed first: a model that failed a check must not look like one
+    that passed."""
+    head = ["## Training health", ""]
+    if warnings is None:
+        return head + [("- not checked: the run was trained before leuk-edge recorded training health "
+                        "(no `health` in metrics.json)"), ""]
+    if not warnings:
+        return head + [("- no warnings: inference mode agrees with training mode on the training cells, the "
+                        "temperature lies inside its search bounds, P(all) spreads over the validation cells"), ""]
+    return head + [(f"**WARNING: this model failed {len(warnings)} training health check(s); do not deploy it "
+                    "before reading them:**"), "", *[f"- {w}" for w in warnings], ""]
+
+
 def write_card(path: Path, keras_path: Path, src: SourceInfo, artifacts: list, hashes: dict,
                name: Path | None = None) -> Path:
     """MODEL.card.md. `artifacts`: the export's ArtifactResults; `hashes`: file name -> sha256 of its bytes;
@@ -118,6 +135,7 @@ def write_card(path: Path, keras_path: Path, src: SourceInfo, artifacts: list, h
     cfg = src.config
     cam = next((a for a in artifacts if a.precision == "fp32"), None)
     lines = [f"# Model card: {Path(name).name if name else Path(path).name}", "", f"**{DISCLAIMER}**", "",
+             *health_lines(ess["health"]),
              "## Intended use", "", ess["intended_use"], "", "## Out of scope", "", ess["out_of_scope"], "",
              "## Training data", "",
              f"- data: {d['root'] or 'unknown'} (layout {d['layout'] or 'unknown'})"

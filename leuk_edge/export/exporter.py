@@ -8,6 +8,7 @@ set is untouched and the candidate is kept as MODEL.failed.onnx with MODEL.faile
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -27,6 +28,8 @@ from .keras_io import SourceInfo, load_keras_model, source_info
 from .manifest import write_manifest
 from .parity import ParityReport, check_parity, check_source, check_variant, parity_inputs, pick_images
 from .variants import make_fp16, make_int8
+
+HEALTH_PREFIX = "TRAINING HEALTH: "  # marks the run's health warnings among an export's warnings
 
 
 @dataclass
@@ -179,7 +182,7 @@ def prepare(keras_path, out, opset: int, parity_data, calib_data, int8: bool, ba
 
         # The cam output and the folded temperature both need the pooling + Dense head: say so now, not mid-way
         split_model(model)
-    warnings = list(src.warnings)
+    warnings = list(src.warnings) + training_health(keras_path)
     if parity_data is None or (int8 and calib_data is None):
         from .run_data import run_images
 
@@ -192,6 +195,19 @@ def prepare(keras_path, out, opset: int, parity_data, calib_data, int8: bool, ba
         log(f"warning: {w}")
     out.parent.mkdir(parents=True, exist_ok=True)
     return Plan(keras_path, out, model, src, parity_data, calib_data, cam, device, opset, warnings)
+
+
+def training_health(keras_path: Path) -> list[str]:
+    """The run's training-health warnings (metrics.json `health`), each a warning of this export: printed, in
+    `export --json`, and on the model card. Export warns and goes on — the checks are heuristics on a small
+    validation split, and the parity gate judges the conversion, not the training — but it never stays quiet."""
+    from ..train.health import health_warnings
+
+    try:
+        metrics = json.loads((Path(keras_path).parent / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [HEALTH_PREFIX + w for w in health_warnings(metrics) or []]
 
 
 # ------------------------------------------------------------------------------------------------- convert

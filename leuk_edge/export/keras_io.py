@@ -80,16 +80,9 @@ def _input_hw(model) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
-def _val_threshold(run_dir: Path) -> float | None:
-    """The threshold chosen on validation, from metrics.json, for runs whose config.json lacks it."""
-    try:
-        return float(json.loads((run_dir / "metrics.json").read_text())["val"]["threshold"])
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
-
-
 def source_info(model, keras_path: str | Path) -> SourceInfo:
     """Settings for the metadata: config.json beside the .keras file wins; otherwise inferred (with warnings)."""
+    from ..train.metrics import run_threshold
     from ..train.models import ARCHITECTURE, RESIZE
 
     keras_path = Path(keras_path)
@@ -121,15 +114,12 @@ def source_info(model, keras_path: str | Path) -> SourceInfo:
     if resize not in RESIZE_MODES:
         raise ModelLoadError(f"unknown resize method {resize!r} in {cfg_path}")
 
-    threshold, threshold_source = cfg.get("threshold"), "config"
-    if threshold is None:
-        threshold, threshold_source = _val_threshold(keras_path.parent), "metrics.json"
-        if threshold is None:
-            threshold, threshold_source = 0.5, "assumed"
-            warnings.append("threshold 0.5 assumed: no validation-chosen threshold found (config.json/metrics.json)")
-    threshold = float(threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise ModelLoadError(f"threshold {threshold} is not a probability")
+    try:
+        threshold, threshold_source = run_threshold(keras_path.parent, cfg)  # the one rule evaluate uses too
+    except ValueError as exc:
+        raise ModelLoadError(f"{cfg_path}: {exc}") from None
+    if threshold_source == "assumed":
+        warnings.append("threshold 0.5 assumed: no validation-chosen threshold found (config.json/metrics.json)")
 
     classes = tuple(cfg.get("classes", ("hem", "all")))
     if list(classes) != ["hem", "all"]:

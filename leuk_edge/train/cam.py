@@ -60,9 +60,12 @@ def split_model(model) -> CamParts:
             features = keras.Model(model.inputs, layer.input, name="cam_features")
             break
         if isinstance(layer, keras.Model) and layer.layers and _is_gap(layer.layers[-1]):
-            # Re-call the base's layers up to its pooling on the tensor the base receives in the outer model.
+            # Re-call the base's layers up to its pooling on the tensor the base receives in the outer model: the
+            # previous layer's output, or the model's input when the base comes first (a Sequential model lists
+            # no InputLayer, and layers[-1] would be the head).
             inner = keras.Model(layer.inputs, layer.layers[-1].input)
-            features = keras.Model(model.inputs, inner(layers[i - 1].output), name="cam_features")
+            fed = layers[i - 1].output if i > 0 else model.inputs[0]
+            features = keras.Model(model.inputs, inner(fed), name="cam_features")
             break
     else:
         raise UnsupportedModelError(f"model '{model.name}' has no global average pooling before its head")

@@ -9,6 +9,9 @@ write their checkpoints/logs into a private scratch folder that is removed when 
 worker, so they need somewhere to write). `--batch-size` is the GLOBAL batch: the strategy splits it across workers.
 Each dataset is sharded with AutoShardPolicy.DATA: every worker walks the same (seeded) pipeline and keeps its
 own share of the batches, which works for any input pipeline (ours is a list of paths, not sharded files).
+BatchNorm moving statistics are per-worker variables (each updates its own from its own batches), so before every
+validation pass each worker recomputes them over the same, unsharded training images (PreciseBN, batchnorm.py):
+all workers then hold the same model, and the all-worker mean of their val_loss is the saved model's loss.
 """
 
 from __future__ import annotations
@@ -92,6 +95,12 @@ def run_folder(out: str | Path, strategy_name: str) -> tuple[Path, bool]:
     return scratch, False
 
 
+def worker_name() -> str:
+    """This process in words, from TF_CONFIG: e.g. "worker 1 of 2"."""
+    role = parse_tf_config()
+    return f"{role.task_type} {role.task_index} of {role.num_workers}"
+
+
 def finish_worker(scratch: Path) -> dict:
     """A non-chief worker is done after fit (the chief evaluates and writes the run): drop its scratch folder."""
     shutil.rmtree(scratch, ignore_errors=True)
@@ -102,10 +111,22 @@ def finish_worker(scratch: Path) -> dict:
 def patch_keras_for_multiworker() -> None:
     """Keras 3 (seen with 3.15 on TF 2.21) cannot fit() under MultiWorkerMirroredStrategy as shipped
     (tensorflow/tensorflow#72388): (1) the first symbolic build calls `strategy.reduce("MEAN", (x, y))` on a
-    nested distributed batch, which this strategy cannot reduce; (2) the per-step logs (scalars) are reduced
-    with `axis=0`, invalid for a scalar. Both spots only touch what Keras *reports* and how it builds shapes;
-    gradients are still all-reduced by the strategy. Fix them: build from this worker's local batch, reduce
-    scalar logs with `axis=None` (the mean over workers). Idempotent."""
+    nested distributed batch, which this strategy cannot reduce; (2) `reduce_per_replica` reduces every per-step
+    log value with `strategy.reduce("MEAN", v, axis=0)`, invalid for a scalar. Both spots only touch how Keras
+    builds shapes and what it *reports*; gradients are all-reduced by the strategy. The patch builds from this
+    worker's local batch and passes the step logs through (a `DistributedValues`, which only a worker with several
+    devices produces, is averaged with `axis=None`).
+
+    What makes the logged epoch metrics the mean over all workers is NOT this patch. With one device per worker
+    `strategy.run` returns plain tensors, so the step logs the patch sees are this worker's own running values
+    (they differ between workers, as a verbose=1 progress bar shows). At the end of each epoch and of each
+    validation pass Keras replaces them by `metric.result()` (`_get_metrics_result_or_logs`), and every Keras
+    metric keeps its state (`total`, `count`) in variables created with `synchronization="on_read",
+    aggregation="sum"`: read outside a replica context those are summed over all workers by a collective
+    all-reduce. So loss, accuracy and AUC in the epoch lines, history.csv and the callbacks (the checkpoint's
+    val_loss) are totals over every worker's batches divided by the total count — the same numbers on every
+    worker. Checked in tests/test_cluster_multiworker.py: both workers print the same epoch lines, and the best
+    val_loss is the saved model's loss over the whole validation split. Idempotent."""
     import tensorflow as tf
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer

@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import DISCLAIMER, SYNTHETIC_NOTE
 from .calibration import apply_temperature, calibration_figures, temperature_of
 from .data import load_dataset
-from .metrics import compute_metrics
+from .metrics import compute_metrics, run_threshold
 from .models import DEFAULT_SIZE, RESIZE
 
 
@@ -41,7 +41,7 @@ def evaluate(model_or_run: str | Path, data: str | Path, batch_size: int = 32) -
     model = keras.saving.load_model(model_path, safe_mode=True)
     size = int(config.get("image_size") or model.input_shape[1])
     resize = config.get("resize") or RESIZE.get(config.get("model", "cnn"), "area")
-    threshold = float(config.get("threshold", 0.5))  # chosen on the calibrated val P(all)
+    threshold, _ = run_threshold(model_path.parent, config)  # chosen on the calibrated val P(all), as export reads it
     temperature = temperature_of(config)
     ds = load_dataset(data)
     sets = {}
@@ -114,7 +114,7 @@ def explain_errors(model_or_run: str | Path, data: str | Path, n: int, out: str 
     model = keras.saving.load_model(model_path, safe_mode=True)
     size = int(config.get("image_size") or model.input_shape[1])
     resize = config.get("resize") or RESIZE.get(config.get("model", "cnn"), "area")
-    threshold = float(config.get("threshold", 0.5))
+    threshold, _ = run_threshold(model_path.parent, config)
     temperature = temperature_of(config)
     ds = load_dataset(data)
     sets = {}

@@ -124,9 +124,24 @@ class RunData:
     train_ds: object
     val_ds: object
     class_weights: dict[int, float] | None
+    stats_ds: object = None  # un-augmented training images in a seeded mixed order: BatchNorm statistics
 
 
-def prepare_data(cfg: TrainConfig, run: Path, dataset: Dataset | None, log) -> RunData:
+def statistics_images(cfg: TrainConfig, train: list[Item], replicas: int = 1):
+    """Batches of up to PRECISE_BN_IMAGES training images, un-augmented (as inference sees cells), in a seeded
+    random order so each batch mixes the classes as the training batches do, at the per-replica batch size
+    (the batch BatchNorm normalises over in training). Not sharded: every worker pools the same images."""
+    from .batchnorm import PRECISE_BN_IMAGES
+    from .pipeline import image_dataset
+
+    order = np.random.default_rng(cfg.seed).permutation(len(train))[:PRECISE_BN_IMAGES]
+    paths = [train[i].path for i in order]
+    size = cfg.size
+    return image_dataset(paths, None, (size, size), RESIZE[cfg.model], max(1, cfg.batch_size // replicas),
+                         cache=len(paths) * size * size * 12 < 1e9)
+
+
+def prepare_data(cfg: TrainConfig, run: Path, dataset: Dataset | None, log, replicas: int = 1) -> RunData:
     from .pipeline import image_dataset
 
     ds = dataset or load_dataset(cfg.data)
@@ -148,7 +163,7 @@ def prepare_data(cfg: TrainConfig, run: Path, dataset: Dataset | None, log) -> R
     cw = class_weights(y_tr) if cfg.class_weight else None
     log(f"{cfg.model} @ {size}px: train {len(tr)} / val {len(va)} / test {len(splits.get('test', []))} images; "
         f"class weights {cw}")
-    return RunData(ds, splits, train_ds, val_ds, cw)
+    return RunData(ds, splits, train_ds, val_ds, cw, statistics_images(cfg, tr, replicas))
 
 
 # --------------------------------------------------------------------------------------- step 2: model, schedule
@@ -217,8 +232,13 @@ class FitResult:
 
 def fit_phases(model, base, phases: list[Phase], data: RunData, cfg: TrainConfig, run: Path, strategy) -> FitResult:
     """Run the phases in turn. ONE best-val_loss tracker spans them: each phase's checkpoint and early stopping
-    start from the best loss so far, so a phase that only makes things worse never overwrites model.keras."""
+    start from the best loss so far, so a phase that only makes things worse never overwrites model.keras.
+    Before every validation pass the BatchNorm statistics are recomputed over training images (PreciseBN,
+    batchnorm.py): val_loss, the checkpoint's choice and the saved model all see the statistics that fit the
+    weights of that epoch, not a lagging moving average."""
     import keras
+
+    from .batchnorm import PreciseBatchNorm
 
     res = FitResult()
     t0 = time.perf_counter()
@@ -234,6 +254,8 @@ def fit_phases(model, base, phases: list[Phase], data: RunData, cfg: TrainConfig
             keras.callbacks.CSVLogger(run / "history.csv", append=res.epochs_run > 0),
             _epoch_timer(res.epoch_seconds),
         ]
+        if data.stats_ds is not None:
+            callbacks.insert(0, PreciseBatchNorm(data.stats_ds))  # first: before validation and the checkpoint
         first = res.epochs_run
         hist = model.fit(data.train_ds, validation_data=data.val_ds, epochs=first + phase.epochs,
                          initial_epoch=first, class_weight=data.class_weights, callbacks=callbacks, shuffle=False,
@@ -275,7 +297,32 @@ def evaluate_splits(model, splits: dict[str, list[Item]], cfg: TrainConfig) -> E
     return Evaluation(labels, raw, calibrated, temperature, threshold, metrics)
 
 
-# ------------------------------------------------------------------------------------------- step 5: write run
+# ------------------------------------------------------------------------------------------ step 5: health
+
+
+def check_health(model, data: RunData, ev: Evaluation, log) -> dict:
+    """metrics.json's `health` (train/health.py): inference vs training mode on training cells, the temperature
+    against its bounds, the spread of val P(all). Every failed check is logged as a WARNING line."""
+    from .batchnorm import batch_statistics_predictions
+    from .health import HEALTH_IMAGES, assess
+
+    sample = data.stats_ds.unbatch().take(HEALTH_IMAGES).batch(32) if data.stats_ds is not None else []
+    p_inf = np.concatenate([np.asarray(model(x, training=False)).reshape(-1) for x in sample] or [np.zeros(0)])
+    p_bat = batch_statistics_predictions(model, sample)
+    empty = np.zeros(0)
+    health = assess(p_inf, p_bat, ev.temperature, ev.raw.get("val", empty), ev.calibrated.get("val", empty))
+    for line in health["warnings"]:
+        log(f"WARNING: {line}")
+    if not health["warnings"]:
+        bn, sp = health["batchnorm"], health["spread"]
+        gap = "n/a" if bn["mean_abs_diff"] is None else f"{bn['mean_abs_diff']:.3f}"
+        spread = "n/a" if sp["val_std"] is None else f"{sp['val_std']:.3f}"
+        log(f"health: ok (inference vs training mode on {bn['images']} training cells: mean |dP| {gap}; "
+            f"T {ev.temperature:.3f} inside {list(health['temperature']['bounds'])}; val P(all) std {spread})")
+    return health
+
+
+# ------------------------------------------------------------------------------------------- step 6: write run
 
 
 def write_run(run: Path, cfg: TrainConfig, data: RunData, phases: list[Phase], fit: FitResult,
@@ -318,7 +365,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
     import_tensorflow()
     import keras
 
-    from .distribute import finish_worker, run_folder, shard_by_data
+    from .distribute import finish_worker, run_folder, shard_by_data, worker_name
     from .models import build
     from .weights import resolve_weights
 
@@ -330,7 +377,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
     run, chief = run_folder(cfg.out, cfg.strategy)  # multiworker: only the chief writes cfg.out
     run.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    data = prepare_data(cfg, run, dataset, log)
+    data = prepare_data(cfg, run, dataset, log, replicas=strategy.num_replicas_in_sync)
     if cfg.strategy == "multiworker":  # each worker keeps its share of the batches
         data.train_ds, data.val_ds = shard_by_data(data.train_ds), shard_by_data(data.val_ds)
 
@@ -339,8 +386,9 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
     phases = plan_phases(cfg, pretrained=weights is not None)
     log(describe_schedule(cfg, phases))
     fit = fit_phases(model, base, phases, data, cfg, run, strategy)
-    if not chief:
-        return finish_worker(run)  # the chief evaluates and writes the run folder
+    if not chief:  # the chief evaluates and writes the run folder; this worker wrote only its scratch folder
+        log(f"{worker_name()}: training done; the chief writes {cfg.out}")
+        return finish_worker(run)
     if not (run / "model.keras").is_file():  # val_loss never finite: keep the last weights rather than nothing
         model.save(run / "model.keras")
     # the best epoch over all phases (uncalibrated: the temperature lives in config.json, applied downstream)
@@ -349,5 +397,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
     ev = evaluate_splits(model, data.splits, cfg)
     log(f"calibration: temperature {ev.temperature:.3f} fitted on val; threshold {ev.threshold:.3f} on the "
         "calibrated P(all)")
+    ev.metrics["health"] = check_health(model, data, ev, log)
     write_run(run, cfg, data, phases, fit, ev)
+    log(f"run folder: {run}")
     return ev.metrics

@@ -48,3 +48,37 @@ def compute_metrics(y_true, prob, threshold: float = 0.5) -> dict:
         "confusion_matrix": cm.astype(int).tolist(),  # [[tn, fp], [fn, tp]], all = positive
         "threshold": float(threshold),
     }
+
+
+# metrics.json: one entry per evaluated split (`evaluate` scores `all_labelled` when a run has no val subjects);
+# every other key (`health`, the scope gate's `scope`) describes the run, not a split.
+SPLITS = ("val", "test", "all_labelled")
+
+
+def split_metrics(metrics: dict) -> dict:
+    """The per-split entries of a metrics.json, in file order."""
+    return {k: v for k, v in metrics.items() if k in SPLITS and isinstance(v, dict)}
+
+
+def run_threshold(run_dir, config: dict) -> tuple[float, str]:
+    """A run's decision threshold and where it came from, one rule for `evaluate`, `evaluate --explain` and
+    `export`: config.json's `threshold` ("config"), else the validation threshold in the run's metrics.json
+    ("metrics.json", runs whose config.json lacks it), else 0.5 ("assumed"). ValueError (one line) for a value
+    that is not a probability."""
+    import json
+    from pathlib import Path
+
+    value, source = config.get("threshold"), "config"
+    if value is None:
+        source = "metrics.json"
+        try:
+            value = json.loads((Path(run_dir) / "metrics.json").read_text())["val"]["threshold"]
+        except (OSError, KeyError, TypeError, ValueError):
+            value, source = 0.5, "assumed"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold {value!r} ({source}) is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"threshold {value} ({source}) is not a probability")
+    return value, source

@@ -28,7 +28,9 @@ def build_cnn(input_shape=(CNN_SIZE, CNN_SIZE, 3), dropout: float = 0.4) -> kera
     x = inputs
     for filters in (16, 32, 64, 128, 192):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization(momentum=0.9)(x)  # short runs: stats must settle fast
+        # momentum 0.9 for short runs; the moving statistics are replaced before every validation anyway
+        # (PreciseBN, batchnorm.py): left to themselves they kept the start variance 1 and collapsed inference
+        x = layers.BatchNormalization(momentum=0.9)(x)
         x = layers.Activation("relu")(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Conv2D(256, 3, padding="same", activation="relu")(x)

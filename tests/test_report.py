@@ -487,3 +487,22 @@ def test_a_bug_while_drawing_overlays_is_not_a_skipped_file(cam_model, tmp_path,
     monkeypatch.setattr(explain, "decode_image", lambda path: (_ for _ in ()).throw(KeyError("bug")))
     with pytest.raises(KeyError):
         list(explain.iter_overlays(clf, [("a.png", 0.9, "all")]))
+
+
+def test_run_metrics_show_only_the_evaluated_splits(table, tmp_path):
+    """metrics.json also holds entries that describe the run (`health`, `scope`): they are not splits, the report's
+    run table lists val and test only (one split rule, edge.run_metrics)."""
+    import re
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({
+        "val": {"n": 40, "accuracy": 0.9}, "test": {"n": 50, "accuracy": 0.8},
+        "health": {"batchnorm": {"gap": 0.03}, "warnings": []},
+        "scope": {"method": "mahalanobis", "threshold": 3.2, "accept": 0.95}}))
+    (run / "config.json").write_text("{}")
+    out = tmp_path / "r.html"
+    res = invoke("report", table, "--run", run, "--out", out)
+    assert res.exit_code == 0, res.all_output
+    body = re.search(r'<table id="run-metrics">.*?<tbody>(.*?)</tbody>', out.read_text(), re.S).group(1)
+    assert re.findall(r"<tr data-split=\"([^\"]*)\">", body) == ["val", "test"]

@@ -16,6 +16,7 @@ import json
 import numpy as np
 
 from .. import DISCLAIMER, __version__
+from ..edge.run_metrics import split_metrics
 from . import markdown
 from .histogram import histogram_svg
 from .provenance import ModelFacts, RunFacts
@@ -162,7 +163,7 @@ def _num(v) -> str:
 def run_section(r: RunFacts | None) -> str:
     if r is None:
         return ""
-    splits = [k for k, v in r.metrics.items() if isinstance(v, dict)]
+    splits = list(split_metrics(r.metrics))  # `health`, `scope`, ... describe the run, they are not splits
     keys = [k for k in METRIC_KEYS if any(k in r.metrics[s] for s in splits)]
     unc = any(isinstance(r.metrics[s].get("uncalibrated"), dict) for s in splits)
     head = "".join(f"<th>{esc(k)}</th>" for k in keys) + (

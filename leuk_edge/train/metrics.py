@@ -8,6 +8,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from ..edge.labels import is_all
+from ..edge.run_metrics import SPLITS, split_metrics  # noqa: F401 (the one rule, shared with the report)
 
 
 def choose_threshold(y_true, prob) -> float:
@@ -52,12 +53,6 @@ def compute_metrics(y_true, prob, threshold: float = 0.5) -> dict:
 
 # metrics.json: one entry per evaluated split (`evaluate` scores `all_labelled` when a run has no val subjects);
 # every other key (`health`, the scope gate's `scope`) describes the run, not a split.
-SPLITS = ("val", "test", "all_labelled")
-
-
-def split_metrics(metrics: dict) -> dict:
-    """The per-split entries of a metrics.json, in file order."""
-    return {k: v for k, v in metrics.items() if k in SPLITS and isinstance(v, dict)}
 
 
 def run_threshold(run_dir, config: dict) -> tuple[float, str]:

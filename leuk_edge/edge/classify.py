@@ -154,6 +154,84 @@ def _result(future: Future, path: Path):
         raise WorkerCrash(f"unexpected {type(exc).__name__} while preprocessing {path}: {exc}") from exc
 
 
+@dataclass
+class _Decoder:
+    """Decodes one file straight into its slot of a batch array (runs on the worker threads) -> (error reason or
+    None, decode seconds, resize seconds)."""
+    size: tuple[int, int]
+    resize: str
+    value_scale: float
+    bit_depth: int | None
+    max_pixels: int | None
+    on_decoded: Callable[[int, np.ndarray], None] | None
+    index: dict  # id(path) -> its index in the caller's list (the Path objects are the call's own: ids unique)
+
+    def __call__(self, buf: np.ndarray, i: int, path: Path) -> tuple[str | None, float, float]:
+        t0 = time.perf_counter()
+        try:
+            src = decode_bgr(path, self.bit_depth, self.max_pixels)
+        except ImageReadError as exc:  # only a file that cannot be read/decoded is that file's error row
+            return _short_reason(exc), time.perf_counter() - t0, 0.0
+        if self.on_decoded is not None:
+            self.on_decoded(self.index[id(path)], src)
+        t1 = time.perf_counter()
+        h, w = self.size
+        resize_scale(src, h, w, self.resize, out=buf[i], value_scale=self.value_scale, swap_rb=True)
+        return None, t1 - t0, time.perf_counter() - t1
+
+
+def _decoded_batches(batches: list[list[Path]], buffers: list[np.ndarray], decode: _Decoder, workers: int,
+                     prefetch: int, times: StageTimes) -> Iterator[tuple[list[Path], np.ndarray, list[tuple]]]:
+    """Yield (paths, batch array, decode results) in order while the next `prefetch` batches decode on a thread
+    pool. One buffer per batch in flight + the one being inferred: never overwritten while in use."""
+    pending: deque[tuple[list[Path], np.ndarray, list[Future]]] = deque()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leuk-decode")
+
+    def submit(k: int) -> None:
+        buf = buffers[k % len(buffers)]
+        pending.append((batches[k], buf, [pool.submit(decode, buf, i, p) for i, p in enumerate(batches[k])]))
+
+    try:
+        next_k = 0
+        while next_k < min(prefetch, len(batches)):
+            submit(next_k)
+            next_k += 1
+        while pending:
+            batch, buf, futures = pending.popleft()
+            if next_k < len(batches):  # keep the workers busy while this batch is inferred
+                submit(next_k)
+                next_k += 1
+            t0 = time.perf_counter()
+            results = [_result(f, p) for f, p in zip(futures, batch)]
+            times.wait_s += time.perf_counter() - t0
+            times.decode_s += sum(r[1] for r in results)
+            times.resize_s += sum(r[2] for r in results)
+            yield batch, buf, results
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _batch_rows(classifier: Classifier, batch: list[Path], buf: np.ndarray, results: list[tuple], tta: bool,
+                times: StageTimes) -> list[Row]:
+    """One model call over the batch's decoded images -> a Row per path (error rows for the undecodable)."""
+    good = [i for i, r in enumerate(results) if r[0] is None]
+    by_index = {}
+    if good:
+        x = buf[:len(batch)] if len(good) == len(batch) else buf[good]
+        t0 = time.perf_counter()
+        by_index = dict(zip(good, scored(classifier, classifier.infer(x, tta=tta))))
+        times.infer_s += time.perf_counter() - t0
+        times.batches += 1
+    rows = []
+    for i, path in enumerate(batch):
+        if results[i][0] is None:
+            label, p, ood = by_index[i]
+            rows.append(Row(str(path), label, p, ood=ood))
+        else:
+            rows.append(Row(str(path), ERROR_LABEL, None, results[i][0]))
+    return rows
+
+
 def classify_paths(
     classifier: Classifier,
     paths: Sequence[str | Path],
@@ -178,70 +256,21 @@ def classify_paths(
         raise ValueError("batch size must be at least 1")
     paths = [Path(p) for p in paths]
     times = times if times is not None else StageTimes()
-    workers = workers or default_workers()
     prefetch = max(1, prefetch)
     h, w = classifier.size
-    resize, value_scale = classifier.info.input.resize, classifier.info.input.value_scale
     batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    # One buffer per batch in flight (prefetch) + the one being inferred: never overwritten while in use.
     buffers = [np.empty((batch_size, h, w, 3), np.float32) for _ in range(min(prefetch + 1, len(batches)))]
-    index = {id(p): i for i, p in enumerate(paths)}  # the Path objects are this call's own: ids are unique
-
-    def load_into(buf: np.ndarray, i: int, path: Path) -> tuple[str | None, float, float]:
-        t0 = time.perf_counter()
-        try:
-            src = decode_bgr(path, bit_depth, max_pixels)
-        except ImageReadError as exc:  # only a file that cannot be read/decoded is that file's error row
-            return _short_reason(exc), time.perf_counter() - t0, 0.0
-        if on_decoded is not None:
-            on_decoded(index[id(path)], src)
-        t1 = time.perf_counter()
-        resize_scale(src, h, w, resize, out=buf[i], value_scale=value_scale, swap_rb=True)  # straight into the batch array
-        return None, t1 - t0, time.perf_counter() - t1
-
+    decode = _Decoder((h, w), classifier.info.input.resize, classifier.info.input.value_scale, bit_depth,
+                      max_pixels, on_decoded, {id(p): i for i, p in enumerate(paths)})
     start = time.perf_counter()
-    pending: deque[tuple[list[Path], np.ndarray, list[Future]]] = deque()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leuk-decode")
-
-    def submit(k: int) -> None:
-        buf = buffers[k % len(buffers)]
-        pending.append((batches[k], buf, [pool.submit(load_into, buf, i, p) for i, p in enumerate(batches[k])]))
-
     try:
-        with opencv_threads(1):
-            next_k = 0
-            while next_k < min(prefetch, len(batches)):
-                submit(next_k)
-                next_k += 1
-            while pending:
-                batch, buf, futures = pending.popleft()
-                if next_k < len(batches):  # keep the workers busy while this batch is inferred
-                    submit(next_k)
-                    next_k += 1
-                t0 = time.perf_counter()
-                results = [_result(f, p) for f, p in zip(futures, batch)]
-                times.wait_s += time.perf_counter() - t0
-                times.decode_s += sum(r[1] for r in results)
-                times.resize_s += sum(r[2] for r in results)
-                good = [i for i, r in enumerate(results) if r[0] is None]
-                by_index = {}
-                if good:
-                    x = buf[:len(batch)] if len(good) == len(batch) else buf[good]
-                    t0 = time.perf_counter()
-                    by_index = dict(zip(good, scored(classifier, classifier.infer(x, tta=tta))))
-                    times.infer_s += time.perf_counter() - t0
-                    times.batches += 1
-                for i, path in enumerate(batch):
-                    err = results[i][0]
-                    if err is None:
-                        label, p, ood = by_index[i]
-                        row = Row(str(path), label, p, ood=ood)
-                    else:
-                        row = Row(str(path), ERROR_LABEL, None, err)
-                        times.errors += 1
+        with opencv_threads(1), contextlib.closing(_decoded_batches(
+                batches, buffers, decode, workers or default_workers(), prefetch, times)) as decoded:
+            for batch, buf, results in decoded:
+                for row in _batch_rows(classifier, batch, buf, results, tta, times):
+                    times.errors += not row.ok
                     times.images += 1  # counted as handed out, so an interrupted run's totals match its rows
                     times.wall_s = time.perf_counter() - start
                     yield row
     finally:
         times.wall_s = time.perf_counter() - start
-        pool.shutdown(wait=True, cancel_futures=True)

@@ -77,3 +77,25 @@ def test_the_training_pipeline_applies_it_only_when_asked(tmp_path):
     on = colours(StainJitter(hed_sigma=0.2))
     assert np.abs(off - base).max() < 0.005, (off, base)
     assert np.abs(on - base).max() > 0.01, (on, base)
+
+
+def test_evaluation_shifts_do_what_their_names_say():
+    import cv2
+
+    from leuk_edge.synth.stain_shift import SHIFTS, shift_stain
+
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[1:3, 1:3] = (200, 100, 50)  # an orange-brown patch on black; OpenCV hue 20 deg, S 75 %, V 200
+    for name in SHIFTS:
+        out = shift_stain(rgb, name)
+        np.testing.assert_array_equal(out[0], 0)  # black stays black
+    hue = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2HSV_FULL)[1, 1, 0].item() * 360 / 256  # noqa: E731
+    assert abs(hue(shift_stain(rgb, "hue+8")) - (hue(rgb) + 8)) < 2
+    assert abs(hue(shift_stain(rgb, "hue-8")) - (hue(rgb) - 8)) < 2
+    # every channel x0.85 (V scales RGB; the HSV round trip may round by one level)
+    assert np.abs(shift_stain(rgb, "brightness*0.85")[1, 1].astype(int) - (170, 85, 42.5)).max() <= 1
+    assert tuple(shift_stain(rgb, "warm_white_balance")[1, 1]) == (216, 100, 44)
+    sat = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2HSV_FULL)[1, 1, 1].item()  # noqa: E731
+    assert abs(int(sat(shift_stain(rgb, "saturation*0.65"))) - round(191 * 0.65)) <= 2
+    with pytest.raises(ValueError, match="unknown stain shift"):
+        shift_stain(rgb, "sepia")

@@ -40,6 +40,10 @@ def test_quick_demo_writes_everything(tmp_path):
     html = (out / "report.html").read_text()  # the slide report: self-contained, the disclaimer included
     assert "not a diagnostic device" in html and "https://" not in html and 'id="all-count"' in html
     report = (out / "report.md").read_text()
+    # the field video holds a normal smear's mix: the report names what the stream called the drawn kinds
+    assert "## Out-of-scope cells in the field video" in report and "| neutrophil |" in report
+    summary = json.loads((out / "stream_summary.json").read_text())
+    assert summary["cells"]["total"] == summary["cells"]["all"] + summary["cells"]["hem"] + summary["cells"]["other"]
     assert "not a diagnostic device" in report and "Synthetic" in report and "quick mode" in report
     for artefact in ("classify.csv", "stream.jsonl", "stream.mp4", "compare/comparison.png", "models/cnn.onnx"):
         assert f"`{artefact}`" in report

@@ -64,6 +64,9 @@ def test_cnn_learns_synthetic_cells(cnn_run):
     # Platt's targets give a finite T even on a validation split the model separates
     assert 0.05 * 1.01 < cal["temperature"] < 20 / 1.01
     assert config["architecture"] == "cnn" and config["image_size"] == 64 and config["synthetic"] is True
+    # the colour augmentation is on by default and recorded with its strengths
+    assert config["stain_augment"] == "hed" and config["stain_jitter"]["method"] == "hed"
+    assert config["stain_jitter"]["hed_sigma"] == 0.05
     split = json.loads((cnn_run / "split.json").read_text())
     assert not set(split["train"]) & set(split["val"]) and not set(split["val"]) & set(split["test"])
 

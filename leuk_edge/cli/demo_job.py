@@ -147,8 +147,11 @@ def run_demo(out: str | Path, quick: bool = False, log: Callable[[str], None] = 
           edge_model, "--out", out / "classify.csv", "--device", "cpu")
     w, h = plan.field_size
     fields = out / "fields"
-    d.run("synthetic microscope fields and video", "data", "fields", fields, "--frames", 3, "--video-frames",
-          plan.video_frames, "--width", w, "--height", h, "--seed", 0)
+    # A normal smear's mix (neutrophils ~55 %, lymphocytes ~30 %, ...) plus blasts: the out-of-scope cells the
+    # model must call `other` rather than count in the blast fraction.
+    d.run("synthetic microscope fields and video (normal leukocyte mix + blasts)", "data", "fields", fields,
+          "--frames", 3, "--video-frames", plan.video_frames, "--width", w, "--height", h, "--seed", 0,
+          "--mix", "normal", "--blast-share", 0.15)
     d.run("stream mode over the video", "stream", "--source", fields / "drift.mp4", "--model", models / "cnn.onnx",
           "--jsonl", out / "stream.jsonl", "--record", out / "stream.mp4", "--summary", out / "stream_summary.json",
           "--device", "cpu")
@@ -202,6 +205,28 @@ def _cards(out: Path) -> str:
     return ", ".join(f"`{p.relative_to(out)}`" for p in cards) if cards else "none written by this export."
 
 
+def _scope_lines(out: Path, stream: dict) -> list[str]:
+    """What the stream called the video's cells, against the drawn truth (synth.truth.score_stream)."""
+    from ..synth.truth import read_events, score_stream
+
+    truth_path, events_path = out / "fields" / "drift.json", out / "stream.jsonl"
+    if not (stream and truth_path.is_file() and events_path.is_file()):
+        return ["(no stream run)"]
+    score = score_stream(read_events(events_path), json.loads(truth_path.read_text()), summary=stream)
+    scope, cells = stream.get("scope") or {}, stream.get("cells") or {}
+    kinds = (score.get("tracks") or score)["kinds"]
+    bf = score["blast_fraction"]
+    lines = [f"Scope gate in use: **{scope.get('used')}** ({scope.get('method') or scope.get('note')}). "
+             f"Tracked cells: {cells.get('total')} = all {cells.get('all')} + hem {cells.get('hem')} + "
+             f"**other {cells.get('other')}** (never counted in the blast fraction).", "",
+             "| drawn kind | cells (tracks) | labelled other |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v['cells']} | {v['other_share'] if v['other_share'] is not None else '–'} |"
+              for k, v in kinds.items()]
+    lines += ["", f"Blast fraction: truth {bf['truth']['fraction']}, measured {bf['measured']['fraction']} "
+                  f"(95 % interval {bf['measured']['ci95']}); truth inside the interval: {bf['truth_within_ci95']}."]
+    return lines
+
+
 def write_report(d: Demo, seconds: float) -> Path:
     out = d.out
     arts = sorted(p for p in out.rglob("*") if p.is_file() and "data" not in p.relative_to(out).parts[:1])
@@ -220,6 +245,7 @@ def write_report(d: Demo, seconds: float) -> Path:
         "`report.html`: counts and blast fraction with its 95 % Wilson interval per sample, the P(all) histogram, "
         "the flagged and uncertain cells (with CAM overlays when the model has a cam output), the model card and "
         "the CNN run's metrics; one file, opens offline. Model card: " + _cards(out), "",
+        "## Out-of-scope cells in the field video", "", *_scope_lines(out, stream), "",
         "## Stream mode", "",
         "```json", json.dumps(stream, indent=2)[:3000], "```", "",
         "## Steps", "", "| # | step | command | seconds |", "|---|---|---|---|",

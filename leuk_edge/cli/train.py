@@ -17,6 +17,11 @@ class ModelName(str, Enum):
     inception = "inception"
 
 
+class StainAugment(str, Enum):
+    hed = "hed"
+    none = "none"
+
+
 class Strategy(str, Enum):
     default = "default"
     mirrored = "mirrored"
@@ -39,6 +44,10 @@ def train_cmd(
     learning_rate: float = typer.Option(3e-4),
     fine_tune_learning_rate: float = typer.Option(1e-5, help="inception with pretrained weights: the fine-tuning phase's rate."),
     no_class_weight: bool = typer.Option(False, "--no-class-weight", help="Do not weight classes by frequency."),
+    stain_augment: StainAugment = typer.Option(StainAugment.hed, "--stain-augment", help="Colour augmentation of "
+                                               "the training cells: hed (HED jitter + mild brightness/saturation, "
+                                               "Tellez et al. 2019) or none."),
+    stain_sigma: float = typer.Option(0.05, "--stain-sigma", min=0.0, max=0.5, help="HED jitter strength."),
 ):
     """Train a model on C-NMC-layout data into a run folder (model, metrics, plots, split)."""
     with user_errors():
@@ -50,7 +59,8 @@ def train_cmd(
                           image_size=image_size, weights=weights, seed=seed, strategy=strategy.value,
                           val_fraction=val_fraction, patience=patience, learning_rate=learning_rate,
                           fine_tune_learning_rate=fine_tune_learning_rate,
-                          class_weight=not no_class_weight)
+                          class_weight=not no_class_weight, stain_augment=stain_augment.value,
+                          stain_sigma=stain_sigma)
         from ..train.metrics import split_metrics
 
         metrics = train(cfg, log=lambda m: console.print(m, highlight=False))

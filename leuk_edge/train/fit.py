@@ -21,6 +21,7 @@ from .data import Dataset, Item, load_dataset, make_splits, split_subjects
 from .metrics import choose_threshold, compute_metrics
 from .models import ARCHITECTURE, DEFAULT_SIZE, RESIZE
 from .quiet import import_tensorflow
+from .stain_augment import StainJitter
 
 
 @dataclass
@@ -40,10 +41,19 @@ class TrainConfig:
     fine_tune_learning_rate: float = 1e-5
     class_weight: bool = True
     max_images: int | None = None  # cap per split for quick runs (subjects kept whole where possible)
+    stain_augment: str = "hed"  # hed | none: colour jitter of the training cells (train/stain_augment.py)
+    stain_sigma: float = 0.05  # HED jitter strength (Tellez et al. 2019 "HED-light")
 
     @property
     def size(self) -> int:
         return self.image_size or DEFAULT_SIZE[self.model]
+
+
+def stain_jitter(cfg: TrainConfig) -> StainJitter:
+    """The run's colour augmentation (config.json `stain_jitter` records all of its strengths)."""
+    if cfg.stain_augment not in ("hed", "none"):
+        raise ValueError(f"--stain-augment must be hed or none, not {cfg.stain_augment!r}")
+    return StainJitter(method=cfg.stain_augment, hed_sigma=cfg.stain_sigma)
 
 
 def seed_everything(seed: int) -> None:
@@ -157,7 +167,8 @@ def prepare_data(cfg: TrainConfig, run: Path, dataset: Dataset | None, log, repl
     y_tr = [it.label for it in tr]
     # Cache decoded tensors in RAM when they fit comfortably; otherwise decode every epoch (BMP decode is cheap).
     train_ds = image_dataset([it.path for it in tr], y_tr, (size, size), resize, cfg.batch_size,
-                             augment=True, shuffle=True, seed=cfg.seed, cache=len(tr) * size * size * 12 < 3e9)
+                             augment=True, shuffle=True, seed=cfg.seed, cache=len(tr) * size * size * 12 < 3e9,
+                             stain=stain_jitter(cfg))
     val_ds = image_dataset([it.path for it in va], [it.label for it in va], (size, size), resize, cfg.batch_size,
                            cache=len(va) * size * size * 12 < 1e9)
     cw = class_weights(y_tr) if cfg.class_weight else None
@@ -344,7 +355,7 @@ def write_run(run: Path, cfg: TrainConfig, data: RunData, phases: list[Phase], f
         "schedule": describe_schedule(cfg, phases), "phases": fit.phases,
         "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss,
         "train_seconds": round(fit.seconds, 2), "epoch_seconds": [round(s, 2) for s in fit.epoch_seconds],
-        "skipped_images": len(ds.unreadable),
+        "skipped_images": len(ds.unreadable), "stain_jitter": stain_jitter(cfg).as_config(),
         "leuk_edge_version": __version__, "keras_version": keras.__version__,
         "note": DISCLAIMER + (" " + SYNTHETIC_NOTE if ds.synthetic else ""),
     }
@@ -374,6 +385,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
     # One strategy for every phase, made first: MultiWorkerMirroredStrategy must precede every other TF op.
     strategy = _strategy(cfg.strategy)
     weights = resolve_weights(cfg.weights) if cfg.model == "inception" else None  # fail fast, before data
+    stain_jitter(cfg)  # a bad --stain-augment fails before any work
     run, chief = run_folder(cfg.out, cfg.strategy)  # multiworker: only the chief writes cfg.out
     run.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)

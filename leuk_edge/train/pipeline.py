@@ -12,6 +12,7 @@ import numpy as np
 
 from ..edge.preprocess import ImageReadError, load_image
 from .quiet import import_tensorflow
+from .stain_augment import StainJitter, jitter_stain
 
 tf = import_tensorflow()  # the first TensorFlow import of a training process: without its load-time log noise
 
@@ -46,14 +47,21 @@ def _rot90(x, seed):
     return tf.image.rot90(x, k)
 
 
+def _per_image(x, seed, stain: StainJitter):
+    """The per-image random steps: a 90-degree rotation, then the stain colour jitter (its own seed, folded from
+    the image's, so switching the jitter off leaves the rotations as they were)."""
+    x = _rot90(x, seed)
+    return jitter_stain(x, tf.random.experimental.stateless_fold_in(seed, 1), stain)
+
+
 def image_dataset(paths: Sequence[str], labels: Sequence[int] | None = None, size: tuple[int, int] = (256, 256),
                   resize: str = "area", batch_size: int = 32, augment: bool = False, shuffle: bool = False,
-                  seed: int = 0, cache: bool = False) -> tf.data.Dataset:
+                  seed: int = 0, cache: bool = False, stain: StainJitter | None = None) -> tf.data.Dataset:
     """Batches of (x, y) (or x when labels is None); x is NHWC float32 in [0, 1].
 
     Order: decode -> cache -> shuffle -> rot90 -> batch -> augment. The cache holds decoded pixels only, so the
     shuffle and every random transform after it are drawn afresh each epoch; all of them are seeded from `seed`,
-    so a run is reproducible while its epochs differ."""
+    so a run is reproducible while its epochs differ. `stain` (augment only): the colour jitter, default HED."""
     h, w = size
     paths = [str(p) for p in paths]
     ds = tf.data.Dataset.from_tensor_slices(paths)
@@ -77,7 +85,8 @@ def image_dataset(paths: Sequence[str], labels: Sequence[int] | None = None, siz
         # One stateless seed pair per image from a seeded stream that is redrawn every epoch (a counter would
         # restart each epoch and repeat the same rotations).
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: (_rot90(xy[0], s), xy[1]),
+        stain = stain or StainJitter()
+        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: (_per_image(xy[0], s, stain), xy[1]),
                                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size)
     if augment:

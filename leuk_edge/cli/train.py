@@ -39,6 +39,9 @@ def train_cmd(
     learning_rate: float = typer.Option(3e-4),
     fine_tune_learning_rate: float = typer.Option(1e-5, help="inception with pretrained weights: the fine-tuning phase's rate."),
     no_class_weight: bool = typer.Option(False, "--no-class-weight", help="Do not weight classes by frequency."),
+    scope_accept: float = typer.Option(0.95, "--scope-accept", min=0.5, max=1.0,
+                                       help="Share of in-scope validation cells the scope gate accepts "
+                                            "(its threshold on the Mahalanobis ood score)."),
 ):
     """Train a model on C-NMC-layout data into a run folder (model, metrics, plots, split)."""
     with user_errors():
@@ -50,7 +53,7 @@ def train_cmd(
                           image_size=image_size, weights=weights, seed=seed, strategy=strategy.value,
                           val_fraction=val_fraction, patience=patience, learning_rate=learning_rate,
                           fine_tune_learning_rate=fine_tune_learning_rate,
-                          class_weight=not no_class_weight)
+                          class_weight=not no_class_weight, scope_accept=scope_accept)
         from ..train.metrics import split_metrics
 
         metrics = train(cfg, log=lambda m: console.print(m, highlight=False))

@@ -111,8 +111,9 @@ def test_metrics_scope_entry_and_val_accept_rate(scope_run):
 def exported(scope_run):
     from leuk_edge.export.exporter import export_model
 
-    result = export_model(scope_run / "model.keras", scope_run / "model.onnx", parity_n=12)
-    assert result.passed, result.fp32.parity.summary()
+    result = export_model(scope_run / "model.keras", scope_run / "model.onnx", parity_n=12, int8=True,
+                          variant_n=32)
+    assert result.fp32.passed, result.fp32.parity.summary()
     return scope_run / "model.onnx", result
 
 
@@ -138,6 +139,11 @@ def test_onnx_ood_matches_an_independent_mahalanobis(scope_run, exported):
     ood = result.fp32.parity.ood
     assert ood["checked"] and ood["passed"] and ood["agreement"] == 1.0
     assert json.loads(result.fp32.parity_path.read_text())["ood"]["max_rel_diff"] <= 1e-3
+    # the INT8 variant keeps the gate and is judged on it: its in/out decisions against FP32's (on this tiny run,
+    # at --scope-accept 0.9, 1-2 of 32 val cells near the threshold may flip: then the variant fails, as it must)
+    int8 = result.variants[0].parity
+    assert int8.ood["checked"] and int8.ood["min_agreement"] == 0.98
+    assert int8.passed == (int8.ood["agreement"] >= 0.98 and int8.decision_agreement >= 0.98)
 
 
 def test_drawn_out_of_scope_cells_score_higher_and_are_labelled_other(scope_run, exported):
@@ -164,7 +170,7 @@ def test_tampered_ood_constants_fail_the_gate(scope_run, exported, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from leuk_edge.export.parity import check_parity
+    from leuk_edge.export.parity import check_parity, check_variant
     from leuk_edge.train import scope
 
     proto = onnx.load(str(exported[0]))
@@ -179,3 +185,9 @@ def test_tampered_ood_constants_fail_the_gate(scope_run, exported, tmp_path):
     report = check_parity(scope_run / "model.keras", bad, n=8, pipeline=False)
     assert not report.passed and report.max_abs_diff <= 1e-4  # P(all) untouched: only the scope score fails
     assert any("ood differs" in f for f in report.failures), report.failures
+    # a variant whose distances moved that far fails its in/out agreement with the FP32 model
+    hits[0].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(hits[0]) * 3.0, hits[0].name))
+    onnx.save(proto, str(bad))
+    variant = check_variant(exported[0], bad, n=32, min_agreement=0.5)
+    assert not variant.passed and variant.decision_agreement == 1.0, variant.summary()
+    assert variant.ood["agreement"] < 0.98

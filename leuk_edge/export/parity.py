@@ -374,6 +374,22 @@ def ood_parity(model, clf: Classifier, stats, x: np.ndarray, batch_sizes: Sequen
     return entry, failures
 
 
+def variant_ood(ref: Classifier, clf: Classifier, x: np.ndarray, batch_sizes: Sequence[int],
+                min_agreement: float = VARIANT_OOD_MIN_AGREEMENT) -> tuple[dict, list[str]]:
+    """A variant's `ood` against its FP32 model's: the in/out-of-scope decisions at the FP32 model's scope
+    threshold must agree on at least `min_agreement` of the cells (the score itself moves with the precision)."""
+    if not (ref.has_scope and clf.has_scope):
+        return {"checked": False}, ["the variant and its FP32 model do not both carry the scope gate (`ood`)"]
+    threshold = float(ref.scope["threshold"])
+    got = {b: _ood_at(clf, x, b) for b in batch_sizes}
+    entry = {**_ood_stats(_ood_at(ref, x, max(batch_sizes)), got, threshold), "min_agreement": min_agreement,
+             "checked": True}
+    entry["passed"] = bool(entry["agreement"] >= min_agreement)
+    failures = [] if entry["passed"] else [
+        f"in/out-of-scope decisions agree with FP32 on {entry['agreement']:.4f} < {min_agreement:g} of the cells"]
+    return entry, failures
+
+
 def check_parity(reference, onnx_model: str | Path | Classifier, data=None,
                  atol: float = DEFAULT_ATOL, n: int = DEFAULT_N, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
                  seed: int = PARITY_SEED, pipeline: bool = True, reference_name: str | None = None,
@@ -464,6 +480,10 @@ def check_variant(reference_onnx: str | Path | Classifier, onnx_model: str | Pat
     rep = _gate(res, against, atol, min_agreement, ref.threshold, batch_sizes, reference=f"onnx:{ref.path}",
                 model=str(clf.path), inputs=inp, device=_device_of(clf), cam_rtol=VARIANT_CAM_RTOL,
                 cam_fails_gate=False)
+    if ref.has_scope or clf.has_scope:
+        rep.ood, failures = variant_ood(ref, clf, inp.x, batch_sizes)
+        rep.failures += failures
+        rep.passed = rep.passed and not failures
     if isinstance(reference_onnx, (str, Path)) and isinstance(onnx_model, (str, Path)):
         rep.reference_sha256, rep.model_sha256 = sha256_file(reference_onnx), sha256_file(onnx_model)
     return rep

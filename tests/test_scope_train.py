@@ -191,3 +191,15 @@ def test_tampered_ood_constants_fail_the_gate(scope_run, exported, tmp_path):
     variant = check_variant(exported[0], bad, n=32, min_agreement=0.5)
     assert not variant.passed and variant.decision_agreement == 1.0, variant.summary()
     assert variant.ood["agreement"] < 0.98
+
+
+def test_evaluate_reports_the_runs_scope_gate(scope_run):
+    from leuk_edge.train.evaluate import evaluate
+
+    cfg = json.loads((scope_run / "config.json").read_text())
+    saved = json.loads((scope_run / "metrics.json").read_text())["scope"]
+    again = evaluate(scope_run, cfg["data_root"])["scope"]
+    assert again["threshold"] == saved["threshold"]  # the trained gate, not refitted
+    for split in ("val", "test"):
+        assert again["in_scope_rate"][split] == pytest.approx(saved["in_scope_rate"][split])
+    assert again["auroc_other"] == pytest.approx(saved["auroc_other"], abs=1e-6)

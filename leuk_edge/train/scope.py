@@ -171,9 +171,22 @@ def entry(stats: ScopeStats, ood: dict[str, np.ndarray], ood_other: np.ndarray) 
 
     rates = {k: float(np.mean(v <= stats.threshold)) for k, v in ood.items() if len(v)}
     auroc = None
-    if len(ood_other) and len(ood.get("test", [])):
-        y = np.r_[np.zeros(len(ood["test"])), np.ones(len(ood_other))]
-        auroc = float(roc_auc_score(y, np.r_[ood["test"], ood_other]))
+    against = "test" if len(ood.get("test", [])) else next((k for k, v in ood.items() if len(v)), None)
+    if len(ood_other) and against is not None:  # in-scope test cells (evaluate: val without a test split)
+        y = np.r_[np.zeros(len(ood[against])), np.ones(len(ood_other))]
+        auroc = float(roc_auc_score(y, np.r_[ood[against], ood_other]))
     return {"method": METHOD, "fitted_on": "train", "n_train": stats.n_train, "accept": stats.accept,
             "threshold": float(stats.threshold), "accept_rate_val": stats.accept_rate_val,
-            "in_scope_rate": rates, "auroc_other": auroc, "n_other": int(len(ood_other))}
+            "in_scope_rate": rates, "auroc_other": auroc, "auroc_against": against,
+            "n_other": int(len(ood_other))}
+
+
+def evaluate_entry(model, stats: ScopeStats, splits: dict, size: int, resize: str, batch_size: int = 32) -> dict:
+    """`evaluate`'s `scope`: the run's saved gate (its threshold as trained) on the given splits' items."""
+    from .pipeline import image_dataset
+
+    ood = {}
+    for name, items in splits.items():
+        ds = image_dataset([it.path for it in items], None, (size, size), resize, batch_size)
+        ood[name] = mahalanobis(stats, features_of_dataset(model, ds)) if items else np.zeros(0)
+    return entry(stats, ood, mahalanobis(stats, features_of(model, other_cells(size, resize))))

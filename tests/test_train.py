@@ -51,7 +51,7 @@ def test_models_build_at_default_sizes():
 def test_cnn_learns_synthetic_cells(cnn_run):
     assert RUN_FILES <= {p.name for p in cnn_run.iterdir()}
     metrics = json.loads((cnn_run / "metrics.json").read_text())
-    assert set(metrics) == {"val", "test", "health"}  # health describes the run, not a split
+    assert set(metrics) == {"val", "test", "health", "scope"}  # health, scope describe the run, not a split
     assert metrics["health"]["warnings"] == [], metrics["health"]
     for m in (metrics["val"], metrics["test"]):
         assert METRIC_KEYS | CALIBRATION_KEYS <= set(m) and set(m["uncalibrated"]) == {"ece", "brier", "nll"}

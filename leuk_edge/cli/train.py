@@ -48,6 +48,9 @@ def train_cmd(
                                                "the training cells: hed (HED jitter + mild brightness/saturation, "
                                                "Tellez et al. 2019) or none."),
     stain_sigma: float = typer.Option(0.05, "--stain-sigma", min=0.0, max=0.5, help="HED jitter strength."),
+    scope_accept: float = typer.Option(0.95, "--scope-accept", min=0.5, max=1.0,
+                                       help="Share of in-scope validation cells the scope gate accepts "
+                                            "(its threshold on the Mahalanobis ood score)."),
 ):
     """Train a model on C-NMC-layout data into a run folder (model, metrics, plots, split)."""
     with user_errors():
@@ -60,7 +63,7 @@ def train_cmd(
                           val_fraction=val_fraction, patience=patience, learning_rate=learning_rate,
                           fine_tune_learning_rate=fine_tune_learning_rate,
                           class_weight=not no_class_weight, stain_augment=stain_augment.value,
-                          stain_sigma=stain_sigma)
+                          stain_sigma=stain_sigma, scope_accept=scope_accept)
         from ..train.metrics import split_metrics
 
         metrics = train(cfg, log=lambda m: console.print(m, highlight=False))

@@ -23,6 +23,7 @@ from .keras_io import SourceInfo
 INPUT_NAME = "image"
 OUTPUT_NAME = "p_all"
 CAM_NAME = "cam"
+OOD_NAME = "ood"
 BATCH_DIM = "N"
 OUTPUT_MEANING = "P(all): probability that the cell is a leukemic blast (class index 1); 1 - P is P(hem)"
 
@@ -35,8 +36,8 @@ def convert_keras(model, height: int, width: int, opset: int = DEFAULT_OPSET) ->
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    if len(model.outputs) not in (1, 2):
-        raise ValueError(f"expected outputs P(all) [and cam], this model has {len(model.outputs)} outputs")
+    if len(model.outputs) not in (1, 2, 3):
+        raise ValueError(f"expected outputs P(all) [, cam] [, ood], this model has {len(model.outputs)} outputs")
     spec = (tf.TensorSpec((None, height, width, 3), tf.float32, name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     _stable_io(proto, len(model.outputs))
@@ -53,16 +54,17 @@ def _rename_output(graph, old: str, new: str) -> None:
 
 
 def _stable_io(proto: onnx.ModelProto, n_outputs: int = 1) -> None:
-    """Name the outputs `p_all` (rank 2) and `cam` (rank 3) whatever the Keras layers were called, and the batch
-    dim `N` (tf2onnx leaves an arbitrary `unk__NN`), so consumers can rely on them."""
+    """Name the outputs `p_all` (rank 2), `cam` (rank 3) and `ood` (rank 1) whatever the Keras layers were called,
+    and the batch dim `N` (tf2onnx leaves an arbitrary `unk__NN`), so consumers can rely on them."""
     graph = proto.graph
     if len(graph.input) != 1 or len(graph.output) != n_outputs:
         raise ValueError(f"converted graph has {len(graph.input)} inputs / {len(graph.output)} outputs, "
                          f"expected 1/{n_outputs}")
     by_rank = {len(o.type.tensor_type.shape.dim): o.name for o in graph.output}
-    wanted = {2: OUTPUT_NAME, 3: CAM_NAME} if n_outputs == 2 else {2: OUTPUT_NAME}
-    if set(by_rank) != set(wanted):
-        raise ValueError(f"converted outputs have ranks {sorted(by_rank)}, expected {sorted(wanted)}")
+    names = {2: OUTPUT_NAME, 3: CAM_NAME, 1: OOD_NAME}
+    wanted = {rank: names[rank] for rank in by_rank if rank in names}
+    if len(by_rank) != n_outputs or set(by_rank) != set(wanted) or 2 not in wanted:
+        raise ValueError(f"converted outputs have ranks {sorted(by_rank)}, expected 2 [, 3] [, 1]")
     for rank, new in wanted.items():
         if by_rank[rank] != new:
             _rename_output(graph, by_rank[rank], new)
@@ -73,7 +75,7 @@ def _stable_io(proto: onnx.ModelProto, n_outputs: int = 1) -> None:
 
 
 def build_model_info(src: SourceInfo, source_sha256: str, opset: int, precision: str = "fp32",
-                     cam: dict | None = None, card: dict | None = None) -> ModelInfo:
+                     cam: dict | None = None, card: dict | None = None, scope: dict | None = None) -> ModelInfo:
     """The metadata: `calibration` when the run has one (the output is then sigmoid(logit / T)), `cam` when the
     explanation output is exported, `card` the model card's essentials."""
     meaning = OUTPUT_MEANING
@@ -93,6 +95,8 @@ def build_model_info(src: SourceInfo, source_sha256: str, opset: int, precision:
         extra["cam"] = cam
     if card:
         extra["card"] = card
+    if scope:
+        extra["scope"] = scope
     return ModelInfo(
         architecture=src.architecture,
         input=InputSpec(name=INPUT_NAME, height=src.height, width=src.width, resize=src.resize),

@@ -77,6 +77,7 @@ class Plan:
     device: str
     opset: int
     warnings: list
+    scope: object = None  # train.scope.ScopeStats from RUN/scope.npz, None for a run without a scope gate
 
 
 @dataclass
@@ -177,7 +178,7 @@ def prepare(keras_path, out, opset: int, parity_data, calib_data, int8: bool, ba
         check_source(folder)
     model = load_keras_model(keras_path)
     src = source_info(model, keras_path)
-    if cam or src.temperature != 1.0:
+    if cam or src.temperature != 1.0 or (keras_path.parent / "scope.npz").is_file():
         from ..train.cam import split_model
 
         # The cam output and the folded temperature both need the pooling + Dense head: say so now, not mid-way
@@ -191,10 +192,15 @@ def prepare(keras_path, out, opset: int, parity_data, calib_data, int8: bool, ba
             warnings.append(f"{why}: the gates use synthetic cells, not the run's images")
         parity_data = parity_data if parity_data is not None else (run.val if run else None)
         calib_data = calib_data if calib_data is not None else (run.train if run else None)
+    from ..train.scope import load_for
+
+    scope = load_for(keras_path)
     for w in warnings:
         log(f"warning: {w}")
+    if scope is None:  # said, not a warning of the export: the model runs as every model did before the gate
+        log("note: the run has no scope.npz (trained before the scope gate): the model gets no `ood` output")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Plan(keras_path, out, model, src, parity_data, calib_data, cam, device, opset, warnings)
+    return Plan(keras_path, out, model, src, parity_data, calib_data, cam, device, opset, warnings, scope)
 
 
 def training_health(keras_path: Path) -> list[str]:
@@ -223,11 +229,12 @@ def convert(plan: Plan, staging: Path, log) -> Staged:
     src = plan.src
     log(f"converting {plan.keras_path.name} ({src.architecture}, {src.height}x{src.width}, opset {plan.opset}"
         f"{', temperature %g' % src.temperature if src.calibration else ''}{', with cam' if plan.cam else ''})")
-    graph = explain_model(plan.model, src.temperature, cam=plan.cam)
+    graph = explain_model(plan.model, src.temperature, cam=plan.cam, scope=plan.scope)
     proto = convert_keras(graph, src.height, src.width, plan.opset)
     info = build_model_info(src, sha256_file(plan.keras_path), plan.opset,
                             cam=cam_metadata(plan.model) if plan.cam else None,
-                            card=card_essentials(plan.keras_path, src))
+                            card=card_essentials(plan.keras_path, src),
+                            scope=plan.scope.metadata() if plan.scope is not None else None)
     set_metadata(proto, info.to_json())
     staged = staging / plan.out.name
     onnx.save(proto, str(staged))
@@ -244,7 +251,8 @@ def gate(plan: Plan, fp32: Staged, atol: float, n: int, batch_sizes) -> None:
     """The FP32 gate: the candidate (on the plan's device) vs the calibrated Keras model (CPU)."""
     fp32.report = check_parity(plan.model, fp32.clf, data=plan.parity_data, atol=atol, n=n,
                                batch_sizes=batch_sizes, reference_name=f"keras:{plan.keras_path}",
-                               train_resize=plan.src.resize, temperature=plan.src.temperature)
+                               train_resize=plan.src.resize, temperature=plan.src.temperature,
+                               scope=plan.scope)
     bind(fp32.report, plan.keras_path, fp32.staged)
 
 

@@ -29,7 +29,7 @@ from ..edge.metadata import InputSpec
 from ..edge.model import Classifier
 from ..edge.preprocess import IMAGE_SUFFIXES, load_image, preprocess
 from ..edge.files import sha256_file
-from ..edge.gates import VARIANT_CAM_RTOL, cam_tolerance
+from ..edge.gates import OOD_RTOL, VARIANT_CAM_RTOL, VARIANT_OOD_MIN_AGREEMENT, cam_tolerance
 from .defaults import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_N, MIN_GATE_IMAGES, PARITY_SEED, variant_gate
 
 SHUFFLE_SEED = 0  # the one shuffle of a folder that every role picks its images from (see pick_images)
@@ -57,6 +57,7 @@ class ParityReport:
     image_source: str = ""  # the inputs in words (folder, split, seed, count)
     cam: dict | None = None  # the `cam` output compared too: {max_abs_diff, mean_abs_diff, scale, tolerance, ...}
     device: str = "cpu"  # the execution provider the candidate ran on (the reference always runs on CPU)
+    ood: dict | None = None  # the `ood` scope score compared too: {max_abs_diff, max_rel_diff, agreement, ...}
     # SHA-256 of the reference file (the .keras, or the FP32 .onnx of a variant) and of the checked model file: what
     # binds a report to the files it judged (`--precision auto` compares them with the files on disk).
     reference_sha256: str = ""
@@ -83,6 +84,8 @@ class ParityReport:
             text += f", pipeline max_abs_diff={self.pipeline['max_abs_diff']:.3g}"
         if self.cam:
             text += f", cam max_abs_diff={self.cam['max_abs_diff']:.3g}"
+        if self.ood:
+            text += f", ood max_rel_diff={self.ood['max_rel_diff']:.3g}, in/out agreement {self.ood['agreement']:.4f}"
         return text + "".join(f"\n  - {f}" for f in self.failures)
 
 
@@ -333,15 +336,71 @@ def cam_verdict(cam: dict | None, rtol: float | None) -> dict | None:
     return cam
 
 
+# ------------------------------------------------------------------------------------------------------- ood
+
+def _ood_at(clf: Classifier, x: np.ndarray, batch: int) -> np.ndarray:
+    return np.concatenate([clf.infer(x[i:i + batch]).ood for i in range(0, len(x), batch)])
+
+
+def _ood_stats(ref: np.ndarray, got: dict, threshold: float) -> dict:
+    """The worst case over batch sizes of the candidate's ood against `ref`: absolute, relative to
+    max(1, |ref|), and the in/out-of-scope decisions at the scope threshold."""
+    ref = np.asarray(ref, np.float64)
+    diffs = [np.abs(np.asarray(g, np.float64) - ref) for g in got.values()]
+    rel = [d / np.maximum(1.0, np.abs(ref)) for d in diffs]
+    agree = [float(np.mean((np.asarray(g) > threshold) == (ref > threshold))) for g in got.values()]
+    return {"n": int(len(ref)), "max_abs_diff": float(max(d.max() for d in diffs)),
+            "max_rel_diff": float(max(r.max() for r in rel)), "agreement": min(agree),
+            "threshold": float(threshold), "reference_range": [float(ref.min()), float(ref.max())]}
+
+
+def ood_parity(model, clf: Classifier, stats, x: np.ndarray, batch_sizes: Sequence[int],
+               rtol: float = OOD_RTOL) -> tuple[dict, list[str]]:
+    """The ONNX `ood` against the NumPy reference: the run's saved statistics (scope.npz) applied in float64 to
+    the Keras model's own penultimate features (train.scope.mahalanobis, not the graph's layer). -> (report
+    entry, failures). A model with an `ood` output and no statistics to check it by, or the reverse, fails."""
+    from ..train.scope import features_of, mahalanobis
+
+    if stats is None or not clf.has_scope:
+        missing = "the run has no scope.npz to check it by" if stats is None else "the model has no `ood` output"
+        return {"checked": False}, [f"scope gate cannot be checked: {missing}"]
+    ref = mahalanobis(stats, features_of(model, x))
+    got = {b: _ood_at(clf, x, b) for b in batch_sizes}
+    entry = {**_ood_stats(ref, got, stats.threshold), "rtol": rtol, "checked": True}
+    entry["passed"] = bool(entry["max_rel_diff"] <= rtol)
+    failures = [] if entry["passed"] else [
+        f"ood differs from the NumPy reference (scope.npz + Keras features) by up to {entry['max_rel_diff']:.3g} "
+        f"x max(1, |ood|) > {rtol:g}"]
+    return entry, failures
+
+
+def variant_ood(ref: Classifier, clf: Classifier, x: np.ndarray, batch_sizes: Sequence[int],
+                min_agreement: float = VARIANT_OOD_MIN_AGREEMENT) -> tuple[dict, list[str]]:
+    """A variant's `ood` against its FP32 model's: the in/out-of-scope decisions at the FP32 model's scope
+    threshold must agree on at least `min_agreement` of the cells (the score itself moves with the precision)."""
+    if not (ref.has_scope and clf.has_scope):
+        return {"checked": False}, ["the variant and its FP32 model do not both carry the scope gate (`ood`)"]
+    threshold = float(ref.scope["threshold"])
+    got = {b: _ood_at(clf, x, b) for b in batch_sizes}
+    entry = {**_ood_stats(_ood_at(ref, x, max(batch_sizes)), got, threshold), "min_agreement": min_agreement,
+             "checked": True}
+    entry["passed"] = bool(entry["agreement"] >= min_agreement)
+    failures = [] if entry["passed"] else [
+        f"in/out-of-scope decisions agree with FP32 on {entry['agreement']:.4f} < {min_agreement:g} of the cells"]
+    return entry, failures
+
+
 def check_parity(reference, onnx_model: str | Path | Classifier, data=None,
                  atol: float = DEFAULT_ATOL, n: int = DEFAULT_N, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
                  seed: int = PARITY_SEED, pipeline: bool = True, reference_name: str | None = None,
                  train_resize: str | None = None, min_agreement: float | None = None,
-                 temperature: float | None = None, device: str = "cpu") -> ParityReport:
+                 temperature: float | None = None, device: str = "cpu", scope="run") -> ParityReport:
     """Keras (a .keras path or a loaded model) vs ONNX (a path or an open Classifier). Passes when every
     |difference| <= atol, at every batch size and, with `pipeline`, also through the train and edge input
     pipelines; with `min_agreement`, also when that fraction of decisions at the threshold agree. When the ONNX
-    model has the `cam` output, its maps must match the Keras model's (`train.cam.reference`) too.
+    model has the `cam` output, its maps must match the Keras model's (`train.cam.reference`) too. When the ONNX
+    model has the `ood` output or `scope` (train.scope.ScopeStats; default "run": the scope.npz beside a .keras
+    path) is given, `ood` must match the NumPy reference (`ood_parity`).
 
     The Keras side is the calibrated P(all): sigmoid(logit / `temperature`); default: the run's config.json
     beside a .keras path (1 without a calibration entry). `train_resize`: the resize method of the training
@@ -378,6 +437,14 @@ def check_parity(reference, onnx_model: str | Path | Classifier, data=None,
     rep = _gate(res, "Keras", atol, min_agreement, clf.threshold, batch_sizes, reference=name,
                 model=str(clf.path), inputs=inp, pipeline=pipe, cam_rtol=atol, device=_device_of(clf))
     rep.extra["temperature"] = float(temperature)
+    if isinstance(scope, str):
+        from ..train.scope import load_for
+
+        scope = load_for(keras_path) if keras_path is not None else None
+    if scope is not None or clf.has_scope:
+        rep.ood, failures = ood_parity(model, clf, scope, inp.x, batch_sizes)
+        rep.failures += failures
+        rep.passed = rep.passed and not failures
     if keras_path is not None and isinstance(onnx_model, (str, Path)):
         rep.reference_sha256, rep.model_sha256 = sha256_file(keras_path), sha256_file(onnx_model)
     return rep
@@ -413,6 +480,10 @@ def check_variant(reference_onnx: str | Path | Classifier, onnx_model: str | Pat
     rep = _gate(res, against, atol, min_agreement, ref.threshold, batch_sizes, reference=f"onnx:{ref.path}",
                 model=str(clf.path), inputs=inp, device=_device_of(clf), cam_rtol=VARIANT_CAM_RTOL,
                 cam_fails_gate=False)
+    if ref.has_scope or clf.has_scope:
+        rep.ood, failures = variant_ood(ref, clf, inp.x, batch_sizes)
+        rep.failures += failures
+        rep.passed = rep.passed and not failures
     if isinstance(reference_onnx, (str, Path)) and isinstance(onnx_model, (str, Path)):
         rep.reference_sha256, rep.model_sha256 = sha256_file(reference_onnx), sha256_file(onnx_model)
     return rep

@@ -34,6 +34,14 @@ def make_fp16(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
+def scope_nodes(model: onnx.ModelProto) -> list[str]:
+    """The nodes of the `ood` distance (train.scope.scope_layer, named under `ood` by tf2onnx): kept in float.
+    Measured on a 64 px CNN: quantized, the squared distance moved by up to 22 % and 1 of 32 val cells crossed
+    the scope threshold (the variant gate failed); in float, 16 % (the int8 features' share) and none crossed. A
+    (D x D) float MatMul costs nothing beside the convolutions."""
+    return [n.name for n in model.graph.node if "/ood" in n.name or n.name.startswith("ood")]
+
+
 def make_int8(src: str | Path, dst: str | Path, calib: np.ndarray, per_channel: bool = True) -> Path:
     """onnxruntime static quantization, QDQ format, per-channel int8 weights, uint8 activations (U8S8: the
     fast path of onnxruntime's x86 kernels), MinMax ranges from `calib`: NHWC float32 through THE preprocessing
@@ -72,7 +80,7 @@ def make_int8(src: str | Path, dst: str | Path, calib: np.ndarray, per_channel: 
         quantize_static(
             str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=scope_nodes(onnx.load(str(pre))),
         )
     q = onnx.load(str(dst))
     set_metadata(q, meta)

@@ -132,21 +132,31 @@ def _camhead_class():
     return CamHead
 
 
-def explain_model(model, temperature: float = 1.0, cam: bool = True):
-    """The graph to export: image -> [P(all) calibrated by `temperature`, cam] (or P(all) alone, cam=False).
+def explain_model(model, temperature: float = 1.0, cam: bool = True, scope=None):
+    """The graph to export: image -> [P(all) calibrated by `temperature`, cam] (or P(all) alone, cam=False), and
+    with `scope` (train.scope.ScopeStats) the out-of-scope score `ood` (N,) from the same feature maps: pooled,
+    through the head's own Dense layers to the features feeding p_all, then the Mahalanobis distance.
 
-    With cam=False and temperature 1 the model itself is returned (nothing to add)."""
+    With cam=False, temperature 1 and no scope the model itself is returned (nothing to add)."""
     import keras
 
     if temperature <= 0 or not np.isfinite(temperature):
         raise ValueError(f"temperature must be a positive number, got {temperature}")
-    if not cam and temperature == 1.0:
+    if not cam and temperature == 1.0 and scope is None:
         return model
     parts = split_model(model)
-    p, m = _camhead_class()(parts.head, parts.p_all, temperature, name="cam_head")(parts.features.outputs[0])
+    a = parts.features.outputs[0]
+    p, m = _camhead_class()(parts.head, parts.p_all, temperature, name="cam_head")(a)
     outputs = [keras.layers.Identity(name="p_all")(p)]
     if cam:
         outputs.append(keras.layers.Identity(name="cam")(m))
+    if scope is not None:
+        from .scope import scope_layer
+
+        f = keras.layers.GlobalAveragePooling2D(name="scope_pool")(a)
+        for layer in parts.head:  # the head's own layers (shared, not copied): Dropout is the identity here
+            f = layer(f)
+        outputs.append(scope_layer(scope, name="ood")(f))
     return keras.Model(parts.features.inputs, outputs, name=f"{model.name}_explained")
 
 

@@ -58,6 +58,11 @@ def evaluate(model_or_run: str | Path, data: str | Path, batch_size: int = 32) -
         raw = predict_items(model, items, size, resize, batch_size)
         out[name] = {**compute_metrics(labels, apply_temperature(raw, temperature), threshold),
                      **calibration_figures(labels, raw, temperature)}
+    from .scope import evaluate_entry, load_for
+
+    stats = load_for(model_path)  # the run's scope gate, as trained (None: a run from before it)
+    if stats is not None:
+        out["scope"] = evaluate_entry(model, stats, sets, size, resize, batch_size)
     return out
 
 

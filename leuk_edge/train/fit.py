@@ -43,6 +43,7 @@ class TrainConfig:
     max_images: int | None = None  # cap per split for quick runs (subjects kept whole where possible)
     stain_augment: str = "hed"  # hed | none: colour jitter of the training cells (train/stain_augment.py)
     stain_sigma: float = 0.05  # HED jitter strength (Tellez et al. 2019 "HED-light")
+    scope_accept: float = 0.95  # share of in-scope val cells the scope gate accepts (train/scope.py)
 
     @property
     def size(self) -> int:
@@ -333,6 +334,35 @@ def check_health(model, data: RunData, ev: Evaluation, log) -> dict:
     return health
 
 
+# ------------------------------------------------------------------------------------------ step 5b: scope
+
+
+def fit_scope(model, splits: dict[str, list[Item]], cfg: TrainConfig, run: Path, log) -> dict:
+    """The scope model (train/scope.py) on the TRAINING cells' penultimate features, its threshold on val; saved
+    as RUN/scope.npz; -> metrics.json's `scope` (with the AUROC against drawn out-of-scope cells)."""
+    from . import scope
+    from .pipeline import image_dataset
+
+    def feats(items):
+        if not items:
+            return np.zeros((0, 1))
+        ds = image_dataset([it.path for it in items], None, (cfg.size, cfg.size), RESIZE[cfg.model], cfg.batch_size)
+        return scope.features_of_dataset(model, ds)
+
+    stats = scope.fit(feats(splits["train"]), [it.label for it in splits["train"]])
+    stats.accept = cfg.scope_accept
+    ood = {k: scope.mahalanobis(stats, feats(splits[k])) for k in ("val", "test") if splits.get(k)}
+    if "val" in ood:
+        stats.threshold, stats.accept_rate_val = scope.choose_threshold(ood["val"], cfg.scope_accept)
+    scope.save(stats, run / scope.FILENAME)
+    other = scope.mahalanobis(stats, scope.features_of(model, scope.other_cells(cfg.size, RESIZE[cfg.model])))
+    entry = scope.entry(stats, ood, other)
+    auroc = "n/a" if entry["auroc_other"] is None else f"{entry['auroc_other']:.3f}"
+    log(f"scope: {scope.METHOD} on {stats.n_train} training cells, threshold {stats.threshold:.3g} accepts "
+        f"{entry['in_scope_rate']} (in-scope share per split); AUROC vs {entry['n_other']} drawn others {auroc}")
+    return entry
+
+
 # ------------------------------------------------------------------------------------------- step 6: write run
 
 
@@ -410,6 +440,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, log=print) -> dict:
     log(f"calibration: temperature {ev.temperature:.3f} fitted on val; threshold {ev.threshold:.3f} on the "
         "calibrated P(all)")
     ev.metrics["health"] = check_health(model, data, ev, log)
+    ev.metrics["scope"] = fit_scope(model, data.splits, cfg, run, log)
     write_run(run, cfg, data, phases, fit, ev)
     log(f"run folder: {run}")
     return ev.metrics

@@ -1,0 +1,205 @@
+"""The scope gate's training side (train/scope.py) and its ONNX output: fitted on the training cells only, the
+threshold accepts the asked share of val, metrics.json `scope`, and the exported `ood` against an independent
+NumPy Mahalanobis distance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def scope_run(tmp_path_factory):
+    """A small CNN run (64 px, 8 epochs, 10 subjects x 16 cells) with --scope-accept 0.9."""
+    from typer.testing import CliRunner
+
+    from leuk_edge.cli import app
+    from leuk_edge.synth.cells import write_synthetic_cnmc
+
+    tmp = tmp_path_factory.mktemp("scope")
+    root = write_synthetic_cnmc(tmp / "data", subjects=10, cells_per_subject=16, final_cells=2, seed=5)["root"]
+    run = tmp / "run"
+    res = CliRunner().invoke(app, ["train", "--data", root, "--out", str(run), "--epochs", "8", "--batch-size", "16",
+                                   "--image-size", str(SIZE), "--patience", "6", "--scope-accept", "0.9"])
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def _split_images(run, split):
+    from leuk_edge.edge.preprocess import load_image
+    from leuk_edge.train.data import load_dataset, make_splits
+
+    cfg = json.loads((run / "config.json").read_text())
+    splits = make_splits(load_dataset(cfg["data_root"]), cfg["val_fraction"], cfg["seed"])
+    items = splits[split]
+    return np.stack([load_image(it.path, SIZE, SIZE, "area") for it in items]), np.array([it.label for it in items])
+
+
+def test_mahalanobis_reference_is_the_textbook_formula():
+    from leuk_edge.train import scope
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(200, 5)) + np.repeat([[0.0] * 5, [3.0] * 5], 100, axis=0)
+    y = np.repeat([0, 1], 100)
+    stats = scope.fit(f, y)
+    x = rng.normal(size=(7, 5))
+    from scipy.spatial.distance import mahalanobis
+    from sklearn.covariance import ledoit_wolf
+
+    means = [f[y == c].mean(0) for c in (0, 1)]
+    cov, _ = ledoit_wolf(np.r_[f[:100] - means[0], f[100:] - means[1]], assume_centered=True)
+    vi = np.linalg.inv(cov)
+    expected = [min(mahalanobis(v, mu, vi) ** 2 for mu in means) for v in x]
+    np.testing.assert_allclose(scope.mahalanobis(stats, x), expected, rtol=1e-9)
+    # the whitened form the ONNX graph computes is the same number
+    w = stats.whitening
+    alt = np.min([((x @ w - mu @ w) ** 2).sum(1) for mu in stats.means], axis=0)
+    np.testing.assert_allclose(alt, scope.mahalanobis(stats, x), rtol=1e-9)
+
+
+def test_threshold_accepts_the_asked_share_of_val():
+    from leuk_edge.train.scope import choose_threshold
+
+    v = np.random.default_rng(1).gamma(3.0, size=200)
+    t, rate = choose_threshold(v, 0.95)
+    assert rate == pytest.approx(0.95) and np.mean(v <= t) == rate
+    t, rate = choose_threshold(v, 1.0)
+    assert rate == 1.0 and t > v.max()
+
+
+def test_scope_is_fitted_on_training_cells_only(scope_run):
+    import keras
+
+    from leuk_edge.train import scope
+
+    stats = scope.load(scope_run / scope.FILENAME)
+    model = keras.saving.load_model(scope_run / "model.keras")
+    x, y = _split_images(scope_run, "train")
+    ref = scope.fit(scope.features_of(model, x), y)  # independently: the train split's images from disk
+    assert stats.n_train == len(y)
+    np.testing.assert_allclose(stats.means, ref.means, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stats.precision, ref.precision, rtol=1e-3, atol=1e-3 * np.abs(ref.precision).max())
+
+
+def test_metrics_scope_entry_and_val_accept_rate(scope_run):
+    from leuk_edge.edge.run_metrics import split_metrics
+    from leuk_edge.train import scope
+
+    metrics = json.loads((scope_run / "metrics.json").read_text())
+    entry = metrics["scope"]
+    assert "scope" not in split_metrics(metrics)  # describes the run, not a split
+    assert entry["method"] == "mahalanobis" and entry["fitted_on"] == "train" and entry["accept"] == 0.9
+    assert json.loads((scope_run / "config.json").read_text())["scope_accept"] == 0.9
+    stats = scope.load(scope_run / scope.FILENAME)
+    assert entry["threshold"] == pytest.approx(stats.threshold)
+    n_val = metrics["val"]["n"]
+    assert 0.9 <= entry["accept_rate_val"] <= 0.9 + 1.0 / n_val + 1e-9
+    assert entry["in_scope_rate"]["val"] == entry["accept_rate_val"] and 0 <= entry["in_scope_rate"]["test"] <= 1
+    # drawn out-of-scope cells lie farther from the training cells than in-scope test cells
+    assert entry["n_other"] >= 9 and entry["auroc_other"] > 0.6, entry
+
+
+# ------------------------------------------------------------------------------------------------- export
+
+
+@pytest.fixture(scope="module")
+def exported(scope_run):
+    from leuk_edge.export.exporter import export_model
+
+    result = export_model(scope_run / "model.keras", scope_run / "model.onnx", parity_n=12, int8=True,
+                          variant_n=32)
+    assert result.fp32.passed, result.fp32.parity.summary()
+    return scope_run / "model.onnx", result
+
+
+def test_onnx_ood_matches_an_independent_mahalanobis(scope_run, exported):
+    import keras
+    from scipy.spatial.distance import mahalanobis
+
+    from leuk_edge.edge import Classifier
+    from leuk_edge.train import scope
+
+    path, result = exported
+    clf = Classifier(path)
+    stats = scope.load(scope_run / scope.FILENAME)
+    assert clf.has_scope and clf.scope == {"method": "mahalanobis", "threshold": pytest.approx(stats.threshold),
+                                           "fitted_on": "train", "accept_rate_val": stats.accept_rate_val}
+    assert [o.name for o in clf.session.get_outputs()] == ["p_all", "cam", "ood"]
+    x, _ = _split_images(scope_run, "test")
+    model = keras.saving.load_model(scope_run / "model.keras")
+    f = keras.Model(model.inputs[0], model.get_layer("p_all").input).predict(x, verbose=0).astype(np.float64)
+    expected = [min(mahalanobis(v, mu, stats.precision) ** 2 for mu in stats.means) for v in f]
+    got = clf.infer(x).ood
+    np.testing.assert_allclose(got, expected, rtol=1e-3)
+    ood = result.fp32.parity.ood
+    assert ood["checked"] and ood["passed"] and ood["agreement"] == 1.0
+    assert json.loads(result.fp32.parity_path.read_text())["ood"]["max_rel_diff"] <= 1e-3
+    # the INT8 variant keeps the gate and is judged on it: its in/out decisions against FP32's (on this tiny run,
+    # at --scope-accept 0.9, 1-2 of 32 val cells near the threshold may flip: then the variant fails, as it must)
+    int8 = result.variants[0].parity
+    assert int8.ood["checked"] and int8.ood["min_agreement"] == 0.98
+    assert int8.passed == (int8.ood["agreement"] >= 0.98 and int8.decision_agreement >= 0.98)
+
+
+def test_drawn_out_of_scope_cells_score_higher_and_are_labelled_other(scope_run, exported):
+    from sklearn.metrics import roc_auc_score
+
+    from leuk_edge.edge import Classifier
+    from leuk_edge.synth.others import draw_other_tile
+
+    clf = Classifier(exported[0])
+    x, _ = _split_images(scope_run, "test")
+    ood_in = clf.infer(x).ood
+    rng = np.random.default_rng(3)
+    neutrophils = [draw_other_tile("neutrophil", rng)[0] for _ in range(12)]
+    ood_out = clf.infer_rgb(neutrophils).ood
+    auroc = roc_auc_score(np.r_[np.zeros(len(ood_in)), np.ones(len(ood_out))], np.r_[ood_in, ood_out])
+    assert auroc > 0.6, auroc
+    # hand-made patterns that are plainly not cells: labelled `other` by the Classifier's decision rule
+    patterns = [draw_other_tile(kind, rng)[0] for kind in ("disc", "checkerboard") for _ in range(4)]
+    labels = clf.labels(clf.infer_rgb(patterns))
+    assert labels.count("other") >= 6, (labels, clf.infer_rgb(patterns).ood, clf.ood_threshold)
+
+
+def test_tampered_ood_constants_fail_the_gate(scope_run, exported, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from leuk_edge.export.parity import check_parity, check_variant
+    from leuk_edge.train import scope
+
+    proto = onnx.load(str(exported[0]))
+    stats = scope.load(scope_run / scope.FILENAME)
+    target = (stats.means @ stats.whitening).astype(np.float32)  # the graph's whitened class means
+    hits = [init for init in proto.graph.initializer if int(np.prod(init.dims)) == target.size
+            and np.allclose(numpy_helper.to_array(init).reshape(target.shape), target, rtol=1e-5)]
+    assert len(hits) == 1
+    hits[0].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(hits[0]) * 1.05, hits[0].name))
+    bad = tmp_path / "tampered.onnx"
+    onnx.save(proto, str(bad))
+    report = check_parity(scope_run / "model.keras", bad, n=8, pipeline=False)
+    assert not report.passed and report.max_abs_diff <= 1e-4  # P(all) untouched: only the scope score fails
+    assert any("ood differs" in f for f in report.failures), report.failures
+    # a variant whose distances moved that far fails its in/out agreement with the FP32 model
+    hits[0].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(hits[0]) * 3.0, hits[0].name))
+    onnx.save(proto, str(bad))
+    variant = check_variant(exported[0], bad, n=32, min_agreement=0.5)
+    assert not variant.passed and variant.decision_agreement == 1.0, variant.summary()
+    assert variant.ood["agreement"] < 0.98
+
+
+def test_evaluate_reports_the_runs_scope_gate(scope_run):
+    from leuk_edge.train.evaluate import evaluate
+
+    cfg = json.loads((scope_run / "config.json").read_text())
+    saved = json.loads((scope_run / "metrics.json").read_text())["scope"]
+    again = evaluate(scope_run, cfg["data_root"])["scope"]
+    assert again["threshold"] == saved["threshold"]  # the trained gate, not refitted
+    for split in ("val", "test"):
+        assert again["in_scope_rate"][split] == pytest.approx(saved["in_scope_rate"][split])
+    assert again["auroc_other"] == pytest.approx(saved["auroc_other"], abs=1e-6)

@@ -524,7 +524,7 @@ def test_recording_goes_to_the_station_folder(looping):
     with av.open(r["path"]) as c:  # wall-clock timestamps: it lasts as long as it was on (less one frame gap)
         assert c.streams.video[0].codec_context.name == "h264"
         assert 0.7 * wall <= c.duration / 1e6 <= wall, (c.duration, wall)
-    pub = httpx.get(f"{base}/api/summary").json()["publish_latency_ms"]
+    pub = httpx.get(f"{base}/api/summary", **_auth()).json()["publish_latency_ms"]
     assert pub["frames"] > 0 and 0 < pub["p50"] <= pub["p95"]
 
 

@@ -36,11 +36,12 @@ def test_duration_follows_the_wall_clock_at_irregular_rates(tmp_path, suffix, co
 
 
 def test_frames_clock_for_synthetic_video(tmp_path):
-    rec = VideoRecorder(tmp_path / "s.mp4", fps=10, clock="frames")
-    for i in range(20):  # written in a blink, meant to last 2 s
-        rec.write(np.full((64, 64, 3), i * 10, np.uint8))
+    rec = VideoRecorder(tmp_path / "s.mp4", fps=10, clock="frames", queue_frames=4)
+    for i in range(200):  # written in a blink, far faster than encoded, meant to last 20 s: none dropped
+        rec.write(np.full((360, 640, 3), i, np.uint8))
     rec.close()
-    assert abs(_probe(rec.path)[2] - 2.0) < 0.15
+    _, _, duration, frames, _ = _probe(rec.path)
+    assert rec.dropped == 0 and frames == rec.frames == 200 and abs(duration - 20.0) < 0.2
 
 
 def test_a_slow_encoder_drops_and_counts_and_never_blocks_the_writer(tmp_path, monkeypatch):

@@ -521,9 +521,9 @@ def test_recording_goes_to_the_station_folder(looping):
     cap.release()
     import av
 
-    with av.open(r["path"]) as c:  # wall-clock timestamps: it lasts as long as it was on (less one frame gap)
+    with av.open(r["path"]) as c:  # wall-clock timestamps: it lasts as long as it was on (a frame gap either way)
         assert c.streams.video[0].codec_context.name == "h264"
-        assert 0.7 * wall <= c.duration / 1e6 <= wall, (c.duration, wall)
+        assert abs(c.duration / 1e6 - wall) <= 0.15 * wall, (c.duration, wall)
     pub = httpx.get(f"{base}/api/summary", **_auth()).json()["publish_latency_ms"]
     assert pub["frames"] > 0 and 0 < pub["p50"] <= pub["p95"]
 

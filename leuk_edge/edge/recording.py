@@ -39,8 +39,9 @@ class VideoRecorder:
     """write(bgr) enqueues a frame stamped with time.monotonic(); a worker thread encodes it. Opened on the first
     frame with its size (cropped to even sides for yuv420p); later frames of another size are resized to it.
 
-    `clock="wall"` (default): timestamps from the wall clock. `clock="frames"`: frame i at i / fps (synthetic videos
-    rendered faster than real time). close() flushes the queue and the encoder."""
+    `clock="wall"` (default): timestamps from the wall clock; a full queue drops the frame (live: never wait).
+    `clock="frames"`: frame i at i / fps, and write() waits for room instead of dropping (synthetic videos rendered
+    offline, faster than real time: every frame belongs in the file). close() flushes the queue and the encoder."""
 
     def __init__(self, path: str | Path, fps: float | None = None, clock: str = "wall",
                  queue_frames: int = QUEUE_FRAMES):
@@ -61,7 +62,8 @@ class VideoRecorder:
         self._index = 0
 
     def write(self, bgr: np.ndarray, fps: float | None = None) -> None:
-        """Hand a frame to the encoder thread; never blocks (a full queue drops the frame and counts it)."""
+        """Hand a frame to the encoder thread; with the wall clock it never blocks (a full queue drops the frame
+        and counts it)."""
         now = time.monotonic()
         if self._t0 is None:
             self._t0 = now
@@ -73,6 +75,9 @@ class VideoRecorder:
         else:
             pts = int(round((now - self._t0) * 1000))
         self._index += 1
+        if self.clock == "frames":
+            self._queue.put((pts, bgr))
+            return
         try:
             self._queue.put_nowait((pts, bgr))
         except queue.Full:
@@ -130,8 +135,11 @@ class _Encoder:
         self.stream.pix_fmt = "yuv420p"
         self.stream.time_base = TIME_BASE
         self.stream.codec_context.time_base = TIME_BASE
+        # Live-encoding settings: the encoder shares the cores with detection and the model.
         if codec == "libx264":
-            self.stream.options = {"preset": "veryfast", "crf": "23"}
+            self.stream.options = {"preset": "ultrafast", "crf": "23"}
+        elif codec == "libvpx-vp9":
+            self.stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0", "row-mt": "1"}
         self.last_pts = -1
 
     def encode(self, bgr: np.ndarray, pts: int) -> None:

@@ -10,7 +10,7 @@ timed process is TensorFlow-free like an edge install), then runs the real strea
   capture   decode the next frame (OpenCV/FFmpeg)
   detect    scale (red cells, every 15th frame in the measured-scale row) + leukocyte detection + C-NMC crops
   classify  one batched onnxruntime call for all cells of the frame (resize to 256 + model)
-  draw      annotation + MP4 encoding of the recording (and the JSONL line)
+  draw      annotation, handing the frame to the recorder (H.264 on its own thread) and the JSONL line
 
 Rows: the full pipeline (JSONL + recording) and the pipeline without recording. Each row runs `--repeats` times
 after a warm-up; the median run is reported. Also reports detection precision/recall against the video's truth.
@@ -69,7 +69,7 @@ def run_once(video: Path, model, record: Path | None, jsonl: Path, um_per_px: fl
     import time
 
     from leuk_edge.edge.detect import DetectorConfig
-    from leuk_edge.edge.draw import VideoRecorder
+    from leuk_edge.edge.recording import VideoRecorder
     from leuk_edge.edge.sources import open_source
     from leuk_edge.edge.stream import StreamOptions, run_stream
 

@@ -99,6 +99,7 @@ def test_counters_are_written_under_the_lock():
 
 def test_window_and_recorder_are_closed_when_the_source_never_opens(tiny_onnx, tmp_path, monkeypatch):
     import leuk_edge.edge.draw as draw
+    import leuk_edge.edge.recording as recording
 
     closed = []
 
@@ -112,13 +113,13 @@ def test_window_and_recorder_are_closed_when_the_source_never_opens(tiny_onnx, t
         def close(self):
             closed.append("window")
 
-    class SpyRecorder(draw.VideoRecorder):
+    class SpyRecorder(recording.VideoRecorder):
         def close(self):
             closed.append("recorder")
             super().close()
 
     monkeypatch.setattr(draw, "Window", FakeWindow)
-    monkeypatch.setattr(draw, "VideoRecorder", SpyRecorder)
+    monkeypatch.setattr(recording, "VideoRecorder", SpyRecorder)
     monkeypatch.setattr(draw, "display_available", lambda: True)
     res = CliRunner().invoke(app, ["stream", "-s", str(tmp_path / "missing.mp4"), "-m", str(tiny_onnx), "--show",
                                    "--record", str(tmp_path / "r.mp4")])

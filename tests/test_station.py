@@ -511,12 +511,21 @@ def test_recording_goes_to_the_station_folder(looping):
     base, st = looping
     r = httpx.post(f"{base}/api/record", json={"on": True, "path": "/tmp/elsewhere.mp4"}, **_auth()).json()
     assert r["recording"] and r["path"].startswith(str(st.folder / "recordings"))
-    time.sleep(0.6)
+    t0 = time.monotonic()
+    time.sleep(1.5)
     r = httpx.post(f"{base}/api/record", json={"on": False}, **_auth()).json()
-    assert not r["recording"] and r["frames"] > 0
+    wall = time.monotonic() - t0
+    assert not r["recording"] and r["frames"] > 0 and r["codec"] in ("libx264", "h264") and r["dropped"] >= 0
     cap = cv2.VideoCapture(r["path"])
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == r["frames"]
     cap.release()
+    import av
+
+    with av.open(r["path"]) as c:  # wall-clock timestamps: it lasts as long as it was on (a frame gap either way)
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert abs(c.duration / 1e6 - wall) <= 0.15 * wall, (c.duration, wall)
+    pub = httpx.get(f"{base}/api/summary", **_auth()).json()["publish_latency_ms"]
+    assert pub["frames"] > 0 and 0 < pub["p50"] <= pub["p95"]
 
 
 def test_summary_agrees_with_events_across_replays(looping):

@@ -547,3 +547,21 @@ def test_scale_keeper_measures_video_frames_now_and_then_and_keeps_the_measureme
     # Stills are measured one by one: a blank one falls back to the assumed field of view.
     stills = ScaleKeeper(DetectorConfig(), per_frame=True)
     assert stills(field).source == "red cells" and stills(blank).source == "assumed"
+
+
+def test_stream_summary_has_publish_latency_and_recording(field_dir, tmp_path):
+    from leuk_edge.edge.detect import DetectorConfig
+    from leuk_edge.edge.recording import VideoRecorder
+    from leuk_edge.edge.stream import StreamOptions, run_stream
+
+    rec = VideoRecorder(tmp_path / "run.mp4")
+    s = run_stream(open_source(str(field_dir / "drift.mp4")), CropSpy(),
+                   StreamOptions(detector=DetectorConfig(um_per_px=0.1), max_frames=8),
+                   jsonl=tmp_path / "e.jsonl", recorder=rec)
+    pub, lat = s["publish_latency_ms"], s["latency_ms"]
+    assert pub["frames"] == s["frames"] == 8 and pub["p50"] <= pub["p95"]
+    assert pub["p50"] >= lat["p50"] and pub["p95"] >= lat["p95"]
+    assert s["recording"]["frames"] + s["recording"]["dropped"] == s["frames"]
+    assert s["recording"]["codec"] in ("libx264", "h264")
+    events = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert len(events) == 8 and all(e["publish_latency_ms"] >= e["latency_ms"] for e in events)

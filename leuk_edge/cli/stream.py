@@ -59,7 +59,8 @@ def stream(
 def _open_outputs_and_source(opened: contextlib.ExitStack, source: str, live: LiveOptions, record, show: bool):
     """Recording, window and source, each closed on every way out, a source that never opens included (close()
     is idempotent: run_stream closes them too)."""
-    from ..edge.draw import VideoRecorder, Window, display_available
+    from ..edge.draw import Window, display_available
+    from ..edge.recording import VideoRecorder
     from ..edge.sources import open_source
 
     recorder = VideoRecorder(record) if record else None

@@ -1,5 +1,5 @@
 """Annotated frames for the stream: boxes coloured by class with P(all), running counts, blast fraction, fps;
-an MP4 recorder and an optional window (only where OpenCV has a GUI and a display exists)."""
+an optional window (the recorder is edge.recording) (only where OpenCV has a GUI and a display exists)."""
 
 from __future__ import annotations
 
@@ -51,39 +51,6 @@ def annotate(result, counts: dict | None = None, fps: float = 0.0, dropped: int 
         _text(bgr, line, (pad, (lh + pad) * (i + 1)), scale, (255, 255, 255))
     _text(bgr, "Research use only - not a diagnostic device", (pad, h - pad), scale * 0.8, HUD_BG)
     return bgr
-
-
-class VideoRecorder:
-    """Annotated frames -> MP4 (mp4v). Opened on the first frame with its size; later frames of another size
-    (a folder of mixed images) are resized to it."""
-
-    def __init__(self, path: str | Path, fps: float | None = None):
-        self.path = Path(path)
-        self.fps = fps
-        self.frames = 0
-        self._writer = None
-        self._size = None
-        if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".avi", ".mkv"):
-            raise ValueError(f"--record wants a video file name such as out.mp4, got {self.path.name}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, bgr: np.ndarray, fps: float | None = None) -> None:
-        if self._writer is None:
-            self._size = (bgr.shape[1], bgr.shape[0])
-            rate = float(self.fps or fps or 15.0)
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, rate, self._size)
-            if not self._writer.isOpened():
-                raise ValueError(f"cannot write video {self.path} (no encoder for it in this OpenCV)")
-        if (bgr.shape[1], bgr.shape[0]) != self._size:
-            bgr = cv2.resize(bgr, self._size, interpolation=cv2.INTER_AREA)
-        self._writer.write(bgr)
-        self.frames += 1
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
 
 
 def display_available() -> bool:

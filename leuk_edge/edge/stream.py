@@ -41,11 +41,14 @@ class FrameResult:
     timings: dict = field(default_factory=dict)  # ms per stage (capture, detect, classify, draw)
     latency_ms: float = 0.0                      # frame taken -> cells classified
     scale: FrameScale | None = None              # the um/px the frame was analysed at, and its origin
+    publish_latency_ms: float | None = None      # frame taken -> annotated frame handed to recorder/viewers
 
     def event(self) -> dict:
         """The docs/contracts.md stream event for this frame (the contract's four fields first, then the scale)."""
         out = {"frame": int(self.frame.index), "time": round(float(self.frame.time), 3),
                "cells": [c.to_event() for c in self.cells], "latency_ms": round(float(self.latency_ms), 1)}
+        if self.publish_latency_ms is not None:
+            out["publish_latency_ms"] = round(float(self.publish_latency_ms), 1)
         if self.scale is not None:
             out["um_per_px"] = round(float(self.scale.um_per_px), 4)
             out["scale_from"] = self.scale.source
@@ -192,6 +195,7 @@ class StreamStats:
     observations: dict = field(default_factory=lambda: {"all": 0, "hem": 0, "other": 0})  # sightings by label
     stage_ms: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # the last LATENCY_WINDOW
+    publish_latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     started: float = field(default_factory=time.perf_counter)
     _recent: deque = field(default_factory=deque)
     scales: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # um/px of the recent frames
@@ -207,6 +211,8 @@ class StreamStats:
         for s in STAGES:
             self.stage_ms[s] += result.timings.get(s, 0.0)
         self.latencies.append(result.latency_ms)
+        if result.publish_latency_ms is not None:
+            self.publish_latencies.append(result.publish_latency_ms)
         now = time.perf_counter()
         while self._recent and now - self._recent[0] >= 2.0:
             self._recent.popleft()
@@ -223,21 +229,28 @@ class StreamStats:
         return time.perf_counter() - self.started
 
 
+def percentiles(values) -> dict:
+    """{p50, p95, frames} in ms over a window of latencies (zeros when empty)."""
+    lat = np.array(values) if values else np.zeros(1)
+    return {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
+            "frames": len(values)}
+
+
 def summarize(stats: StreamStats, tracker: CellTracker, source: Source, ended: str, extra: dict | None = None) -> dict:
     """The run's summary. Cells are the tracker's (each cell once, by its track's label); `other` is counted apart
     and never in the blast fraction (all / (all + hem))."""
     seconds = stats.elapsed()
     unique = tracker.counts()
     fraction, (lo, hi) = blast_fraction(unique["all"], unique["hem"]), blast_interval(unique["all"], unique["hem"])
-    lat = np.array(stats.latencies) if stats.latencies else np.zeros(1)
     return {
         "source": source.spec, "source_kind": source.kind, "ended": ended,
         "frames": stats.frames, "seconds": round(seconds, 3),
         "fps": round(stats.frames / seconds, 2) if seconds > 0 else 0.0,
         "stage_ms": {s: round(v / max(stats.frames, 1), 2) for s, v in stats.stage_ms.items()},
         # Percentiles over the last `frames` processed frames (at most LATENCY_WINDOW: bounded on live sources).
-        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
-                       "frames": len(stats.latencies)},
+        "latency_ms": percentiles(stats.latencies),
+        # Frame taken -> annotated frame handed to the recorder/viewers (end of draw when nothing publishes).
+        "publish_latency_ms": percentiles(stats.publish_latencies),
         "observations": dict(stats.observations),
         # The frames' scale: median um/px and how many frames got it from where (given, magnification, measured
         # on the red cells, or the assumed field of view).
@@ -391,6 +404,7 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
         tracker.finish()
     extra = {"scope": scope_entry(classifier), "model": str(getattr(classifier, "path", "")), "providers": list(getattr(classifier, "providers", [])),
              "jsonl": str(jsonl) if jsonl else None, "record": str(getattr(recorder, "path", "")) or None,
+             "recording": recorder.stats() if hasattr(recorder, "stats") else None,
              "warnings": notes.notes}
     return summarize(stats, tracker, source, ended, extra)
 
@@ -408,9 +422,13 @@ def _emit(result: FrameResult, stats: StreamStats, tracker: CellTracker, notes: 
     if recorder is not None or window is not None:
         bgr = annotate(result, counts=tracker.counts(), fps=stats.fps, dropped=source.dropped)
         if recorder is not None:
-            recorder.write(bgr, fps=source.fps)
+            recorder.write(bgr, fps=source.fps)  # enqueues only: the encoder has its own thread
         closed = window is not None and window.show(bgr) is False
-    result.timings["draw"] = (time.perf_counter() - t0) * 1000
+    t1 = time.perf_counter()
+    result.timings["draw"] = (t1 - t0) * 1000
+    # Capture -> published; without a capture time, from the start of processing (as latency_ms does).
+    start = result.frame.captured or (t1 - (result.latency_ms + result.timings["draw"]) / 1000)
+    result.publish_latency_ms = (t1 - start) * 1000
     stats.add(result)
     if writer:
         writer.write(result)
@@ -432,6 +450,13 @@ def render_summary(s: dict, console) -> None:
     lat = s["latency_ms"]
     t.add_row("latency (ms)", f"p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}"
               + (f"  (last {lat['frames']} frames)" if lat["frames"] < s["frames"] else ""))
+    pub = s.get("publish_latency_ms") or {}
+    if pub.get("frames"):
+        t.add_row("to publish (ms)", f"p50 {pub['p50']:.1f}  p95 {pub['p95']:.1f}")
+    rec = s.get("recording") or {}
+    if rec.get("frames") or rec.get("dropped"):
+        t.add_row("recorded", f"{rec['frames']} frames ({rec.get('codec')}), {rec.get('dropped', 0)} dropped"
+                  + (f", error: {rec['error']}" if rec.get("error") else ""))
     c = s["cells"]
     t.add_row("cells (tracked)", f"{c['total']}: all {c['all']}, hem {c['hem']}, other {c.get('other', 0)}"
               + ("" if s.get("scope", {}).get("used") else "  (no scope gate in use)"))

@@ -22,14 +22,16 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..edge.draw import VideoRecorder
+from ..edge.recording import VideoRecorder
 from ..edge.model import Inference
-from ..edge.stream import StreamOptions, run_stream
+from ..edge.stream import StreamOptions, percentiles, run_stream
 from ..edge.summary import blast_fraction, blast_interval
 from ..edge.tracking import CellTracker, TrackInfo
 
 EVENT_RING = 5000  # stream events kept for SSE replay (?since=N / Last-Event-ID)
 JPEG_QUALITY = 80
+PUBLISH_SNAPSHOT_EVERY = 10  # frames between snapshots of the publish-latency percentiles
+PUBLISH_WINDOW = 1000  # ... over this many recent frames
 
 
 class CountingClassifier:
@@ -75,11 +77,16 @@ class _Switch:
                 self._rec = VideoRecorder(self.folder / f"station-{stamp}.mp4", fps)
             elif not on and self._rec is not None:
                 self._rec.close()
-                self.last = {"path": str(self._rec.path), "frames": self._rec.frames}
+                self.last = self._rec.stats()
                 self._rec = None
             if self._rec is not None:
-                return {"recording": True, "path": str(self._rec.path), "frames": self._rec.frames}
-            return {"recording": False, **(self.last or {"path": None, "frames": 0})}
+                return {"recording": True, **self._rec.stats()}
+            return {"recording": False, **(self.last or {"path": None, "frames": 0, "dropped": 0})}
+
+    def stats(self) -> dict | None:
+        """The recording in progress, else the last one (run_stream's summary `recording`)."""
+        with self._lock:
+            return self._rec.stats() if self._rec is not None else self.last
 
     def write(self, bgr, fps=None) -> None:
         with self._lock:
@@ -125,6 +132,7 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._frames_before = 0  # frames of the runs before a restart
         self.latency_ms = 0.0
+        self.publish_latency_ms = percentiles([])  # snapshot for request threads, refreshed every few frames
         self.fps = 0.0  # read by request threads: a snapshot taken by the pipeline thread, never its live deque
 
     # --- pipeline thread -------------------------------------------------------------------------------------
@@ -157,6 +165,8 @@ class Hub:
     def _on_result(self, result, stats) -> None:
         self.stats = stats
         self.latency_ms = result.latency_ms
+        if stats.frames % PUBLISH_SNAPSHOT_EVERY == 1:  # percentiles are not free: not on every frame
+            self.publish_latency_ms = percentiles(list(stats.publish_latencies)[-PUBLISH_WINDOW:])
         self.fps = stats.fps
         crops = self.clf.last_crops if result.cells else []
         cams = self.clf.last_cams if result.cells else None
@@ -255,6 +265,7 @@ class Hub:
                 "other": c["other"], "blast_fraction": round(fraction, 4) if known else None,
                 "ci_low": round(lo, 4) if known else None, "ci_high": round(hi, 4) if known else None,
                 "fps": round(self.fps, 2), "latency_ms": round(self.latency_ms, 1),
+                "publish_latency_ms": self.publish_latency_ms,
                 "running": self.running, "paused": self.paused, "error": self.error,
                 "ended": self.summary.get("ended") if self.summary and not self.running else None,
                 "model_calls": self.clf.calls, "frames_with_cells": self.frames_with_cells}

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from .. import SYNTHETIC_NOTE
-from ..edge.draw import VideoRecorder
+from ..edge.recording import VideoRecorder
 from .cells import SYNTHETIC_MARKER, Stain, render_cell, write_bmp
 from .others import LEUKOCYTE_KINDS, SIZE_UM, render_other
 from .smear import LIGHT, OD_PLASMA, OD_PLATELET, OD_RBC, platelet_template, rbc_template
@@ -329,7 +329,7 @@ def write_fields(out: str | Path, frames: int = 6, video_frames: int = 60, fps: 
                "video": None}
     if video_frames:
         video, truth = render_drift(rng, cfg, video_frames)
-        recorder = VideoRecorder(out / "drift.mp4", fps)
+        recorder = VideoRecorder(out / "drift.mp4", fps, clock="frames")
         try:
             for rgb in video:
                 recorder.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))

@@ -117,6 +117,14 @@ def exported(scope_run):
     return scope_run / "model.onnx", result
 
 
+def test_the_model_card_states_the_scope_gate_and_its_figures(scope_run, exported):
+    entry = json.loads((scope_run / "metrics.json").read_text())["scope"]
+    card = (scope_run / "model.card.md").read_text()
+    section = card.split("## Scope gate", 1)[1].split("\n## ", 1)[0]
+    assert "mahalanobis" in section and f"{entry['auroc_other']:.4f}" in section
+    assert f"{entry['in_scope_rate']['test']:.4f}" in section and "`other`" in section
+
+
 def test_onnx_ood_matches_an_independent_mahalanobis(scope_run, exported):
     import keras
     from scipy.spatial.distance import mahalanobis

@@ -65,7 +65,23 @@ def card_essentials(keras_path: Path, src: SourceInfo) -> dict:
         "calibration": src.calibration,
         "limitations": list(LIMITATIONS) + ([SYNTHETIC_NOTE] if cfg.get("synthetic") else []),
         "health": health_warnings(metrics),  # None: a run trained before the health checks
+        "scope": metrics.get("scope"),  # None: a run trained before the scope gate
     }
+
+
+def scope_lines(scope: dict | None) -> list[str]:
+    """The card's scope-gate section: what the `ood` output measures and how well it did on the run's data."""
+    if not scope:
+        return ["- none: this model has no scope gate (trained before it); every cell is called all or hem, "
+                "other white cells and debris included"]
+    rates = scope.get("in_scope_rate") or {}
+    return [f"- {scope.get('method')}: distance of the cell's penultimate features from the training cells "
+            f"(fitted on {scope.get('fitted_on', 'train')}); over the threshold {_fmt(scope.get('threshold'))} "
+            "a cell is labelled `other` and never counted in all, hem or the blast fraction",
+            f"- accepts {_fmt(scope.get('accept_rate_val'))} of the validation cells (asked: "
+            f"{_fmt(scope.get('accept'))}); in-scope rate on test {_fmt(rates.get('test'))}",
+            f"- AUROC against {scope.get('n_other')} drawn out-of-scope cells (neutrophils, eosinophils, "
+            f"monocytes, basophils, clumps, debris): {_fmt(scope.get('auroc_other'))} — drawn cells, not real ones"]
 
 
 def _fmt(v) -> str:
@@ -149,6 +165,7 @@ def write_card(path: Path, keras_path: Path, src: SourceInfo, artifacts: list, h
              f"- trained {cfg.get('epochs_run', '?')} epochs, batch {cfg.get('batch_size', '?')}, seed "
              f"{cfg.get('seed', '?')}", "",
              "## Metrics", "", *_metrics_table(ess["metrics"]), "",
+             "## Scope gate (out-of-scope cells are `other`)", "", *scope_lines(ess["scope"]), "",
              "## Calibration and threshold", "",
              (f"- temperature scaling, T = {src.temperature:g}, fitted on {src.calibration['fitted_on']} "
               "(folded into the ONNX graph: p_all = sigmoid(logit / T))" if src.calibration

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
-from leuk_edge.train.stain_augment import RGB_FROM_HED, StainJitter, _hed_jitter, jitter_stain  # noqa: E402
-from leuk_edge.train.pipeline import image_dataset  # noqa: E402
+# TensorFlow is a test dependency (.[train]): imported plainly, so a missing one fails instead of skipping.
+from leuk_edge.train.stain_augment import RGB_FROM_HED, StainJitter, _hed_jitter, jitter_stain
+from leuk_edge.train.pipeline import image_dataset
 
 
 def _cell_on_black(size=32):

@@ -3,8 +3,9 @@ with PyAV on its own thread.
 
 Why not OpenCV's VideoWriter: it writes MPEG-4 Part 2 (browsers do not play it) at a fixed frame rate, so a stream
 processed at 5 fps from a 30 fps camera played 6x too fast. Here each frame's timestamp is the wall clock (ms since
-the first frame), so a 6 s recording lasts 6 s. The pipeline thread only enqueues (never waits for the encoder):
-the queue is bounded, and a frame that finds it full is dropped and counted (`dropped`)."""
+the first frame), so a 6 s recording lasts 6 s. The thread that hands frames over (edge.publish) only enqueues, never waits for the encoder:
+the queue is bounded, and a frame that finds it full is dropped and counted (`dropped`, which also counts the
+frames the publish stage could not hand over: edge.publish)."""
 from __future__ import annotations
 
 import queue
@@ -60,6 +61,7 @@ class VideoRecorder:
         self._thread: threading.Thread | None = None
         self._t0: float | None = None
         self._index = 0
+        self._count_lock = threading.Lock()
 
     def write(self, bgr: np.ndarray, fps: float | None = None) -> None:
         """Hand a frame to the encoder thread; with the wall clock it never blocks (a full queue drops the frame
@@ -81,6 +83,12 @@ class VideoRecorder:
         try:
             self._queue.put_nowait((pts, bgr))
         except queue.Full:
+            self.drop()
+
+    def drop(self) -> None:
+        """Count a frame of the stream that never reached the recorder (the publish stage was full): `dropped`
+        covers every processed frame missing from the file."""
+        with self._count_lock:  # counted from the publish thread and the pipeline thread
             self.dropped += 1
 
     def close(self) -> None:

@@ -3,7 +3,9 @@
 `iter_results(source, classifier, options)` is the generator at the core (one FrameResult per processed frame,
 with per-stage timings); `run_stream(...)` adds the sinks (JSONL events, annotated recording, window), counts
 cells once per track while the slide moves, and always returns a summary, whether the source ended, was lost,
-hit --max-frames or the user pressed Ctrl-C; `render_summary(summary, console)` prints that summary.
+hit --max-frames or the user pressed Ctrl-C; `render_summary(summary, console)` prints that summary. Drawing,
+recording, the window and the event lines run in the publish stage (edge.publish), on a thread of its own behind
+a bounded queue: the pipeline thread never waits for them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from .. import DISCLAIMER
 from .classify import opencv_threads
+from .publish import PublishStage
 from .signals import Terminated
 from .detect import (CNMC_CANVAS_UM, CNMC_CONTEXT, CNMC_TILE_PX, DetectorConfig, FrameScale, crop_cnmc,
                      detect_leukocytes, frame_scale)
@@ -42,6 +45,7 @@ class FrameResult:
     latency_ms: float = 0.0                      # frame taken -> cells classified
     scale: FrameScale | None = None              # the um/px the frame was analysed at, and its origin
     publish_latency_ms: float | None = None      # frame taken -> annotated frame handed to recorder/viewers
+    classified_at: float = 0.0                   # perf_counter when the cells were classified
 
     def event(self) -> dict:
         """The docs/contracts.md stream event for this frame (the contract's four fields first, then the scale)."""
@@ -125,7 +129,8 @@ def classify_frame(frame: Frame, classifier, options: StreamOptions, scale: Fram
     cells = [Cell(d.box, label, float(p), ood)
              for d, p, ood, label in zip(dets, out.p_all.tolist(), oods, classifier.labels(out))]
     latency = (t2 - frame.captured) * 1000 if frame.captured else (t2 - t0) * 1000
-    return FrameResult(frame, cells, {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000}, latency, scale)
+    return FrameResult(frame, cells, {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000}, latency, scale,
+                       classified_at=t2)
 
 
 class ScaleKeeper:
@@ -192,6 +197,7 @@ def _results(source: Source, classifier, options: StreamOptions) -> Iterator[Fra
 class StreamStats:
     """Running totals of a stream; `summary()` at any point (the HUD uses them live)."""
     frames: int = 0
+    published: int = 0  # frames whose picture (or, with nothing to draw, event) the publish stage handed over
     observations: dict = field(default_factory=lambda: {"all": 0, "hem": 0, "other": 0})  # sightings by label
     stage_ms: dict = field(default_factory=lambda: {s: 0.0 for s in STAGES})
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))  # the last LATENCY_WINDOW
@@ -208,15 +214,22 @@ class StreamStats:
             self.scale_sources[result.scale.source] = self.scale_sources.get(result.scale.source, 0) + 1
         for c in result.cells:
             self.observations[c.label] = self.observations.get(c.label, 0) + 1
-        for s in STAGES:
+        for s in STAGES[:-1]:  # draw: by the publish thread (add_published)
             self.stage_ms[s] += result.timings.get(s, 0.0)
         self.latencies.append(result.latency_ms)
-        if result.publish_latency_ms is not None:
-            self.publish_latencies.append(result.publish_latency_ms)
         now = time.perf_counter()
         while self._recent and now - self._recent[0] >= 2.0:
             self._recent.popleft()
         self._recent.append(now)
+
+    def add_published(self, result: FrameResult) -> None:
+        """The publish thread's part: drawing time and publish latency of a frame whose picture was handed over
+        (or, with nothing to draw, whose event was)."""
+        if result.publish_latency_ms is None:
+            return
+        self.published += 1
+        self.stage_ms["draw"] += result.timings.get("draw", 0.0)
+        self.publish_latencies.append(result.publish_latency_ms)
 
     @property
     def fps(self) -> float:
@@ -246,10 +259,12 @@ def summarize(stats: StreamStats, tracker: CellTracker, source: Source, ended: s
         "source": source.spec, "source_kind": source.kind, "ended": ended,
         "frames": stats.frames, "seconds": round(seconds, 3),
         "fps": round(stats.frames / seconds, 2) if seconds > 0 else 0.0,
-        "stage_ms": {s: round(v / max(stats.frames, 1), 2) for s, v in stats.stage_ms.items()},
+        # Per processed frame; draw (annotation + handing over, on the publish thread) per published frame.
+        "stage_ms": {s: round(v / max(stats.published if s == "draw" else stats.frames, 1), 2)
+                     for s, v in stats.stage_ms.items()},
         # Percentiles over the last `frames` processed frames (at most LATENCY_WINDOW: bounded on live sources).
         "latency_ms": percentiles(stats.latencies),
-        # Frame taken -> annotated frame handed to the recorder/viewers (end of draw when nothing publishes).
+        # Frame taken -> annotated frame handed to the recorder/viewers (the event line when nothing is drawn).
         "publish_latency_ms": percentiles(stats.publish_latencies),
         "observations": dict(stats.observations),
         # The frames' scale: median um/px and how many frames got it from where (given, magnification, measured
@@ -285,8 +300,9 @@ class EventWriter:
 
 class FrameGuard:
     """Stop signals wait for the frame in hand: inside `frame()`, SIGINT (Ctrl-C) and SIGTERM (when
-    `signals.graceful_stop` routes it) are held until the frame's event is written and its picture recorded, then
-    raised as the handler in force would have (KeyboardInterrupt / Terminated). Outside, e.g. while waiting for the
+    `signals.graceful_stop` routes it) are held until the frame is handed to the publish stage, then raised as the
+    handler in force would have (KeyboardInterrupt / Terminated); run_stream then drains the stage, so the frame's
+    event is written and its picture recorded before the sinks close. Outside, e.g. while waiting for the
     source, they act at once. Handlers that are not Python callables (SIGINT ignored in a background job, SIGTERM
     left at its default) are left alone. Main thread only; elsewhere a no-op."""
 
@@ -360,81 +376,88 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
     `tracker`: the CellTracker that counts the cells (default: one for the classifier); a caller that wants its
     reads (`get`, `active`, `on_ended`) passes its own. At the end of the run it is finished (every track ends).
 
-    `recorder`: an object with write(bgr) and close() (draw.VideoRecorder); `window`: show(bgr) -> False to
-    stop, close() (draw.Window). Annotation is drawn only when one of them is given. The options are checked
-    first (ValueError; the source is closed then too). Detection works on small images: OpenCV runs on one
-    thread meanwhile, leaving the cores to onnxruntime. `on_warning(text)` hears each scale warning once (they
-    are also in the summary's "warnings").
+    `recorder`: an object with write(bgr) and close() (edge.recording.VideoRecorder; optional `drop()` and
+    `recording`); `window`: show(bgr) -> False to stop, close() (draw.Window, the station's hub). Annotation is
+    drawn only when one of them is given, in the publish stage (edge.publish: its own thread, its drop policy),
+    which also writes the JSONL events in order; `on_result` runs in the pipeline thread while the frame is being
+    published (its `publish_latency_ms` may not be known yet). The options are checked first (ValueError; the source
+    is closed then too). Detection works on small images: OpenCV runs on one thread meanwhile, leaving the cores
+    to onnxruntime. `on_warning(text)` hears each scale warning once (also in the summary's "warnings").
 
     Ctrl-C (KeyboardInterrupt) ends the run as "interrupted"; SIGTERM inside `signals.graceful_stop()` (the CLI,
-    the station) as "terminated". Either way the frame in hand is finished first (FrameGuard): its event is
-    written and its picture recorded, so events, recording and summary agree, and the recording is closed
-    playable.
+    the station) as "terminated". Either way the frame in hand is finished first (FrameGuard) and the publish
+    stage is drained before the sinks close: every processed frame's event is written and its picture recorded
+    (or counted as dropped), so events, recording and summary agree, and the recording is closed playable.
     """
     stats, tracker = StreamStats(), tracker or CellTracker.for_classifier(classifier)
     notes = ScaleNotes(classifier, options.crop_um, on_warning)
     notes.note("scope", classifier.scope_note())  # once per run: out-of-scope cells will not be flagged
-    writer = None
+    writer = stage = None
     ended = "end of source"
     try:
         options.validate()
         writer = EventWriter(jsonl) if jsonl else None
-        with opencv_threads(1), FrameGuard() as guard:
-            for result in _results(source, classifier, options):
-                with guard.frame():
-                    closed = _emit(result, stats, tracker, notes, source, writer, recorder, window, on_result)
-                if closed:
-                    ended = "closed by user"
-                    break
-            else:
-                if options.max_frames is not None and stats.frames >= options.max_frames:
-                    ended = "max frames"
-                elif source.lost:
-                    ended = "source lost"
+        stage = PublishStage(recorder, window, done=_published(stats, writer), fps=source.fps)
+        ended = _loop(source, classifier, options, stats, tracker, notes, stage, on_result) or ended
     except KeyboardInterrupt as exc:
         ended = "terminated" if isinstance(exc, Terminated) else "interrupted"
     finally:
         source.close()
-        for sink in (writer, recorder, window):
-            if sink is not None:
-                try:
-                    sink.close()
-                except Exception:  # noqa: BLE001 - closing a sink must not hide the summary
-                    pass
+        _close_sinks(stage, writer, recorder, window)
         tracker.finish()
     extra = {"scope": scope_entry(classifier), "model": str(getattr(classifier, "path", "")), "providers": list(getattr(classifier, "providers", [])),
              "jsonl": str(jsonl) if jsonl else None, "record": str(getattr(recorder, "path", "")) or None,
              "recording": recorder.stats() if hasattr(recorder, "stats") else None,
+             "publish": stage.stats() if stage is not None else None,
              "warnings": notes.notes}
     return summarize(stats, tracker, source, ended, extra)
 
 
-def _emit(result: FrameResult, stats: StreamStats, tracker: CellTracker, notes: ScaleNotes, source: Source,
-          writer: EventWriter | None, recorder, window, on_result) -> bool:
-    """One processed frame into the sinks (tracker, recording/window, totals, JSONL, callback); True when the
-    window was closed by the user."""
-    from .draw import annotate
+def _loop(source, classifier, options, stats, tracker, notes, stage, on_result) -> str | None:
+    """The pipeline thread's loop; -> how the run ended, None for the end of the source."""
+    with opencv_threads(1), FrameGuard() as guard:
+        for result in _results(source, classifier, options):
+            with guard.frame():
+                _emit(result, stats, tracker, notes, source, stage, on_result)
+            if stage.stop_requested:
+                return "closed by user"
+    if options.max_frames is not None and stats.frames >= options.max_frames:
+        return "max frames"
+    return "source lost" if source.lost else None
 
+
+def _close_sinks(stage, writer, recorder, window) -> None:
+    """Drain the publish stage first (the last frames' pictures and events), then close the sinks."""
+    for sink in (stage, writer, recorder, window):
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - closing a sink must not hide the summary
+                pass
+
+
+def _published(stats: StreamStats, writer: EventWriter | None) -> Callable[[FrameResult], None]:
+    """What the publish thread does for each frame once its picture was handed over: totals, then the event."""
+    def done(result: FrameResult) -> None:
+        stats.add_published(result)
+        if writer:
+            writer.write(result)
+    return done
+
+
+def _emit(result: FrameResult, stats: StreamStats, tracker: CellTracker, notes: ScaleNotes, source: Source,
+          stage: PublishStage, on_result) -> None:
+    """One processed frame through the pipeline thread's part (scale notes, tracker, totals), to the publish stage
+    with what its annotation shows (a snapshot: the picture matches this frame's counts), then to the callback
+    (after the hand-over: a callback that raises, e.g. Ctrl-C outside the main thread, still leaves the frame's
+    event and picture to the stage, so they agree with the totals)."""
     notes.check(result.scale)
     tracker.update(result.cells, result.frame.index)
-    t0 = time.perf_counter()
-    closed = False
-    if recorder is not None or window is not None:
-        bgr = annotate(result, counts=tracker.counts(), fps=stats.fps, dropped=source.dropped)
-        if recorder is not None:
-            recorder.write(bgr, fps=source.fps)  # enqueues only: the encoder has its own thread
-        closed = window is not None and window.show(bgr) is False
-    t1 = time.perf_counter()
-    result.timings["draw"] = (t1 - t0) * 1000
-    # Capture -> published; without a capture time, from the start of processing (as latency_ms does).
-    start = result.frame.captured or (t1 - (result.latency_ms + result.timings["draw"]) / 1000)
-    result.publish_latency_ms = (t1 - start) * 1000
     stats.add(result)
-    if writer:
-        writer.write(result)
+    hud = {"counts": tracker.counts(), "fps": stats.fps, "dropped": source.dropped} if stage.pictures else None
+    stage.submit(result, hud)
     if on_result:
         on_result(result, stats)
-    return closed
 
 
 def render_summary(s: dict, console) -> None:

@@ -1,8 +1,10 @@
 """One shared pipeline for every viewer: `edge.stream.run_stream` in a background thread.
 
-The model runs once per processed frame whatever the number of viewers: viewers only read what the pipeline thread
-published. The annotated frame is kept as the newest one only (a slow viewer skips to it: no backlog) and encoded
-to JPEG at most once per frame, on the first viewer's request. Stream events go to a bounded ring that the SSE
+The model runs once per processed frame whatever the number of viewers: viewers only read what the publish stage
+(edge.publish: drawing and recording on their own thread, never waited for by the pipeline) published. The
+annotated frame is kept as the newest one only (a slow viewer skips to it: no backlog; while not recording, the
+stage itself draws only the newest frame) and encoded to JPEG at most once per frame, on the first viewer's
+request: with no viewer nothing is encoded, and 1 or 3 viewers cost the same one encode per frame they fetch. Stream events go to a bounded ring that the SSE
 endpoint replays from. Hooks into run_stream are its public ones: `window` (the annotated frame of each result),
 `recorder` (switchable MP4 recording), `on_result` and `tracker`; the classifier is wrapped by `CountingClassifier`
 to count model calls and keep the crops (and explanation maps) of the frame, which the review gallery shows.
@@ -88,10 +90,21 @@ class _Switch:
         with self._lock:
             return self._rec.stats() if self._rec is not None else self.last
 
+    @property
+    def recording(self) -> bool:
+        """The publish stage's drop policy asks: while on, every frame is kept (or counted as dropped); while off,
+        viewers get the newest frame only."""
+        return self._rec is not None
+
     def write(self, bgr, fps=None) -> None:
         with self._lock:
             if self._rec is not None:
                 self._rec.write(bgr, fps=fps)
+
+    def drop(self) -> None:
+        with self._lock:
+            if self._rec is not None:
+                self._rec.drop()
 
     def close(self) -> None:
         self.set(False, None)
@@ -124,6 +137,8 @@ class Hub:
         self._cond = threading.Condition()
         self._frame: _Published | None = None
         self._encode_lock = threading.Lock()
+        self.jpeg_encodes = 0  # JPEG encodes so far: at most one per published frame, whatever the viewers
+        self.published = 0     # annotated frames published to the viewers
         self._events: deque = deque(maxlen=EVENT_RING)
         self._event_seq = 0
         self.tracker = CellTracker.for_classifier(classifier)  # THE count: each cell once, labelled once
@@ -152,8 +167,9 @@ class Hub:
                 self._cond.notify_all()
 
     def show(self, bgr: np.ndarray) -> bool:
-        """run_stream's `window`: publish the annotated frame; False ends the run."""
+        """run_stream's `window` (called on the publish thread): publish the annotated frame; False ends the run."""
         with self._cond:
+            self.published += 1
             seq = self._frame.seq + 1 if self._frame else 0
             self._frame = _Published(seq, bgr)
             self._cond.notify_all()
@@ -175,6 +191,9 @@ class Hub:
             if len(crops) != len(result.cells):  # the batch was not this frame's: no crops rather than wrong ones
                 crops, cams = [], None
         event = result.event()  # its cells carry the tracker's `track` and `track_label`
+        # Sent as soon as the frame is classified, while the publish stage may still be drawing it: without the
+        # publish latency (whether it is known yet is a race); /api/summary has its percentiles.
+        event.pop("publish_latency_ms", None)
         with self._cond:
             self._events.append((self._event_seq, event))
             self._event_seq += 1
@@ -241,6 +260,7 @@ class Hub:
             if pub.jpeg is None:
                 ok, buf = cv2.imencode(".jpg", pub.bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
                 pub.jpeg = buf.tobytes() if ok else b""
+                self.jpeg_encodes += 1
         return pub.seq, pub.jpeg
 
     def newest_event(self) -> int:

@@ -7,7 +7,9 @@
 - models:  `save_random_model` (.keras + config.json, random weights), `save_run` (a built model + its
            config.json), `export_onnx` (export_model, gates included)
 - timing:  `time_calls` (warm-up excluded), `interleave` (rounds alternating between runners), `summarize`
-           (p50/p95/mean), `cpu_seconds`, `ort_runner` (a Classifier's predict over pre-cut batches)
+           (p50/p95/mean), `cpu_seconds`, `ort_runner` (a Classifier's predict over pre-cut batches),
+           `ModelCalls` (model calls counted, crops kept), `model_ceiling` (the model alone on those crops),
+           `fps_stats` (fps median / p5 from per-frame times)
 - machine: `cpu_peak` (peak FP32 FLOP/s estimate and its assumptions), `machine_info` (cores, CPU, versions)
 - graph:   `onnx_flops` (2 x MACs of Conv/MatMul/Gemm from an ONNX graph with shape inference at batch 1)
 - output:  `markdown_table`, `fmt`, `write_results`
@@ -242,6 +244,57 @@ def summarize(samples: Sequence[Sample], batch_size: int | None = None) -> dict:
     if batch_size:
         out["batch_size"] = batch_size
     return out
+
+
+class ModelCalls:
+    """Counts the model's session calls of a leuk_edge Classifier (its `infer`, which `infer_rgb` and `predict`
+    go through) and keeps the crops of the first `keep` calls (for `model_ceiling`). Installed on the instance;
+    `calls` is read before and after a measuring window."""
+
+    def __init__(self, clf, keep: int = 0):
+        self.clf, self.keep, self.calls, self.crops = clf, keep, 0, []
+        infer, infer_rgb = clf.infer, clf.infer_rgb
+
+        def counted(*a, **k):
+            self.calls += 1
+            return infer(*a, **k)
+
+        def kept(images, *a, **k):
+            if len(images) and len(self.crops) < self.keep:
+                self.crops.append([np.array(im) for im in images])
+            return infer_rgb(images, *a, **k)
+
+        clf.infer, clf.infer_rgb = counted, kept
+
+
+def model_ceiling(clf, crop_batches: Sequence[Sequence[np.ndarray]], rounds: int = 3) -> dict:
+    """The model alone on the same cells as the stream: each frame's batch of crops, preprocessed beforehand,
+    through `clf.infer` (one onnxruntime call per frame, as the stream makes). -> frames/s the model alone would
+    allow, median and p5 (over every frame with cells, `rounds` passes after one warm-up pass)."""
+    if not crop_batches:
+        return {"fps_median": None, "fps_p5": None, "ms_median": None, "frames": 0}
+    batches = [np.stack([clf.preprocess(c) for c in crops]) for crops in crop_batches]
+    for b in batches[:3]:
+        clf.infer(b)
+    ms = []
+    for _ in range(rounds):
+        for b in batches:
+            t0 = time.perf_counter()
+            clf.infer(b)
+            ms.append((time.perf_counter() - t0) * 1000)
+    t = np.asarray(ms)
+    return {"fps_median": round(1000.0 / float(np.median(t)), 1), "fps_p5": round(1000.0 / float(np.percentile(t, 95)), 1),
+            "ms_median": round(float(np.median(t)), 2), "frames": len(batches)}
+
+
+def fps_stats(frame_ms: Sequence[float]) -> dict:
+    """Frames per second from per-frame wall times: the median frame, and p5 (the slowest 5 % of frames: the
+    95th percentile of the frame time)."""
+    t = np.asarray(frame_ms, np.float64)
+    if not t.size:
+        return {"fps_median": None, "fps_p5": None}
+    return {"fps_median": round(1000.0 / float(np.median(t)), 1),
+            "fps_p5": round(1000.0 / float(np.percentile(t, 95)), 1)}
 
 
 def percentiles(seconds: Sequence[float], qs: Sequence[float] = (50, 95)) -> dict:

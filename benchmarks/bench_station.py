@@ -41,10 +41,10 @@ with httpx.stream("GET", url, timeout=30) as r:
         n += chunk.count(b"--frame\r\n")
         if n and not ready:  # reading: the parent's measuring window may begin
             print("ready", flush=True)
-            ready, n, t0 = True, 0, time.perf_counter()
+            ready, n, t0, c0 = True, 0, time.perf_counter(), time.process_time()
         if ready and time.perf_counter() - t0 > seconds:
             break
-print(n, time.perf_counter() - t0, flush=True)
+print(n, time.perf_counter() - t0, time.process_time() - c0, flush=True)
 """
 
 
@@ -99,7 +99,9 @@ def measure(station, base: str, viewers: int, seconds: float, calls: ModelCalls,
             "frames_with_cells": w1 - w0, "calls_per_frame": (c1 - c0) / max(frames, 1),
             "frame_ms": marks.frame_ms(t0, t1), "publish_ms": published, "published": p1 - p0,
             "jpeg_per_published": round((j1 - j0) / max(p1 - p0, 1), 3),
-            "viewer_fps": [round(int(n) / float(t), 2) for n, t in got]}
+            "viewer_fps": [round(int(n) / float(t), 2) for n, t, _ in got],
+            # CPU the viewer processes took from the same cores (share of one core each, summed)
+            "viewer_cpu": round(sum(float(c) / float(t) for _, t, c in got), 3)}
 
 
 class _Timer:
@@ -130,7 +132,8 @@ def baseline(station, video: Path, options, seconds: float, calls: ModelCalls) -
             "frames_with_cells": None, "calls_per_frame": (calls.calls - c0) / max(s["frames"], 1),
             "frame_ms": [(b - a) * 1000 for a, b in zip(marks[1:], marks[2:])], "publish_ms": None,
             "publish_p50": s["publish_latency_ms"]["p50"], "publish_p95": s["publish_latency_ms"]["p95"],
-            "published": s["publish"]["published"], "jpeg_per_published": None, "viewer_fps": []}
+            "published": s["publish"]["published"], "jpeg_per_published": None, "viewer_fps": [],
+            "viewer_cpu": None}
 
 
 def run_precision(model: Path, precision: str, video: Path, work: Path, args) -> tuple[list[dict], dict]:
@@ -229,12 +232,13 @@ def write_report(table: list[dict], choices: dict, args) -> None:
              "", markdown_table(
                  ["precision", "MJPEG viewers", "fps median", "fps p5", "fps (window)", "vs 0 viewers",
                   "publish p50 / p95 ms", "model calls / frame", "JPEG / published frame", "model alone fps median / p5",
-                  "frames/s each viewer received"],
+                  "frames/s each viewer received", "viewers' CPU (cores)"],
                  [[r["precision"].upper(), str(r["viewers"]), f(r["fps_median"]), f(r["fps_p5"]), f"{r['fps']:.2f}",
                    f(r["vs_0_viewers"], ".2f"), f"{f(r.get('publish_p50'))} / {f(r.get('publish_p95'))}",
                    f"{r['calls_per_frame']:.3f} ({r['model_calls']}/{r['frames']})", f(r["jpeg_per_published"], ".2f"),
                    f"{f(r['model_alone_fps_median'])} / {f(r['model_alone_fps_p5'])}",
-                   ", ".join(f"{x:.1f}" for x in r["viewer_fps"]) or "-"] for r in table]), "",
+                   ", ".join(f"{x:.1f}" for x in r["viewer_fps"]) or "-", f(r["viewer_cpu"], ".2f")]
+                  for r in table]), "",
              "fps per run: " + "; ".join(f"{r['precision']} {r['viewers']} viewer(s): {r['fps_runs']}" for r in table),
              "fps median / p5: from the pipeline thread's time per frame in the window (p5 = 95th percentile of the "
              "frame time); fps (window): processed frames / window (median run). 'stream only': run_stream on the "
@@ -243,7 +247,8 @@ def write_report(table: list[dict], choices: dict, args) -> None:
              "at Classifier.infer; a frame without cells needs no call, and the window edges can split a frame's "
              "call from its count (+-1). JPEG / published frame: encodes per frame the publish stage handed to the "
              "viewers (at most 1 whatever the viewers; 0 without one). Target: 3 viewers >= 0.9 x the fps with none; "
-             "publish latency p95 <= 100 ms.", "", DISCLAIMER]
+             "publish latency p95 <= 100 ms. Viewers' CPU: the CPU time the viewer processes took (in cores, summed), "
+             "from the same cores as the station.", "", DISCLAIMER]
     write_results(RESULTS, "bench_station", "\n".join(lines) + "\n", {"environment": env, "rows": table})
     print("\n".join(lines))
 

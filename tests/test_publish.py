@@ -103,6 +103,13 @@ def test_a_slow_viewer_gets_the_newest_frame_and_never_slows_the_pipeline(tmp_pa
     assert [e["frame"] for e in published] == [0, N - 1]
     assert all(e["publish_latency_ms"] >= e["latency_ms"] for e in published)
     assert s["publish_latency_ms"]["frames"] == 2
+    from rich.console import Console
+
+    from leuk_edge.edge.stream import render_summary
+
+    console = Console(record=True, width=200)
+    render_summary(s, console)
+    assert f"2 of {N} frames drawn (0 dropped while recording, {N - 2} skipped for a newer one)" in console.export_text()
 
 
 def test_a_slow_recorder_keeps_what_fits_and_counts_what_it_dropped(tmp_path):
@@ -216,3 +223,15 @@ def test_station_recording_switch_sets_the_drop_policy(tmp_path):
         assert hub.recorder.stats()["dropped"] == 1
     finally:
         assert hub.record(False)["dropped"] == 1
+
+
+def test_mjpeg_part_is_built_once_and_frames_the_jpeg(tmp_path):
+    from leuk_edge.station.hub import Hub
+
+    hub = Hub(Frames(0), Model(), OPTIONS, tmp_path)
+    hub.show(np.full((32, 48, 3), 128, np.uint8))
+    seq, part = hub.next_part(-1, timeout=5)
+    _, jpeg = hub.next_jpeg(-1, timeout=5)
+    assert seq == 0 and hub.next_part(-1, timeout=5)[1] is part and hub.jpeg_encodes == 1
+    head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+    assert part == head + jpeg + b"\r\n" and jpeg[:2] == b"\xff\xd8"

@@ -476,6 +476,10 @@ def render_summary(s: dict, console) -> None:
     pub = s.get("publish_latency_ms") or {}
     if pub.get("frames"):
         t.add_row("to publish (ms)", f"p50 {pub['p50']:.1f}  p95 {pub['p95']:.1f}")
+    stage = s.get("publish") or {}
+    if stage.get("dropped") or stage.get("skipped"):
+        t.add_row("published", f"{stage['published']} of {stage['processed']} frames drawn ({stage['dropped']} "
+                               f"dropped while recording, {stage['skipped']} skipped for a newer one)")
     rec = s.get("recording") or {}
     if rec.get("frames") or rec.get("dropped"):
         t.add_row("recorded", f"{rec['frames']} frames ({rec.get('codec')}), {rec.get('dropped', 0)} dropped"

@@ -115,6 +115,7 @@ class _Published:
     seq: int
     bgr: np.ndarray
     jpeg: bytes | None = None
+    part: bytes | None = None  # the MJPEG multipart part around `jpeg`, built once for every viewer
 
 
 class Hub:
@@ -250,6 +251,15 @@ class Hub:
     def next_jpeg(self, after: int, timeout: float = 1.0) -> tuple[int, bytes] | None:
         """The newest frame newer than `after` as JPEG (waiting up to `timeout`), or None. Each frame is encoded
         once, however many viewers ask."""
+        pub = self._next_encoded(after, timeout)
+        return None if pub is None else (pub.seq, pub.jpeg)
+
+    def next_part(self, after: int, timeout: float = 1.0) -> tuple[int, bytes] | None:
+        """As `next_jpeg`, the frame as its MJPEG multipart part (built once per frame, shared by the viewers)."""
+        pub = self._next_encoded(after, timeout)
+        return None if pub is None else (pub.seq, pub.part)
+
+    def _next_encoded(self, after: int, timeout: float) -> _Published | None:
         with self._cond:
             self._cond.wait_for(lambda: (self._frame is not None and self._frame.seq > after)
                                 or not self.running or self.stopping.is_set(), timeout=timeout)
@@ -259,9 +269,12 @@ class Hub:
         with self._encode_lock:
             if pub.jpeg is None:
                 ok, buf = cv2.imencode(".jpg", pub.bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-                pub.jpeg = buf.tobytes() if ok else b""
+                jpeg = buf.tobytes() if ok else b""
+                pub.part = (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
+                            + b"\r\n\r\n" + jpeg + b"\r\n")
+                pub.jpeg = jpeg  # last: a reader that sees the jpeg also sees the part
                 self.jpeg_encodes += 1
-        return pub.seq, pub.jpeg
+        return pub
 
     def newest_event(self) -> int:
         with self._cond:

@@ -27,14 +27,13 @@ async def _threaded(gen):
 def _jpeg_parts(h):
     last = -1
     while not h.stopping.is_set():
-        got = h.next_jpeg(last, timeout=1.0)
+        got = h.next_part(last, timeout=1.0)  # the part is built once per frame for every viewer
         if got is None:
             if not h.running:
                 return
             continue
-        last, jpeg = got
-        yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
-               + b"\r\n\r\n" + jpeg + b"\r\n")
+        last, part = got
+        yield part
 
 
 def _event_lines(h, start: int):

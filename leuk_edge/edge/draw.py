@@ -66,7 +66,9 @@ def display_available() -> bool:
 
 
 class Window:
-    """`--show`: a window with the annotated stream; q or Esc closes it (and ends the run)."""
+    """`--show`: a window with the annotated stream; q or Esc closes it (and ends the run). HighGUI wants one
+    thread (on macOS the main one): the publish stage draws, the stream's own thread shows (`gui_thread_only`)."""
+    gui_thread_only = True
 
     def __init__(self, title: str = "leuk-edge stream"):
         self.title = title

@@ -56,6 +56,10 @@ class PublishStage:
         self._items: deque[_Item] = deque()
         self._waiting = 0  # items with a picture still to draw
         self._closing = False
+        # An OpenCV HighGUI window (draw.Window) must be driven by the thread that made it (macOS: the main
+        # thread): the stage draws, `pump()` on the pipeline thread shows the newest picture (imshow + waitKey(1)).
+        self._gui_window = bool(getattr(window, "gui_thread_only", False))
+        self._for_gui = None
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
         self._thread.start()
@@ -93,6 +97,15 @@ class PublishStage:
                 self._waiting -= 1
                 self.skipped += 1
 
+    def pump(self) -> None:
+        """Pipeline thread: show the newest drawn picture on a GUI window (see `gui_thread_only`); cheap and
+        non-blocking (waitKey(1)), a no-op for other windows."""
+        if not self._gui_window or self.stop_requested:
+            return
+        bgr, self._for_gui = self._for_gui, None
+        if bgr is not None and self.window.show(bgr) is False:
+            self.stop_requested = True
+
     # --- stage thread --------------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
@@ -129,7 +142,11 @@ class PublishStage:
             bgr = annotate(result, **hud)
             if self.recorder is not None:
                 self.recorder.write(bgr, fps=self.fps)  # enqueues only: the encoder has its own thread
-            if self.window is not None and not self.stop_requested and self.window.show(bgr) is False:
+            if self.window is None or self.stop_requested:
+                return
+            if self._gui_window:
+                self._for_gui = bgr  # shown by the pipeline thread (pump): the newest picture only
+            elif self.window.show(bgr) is False:
                 self.stop_requested = True
         except Exception as exc:  # noqa: BLE001 - a broken window must not stop the events
             self.error = self.error or exc

@@ -419,6 +419,7 @@ def _loop(source, classifier, options, stats, tracker, notes, stage, on_result) 
         for result in _results(source, classifier, options):
             with guard.frame():
                 _emit(result, stats, tracker, notes, source, stage, on_result)
+            stage.pump()  # a GUI window is shown from this thread (edge.publish)
             if stage.stop_requested:
                 return "closed by user"
     if options.max_frames is not None and stats.frames >= options.max_frames:
@@ -428,12 +429,13 @@ def _loop(source, classifier, options, stats, tracker, notes, stage, on_result) 
 
 def _close_sinks(stage, writer, recorder, window) -> None:
     """Drain the publish stage first (the last frames' pictures and events), then close the sinks."""
-    for sink in (stage, writer, recorder, window):
-        if sink is not None:
-            try:
-                sink.close()
-            except Exception:  # noqa: BLE001 - closing a sink must not hide the summary
-                pass
+    closers = [stage.close, stage.pump] if stage is not None else []  # pump: the last picture on a GUI window
+    closers += [sink.close for sink in (writer, recorder, window) if sink is not None]
+    for close in closers:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - closing a sink must not hide the summary
+            pass
 
 
 def _published(stats: StreamStats, writer: EventWriter | None) -> Callable[[FrameResult], None]:

@@ -66,7 +66,7 @@ class PublishStage:
 
     # --- pipeline thread -----------------------------------------------------------------------------------
     def submit(self, result, hud: dict | None = None) -> None:
-        """Queue a processed frame; never blocks. Raises what a `done` call failed with (e.g. a full disk)."""
+        """Queue a processed frame; never blocks. Raises what the stage failed with (a full disk, a broken window)."""
         if self.error is not None:
             raise self.error
         keep = recording(self.recorder)

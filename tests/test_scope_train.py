@@ -54,12 +54,56 @@ def test_mahalanobis_reference_is_the_textbook_formula():
     means = [f[y == c].mean(0) for c in (0, 1)]
     cov, _ = ledoit_wolf(np.r_[f[:100] - means[0], f[100:] - means[1]], assume_centered=True)
     vi = np.linalg.inv(cov)
-    expected = [min(mahalanobis(v, mu, vi) ** 2 for mu in means) for v in x]
-    np.testing.assert_allclose(scope.mahalanobis(stats, x), expected, rtol=1e-9)
-    # the whitened form the ONNX graph computes is the same number
-    w = stats.whitening
-    alt = np.min([((x @ w - mu @ w) ** 2).sum(1) for mu in stats.means], axis=0)
-    np.testing.assert_allclose(alt, scope.mahalanobis(stats, x), rtol=1e-9)
+
+    def dist(v):
+        return min(mahalanobis(v, mu, vi) ** 2 for mu in means)
+
+    train_d = np.array([dist(v) for v in f])  # each tap's scale: its training cells' own distances
+    expected = (np.array([dist(v) for v in x]) - train_d.mean()) / train_d.std()
+    np.testing.assert_allclose(scope.ood(stats, x), expected, rtol=1e-9)
+    # the whitened form the ONNX graph computes is the same distance
+    tap = stats.taps[0]
+    w = tap.whitening
+    alt = np.min([((x @ w - mu @ w) ** 2).sum(1) for mu in tap.means], axis=0)
+    np.testing.assert_allclose(alt, [dist(v) for v in x], rtol=1e-9)
+
+
+def test_taps_add_up_each_on_its_training_scale():
+    """Two taps: the score is the sum of each tap's distance standardised by its training cells' distances."""
+    from scipy.spatial.distance import mahalanobis
+    from sklearn.covariance import ledoit_wolf
+
+    from leuk_edge.train import scope
+
+    rng = np.random.default_rng(4)
+    y = np.repeat([0, 1], 60)
+    f1 = rng.normal(size=(120, 3)) + y[:, None] * 2.0
+    f2 = rng.normal(size=(120, 6)) * 5.0  # a far bigger scale: it must not drown the first tap
+    stats = scope.fit([f1, f2], y, ["a", "b"])
+    x1, x2 = rng.normal(size=(5, 3)), rng.normal(size=(5, 6)) * 5.0
+    expected = np.zeros(5)
+    for f, x in ((f1, x1), (f2, x2)):
+        means = [f[y == c].mean(0) for c in (0, 1)]
+        vi = np.linalg.inv(ledoit_wolf(f - np.array(means)[y], assume_centered=True)[0])
+        d_train = np.array([min(mahalanobis(v, mu, vi) ** 2 for mu in means) for v in f])
+        d_x = np.array([min(mahalanobis(v, mu, vi) ** 2 for mu in means) for v in x])
+        expected += (d_x - d_train.mean()) / d_train.std()
+    np.testing.assert_allclose(scope.ood(stats, [x1, x2]), expected, rtol=1e-9)
+    assert stats.names == ["a", "b"]
+
+
+def test_a_first_format_scope_file_keeps_its_raw_distance(tmp_path):
+    """scope.npz of the first gate (one tap, method 'mahalanobis') loads and scores exactly as it did."""
+    from leuk_edge.train import scope
+
+    means, prec = np.array([[0.0, 0.0], [2.0, 0.0]]), np.array([[2.0, 0.0], [0.0, 0.5]])
+    np.savez(tmp_path / "scope.npz", means=means, precision=prec, threshold=3.0, accept=0.95,
+             accept_rate_val=0.95, n_train=10, method="mahalanobis")
+    stats = scope.load(tmp_path / "scope.npz")
+    x = np.array([[1.0, 1.0], [2.0, 2.0]])
+    # by hand: (1,1) -> min(2*1 + 0.5*1, 2*1 + 0.5*1) = 2.5; (2,2) -> min(2*4 + 0.5*4, 0 + 0.5*4) = 2.0
+    np.testing.assert_allclose(scope.ood(stats, x), [2.5, 2.0])
+    assert stats.names == ["penultimate"] and stats.metadata()["method"] == "mahalanobis"
 
 
 def test_threshold_accepts_the_asked_share_of_val():
@@ -72,6 +116,20 @@ def test_threshold_accepts_the_asked_share_of_val():
     assert rate == 1.0 and t > v.max()
 
 
+def _tap_features(model, x):
+    """The CNN's scope taps, read straight off its layers (not through train.scope): the last two max-pooling
+    outputs and the global pooling, averaged over space in NumPy, and the hidden Dense layer's output."""
+    import keras
+
+    pools = [layer.name for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense) and layer.name != "p_all"][0]
+    gap = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)][0]
+    probe = keras.Model(model.inputs[0], [model.get_layer(pools[-2]).output, model.get_layer(pools[-1]).output,
+                                          gap.output, dense.output])
+    maps = [np.asarray(m, np.float64) for m in probe.predict(x, verbose=0)]
+    return [*pools[-2:], "pooled", "penultimate"], [maps[0].mean(axis=(1, 2)), maps[1].mean(axis=(1, 2)), *maps[2:]]
+
+
 def test_scope_is_fitted_on_training_cells_only(scope_run):
     import keras
 
@@ -80,10 +138,16 @@ def test_scope_is_fitted_on_training_cells_only(scope_run):
     stats = scope.load(scope_run / scope.FILENAME)
     model = keras.saving.load_model(scope_run / "model.keras")
     x, y = _split_images(scope_run, "train")
-    ref = scope.fit(scope.features_of(model, x), y)  # independently: the train split's images from disk
+    # independently: the train split's images from disk, each tap's features from the model's own layers
+    names, feats = _tap_features(model, x)
+    assert stats.names == names  # the CNN's last two pooling stages, the pooled last maps, the head's hidden layer
+    ref = scope.fit(feats, y, names)
     assert stats.n_train == len(y)
-    np.testing.assert_allclose(stats.means, ref.means, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(stats.precision, ref.precision, rtol=1e-3, atol=1e-3 * np.abs(ref.precision).max())
+    for tap, want in zip(stats.taps, ref.taps):
+        np.testing.assert_allclose(tap.means, want.means, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(tap.precision, want.precision, rtol=1e-3,
+                                   atol=1e-3 * np.abs(want.precision).max())
+        assert tap.centre == pytest.approx(want.centre, rel=1e-3) and tap.spread == pytest.approx(want.spread, rel=1e-3)
 
 
 def test_metrics_scope_entry_and_val_accept_rate(scope_run):
@@ -93,7 +157,8 @@ def test_metrics_scope_entry_and_val_accept_rate(scope_run):
     metrics = json.loads((scope_run / "metrics.json").read_text())
     entry = metrics["scope"]
     assert "scope" not in split_metrics(metrics)  # describes the run, not a split
-    assert entry["method"] == "mahalanobis" and entry["fitted_on"] == "train" and entry["accept"] == 0.9
+    assert entry["method"] == "mahalanobis-layers" and entry["fitted_on"] == "train" and entry["accept"] == 0.9
+    assert entry["taps"] == scope.load(scope_run / scope.FILENAME).names and 0 <= entry["other_flagged"] <= 1
     assert json.loads((scope_run / "config.json").read_text())["scope_accept"] == 0.9
     stats = scope.load(scope_run / scope.FILENAME)
     assert entry["threshold"] == pytest.approx(stats.threshold)
@@ -121,7 +186,7 @@ def test_the_model_card_states_the_scope_gate_and_its_figures(scope_run, exporte
     entry = json.loads((scope_run / "metrics.json").read_text())["scope"]
     card = (scope_run / "model.card.md").read_text()
     section = card.split("## Scope gate", 1)[1].split("\n## ", 1)[0]
-    assert "mahalanobis" in section and f"{entry['auroc_other']:.4f}" in section
+    assert "mahalanobis-layers" in section and f"{entry['auroc_other']:.4f}" in section
     assert f"{entry['in_scope_rate']['test']:.4f}" in section and "`other`" in section
 
 
@@ -135,15 +200,19 @@ def test_onnx_ood_matches_an_independent_mahalanobis(scope_run, exported):
     path, result = exported
     clf = Classifier(path)
     stats = scope.load(scope_run / scope.FILENAME)
-    assert clf.has_scope and clf.scope == {"method": "mahalanobis", "threshold": pytest.approx(stats.threshold),
-                                           "fitted_on": "train", "accept_rate_val": stats.accept_rate_val}
+    assert clf.has_scope and clf.scope == {"method": "mahalanobis-layers", "taps": stats.names,
+                                           "threshold": pytest.approx(stats.threshold), "fitted_on": "train",
+                                           "accept_rate_val": stats.accept_rate_val}
     assert [o.name for o in clf.session.get_outputs()] == ["p_all", "cam", "ood"]
     x, _ = _split_images(scope_run, "test")
     model = keras.saving.load_model(scope_run / "model.keras")
-    f = keras.Model(model.inputs[0], model.get_layer("p_all").input).predict(x, verbose=0).astype(np.float64)
-    expected = [min(mahalanobis(v, mu, stats.precision) ** 2 for mu in stats.means) for v in f]
+    _, feats = _tap_features(model, x)
+    expected = np.zeros(len(x))
+    for tap, f in zip(stats.taps, feats):  # scipy's distance per tap, on the tap's training scale, summed
+        d = np.array([min(mahalanobis(v, mu, tap.precision) ** 2 for mu in tap.means) for v in f])
+        expected += (d - tap.centre) / tap.spread
     got = clf.infer(x).ood
-    np.testing.assert_allclose(got, expected, rtol=1e-3)
+    assert np.all(np.abs(got - expected) <= 1e-3 * np.maximum(1.0, np.abs(expected))), (got, expected)
     ood = result.fp32.parity.ood
     assert ood["checked"] and ood["passed"] and ood["agreement"] == 1.0
     assert json.loads(result.fp32.parity_path.read_text())["ood"]["max_rel_diff"] <= 1e-3
@@ -183,7 +252,8 @@ def test_tampered_ood_constants_fail_the_gate(scope_run, exported, tmp_path):
 
     proto = onnx.load(str(exported[0]))
     stats = scope.load(scope_run / scope.FILENAME)
-    target = (stats.means @ stats.whitening).astype(np.float32)  # the graph's whitened class means
+    tap = stats.taps[-1]
+    target = (tap.means @ tap.whitening).astype(np.float32)  # the graph's whitened class means (penultimate tap)
     hits = [init for init in proto.graph.initializer if int(np.prod(init.dims)) == target.size
             and np.allclose(numpy_helper.to_array(init).reshape(target.shape), target, rtol=1e-5)]
     assert len(hits) == 1

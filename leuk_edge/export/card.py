@@ -76,13 +76,15 @@ def scope_lines(scope: dict | None) -> list[str]:
                 "other white cells and debris included"]
     rates = scope.get("in_scope_rate") or {}
     f4 = lambda v: "n/a" if v is None else f"{float(v):.4f}"  # noqa: E731
-    return [f"- {scope.get('method')}: distance of the cell's penultimate features from the training cells "
+    taps = ", ".join(scope.get("taps") or ["penultimate"])
+    return [f"- {scope.get('method')}: distance of the cell's features ({taps}) from the training cells "
             f"(fitted on {scope.get('fitted_on', 'train')}); over the threshold {_fmt(scope.get('threshold'))} "
             "a cell is labelled `other` and never counted in all, hem or the blast fraction",
             f"- accepts {f4(scope.get('accept_rate_val'))} of the validation cells (asked: "
             f"{_fmt(scope.get('accept'))}); in-scope rate on test {f4(rates.get('test'))}",
             f"- AUROC against {scope.get('n_other')} drawn out-of-scope cells (neutrophils, eosinophils, "
-            f"monocytes, basophils, clumps, debris): {f4(scope.get('auroc_other'))} — drawn cells, not real ones"]
+            f"monocytes, basophils, clumps, debris): {f4(scope.get('auroc_other'))}, flagged `other` "
+            f"{f4(scope.get('other_flagged'))} — drawn cells, not real ones"]
 
 
 def _fmt(v) -> str:

@@ -357,14 +357,14 @@ def _ood_stats(ref: np.ndarray, got: dict, threshold: float) -> dict:
 def ood_parity(model, clf: Classifier, stats, x: np.ndarray, batch_sizes: Sequence[int],
                rtol: float = OOD_RTOL) -> tuple[dict, list[str]]:
     """The ONNX `ood` against the NumPy reference: the run's saved statistics (scope.npz) applied in float64 to
-    the Keras model's own penultimate features (train.scope.mahalanobis, not the graph's layer). -> (report
+    the Keras model's own features at the scope taps (train.scope.ood, not the graph's layer). -> (report
     entry, failures). A model with an `ood` output and no statistics to check it by, or the reverse, fails."""
-    from ..train.scope import features_of, mahalanobis
+    from ..train.scope import features_of, ood
 
     if stats is None or not clf.has_scope:
         missing = "the run has no scope.npz to check it by" if stats is None else "the model has no `ood` output"
         return {"checked": False}, [f"scope gate cannot be checked: {missing}"]
-    ref = mahalanobis(stats, features_of(model, x))
+    ref = ood(stats, features_of(model, x, stats.names))
     got = {b: _ood_at(clf, x, b) for b in batch_sizes}
     entry = {**_ood_stats(ref, got, stats.threshold), "rtol": rtol, "checked": True}
     entry["passed"] = bool(entry["max_rel_diff"] <= rtol)

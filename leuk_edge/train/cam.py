@@ -49,26 +49,43 @@ def _is_gap(layer) -> bool:
     return isinstance(layer, keras.layers.GlobalAveragePooling2D)
 
 
+def _gap_index(model) -> int:
+    """Index of the global average pooling: a layer of the model (the CNN) or a nested base model built with
+    pooling="avg" whose last layer it is (InceptionV3)."""
+    for i, layer in enumerate(model.layers):
+        if _is_gap(layer) or (hasattr(layer, "layers") and layer.layers and _is_gap(layer.layers[-1])):
+            return i
+    raise UnsupportedModelError(f"model '{model.name}' has no global average pooling before its head")
+
+
+def feature_maps(model, taps=(), name: str = "cam_features"):
+    """image -> [the maps of each tap layer..., the last feature maps (N, h, w, C)], one forward pass.
+
+    `taps`: layer names of the model, or "base/layer" inside a nested base model. A nested base is re-called up
+    to its pooling on the tensor it receives in the outer model: the previous layer's output, or the model's
+    input when the base comes first (a Sequential model lists no InputLayer, and layers[-1] would be the head)."""
+    import keras
+
+    i = _gap_index(model)
+    layer = model.layers[i]
+    if _is_gap(layer):
+        outs = [model.get_layer(t).output for t in taps] + [layer.input]
+        return keras.Model(model.inputs[0], outs, name=name)
+    inner_taps = [layer.get_layer(t.split("/", 1)[1]).output for t in taps]
+    last = layer.layers[-1].input
+    inner = keras.Model(layer.inputs, inner_taps + [last] if taps else last)
+    fed = model.layers[i - 1].output if i > 0 else model.inputs[0]
+    outs = inner(fed)
+    return keras.Model(model.inputs[0], list(outs) if taps else outs, name=name)
+
+
 def split_model(model) -> CamParts:
-    """Find the last feature maps and the head. The pooling is either a layer of the model (the CNN) or the last
-    layer of a nested base model built with pooling="avg" (InceptionV3)."""
+    """Find the last feature maps and the head (the layers between the global pooling and p_all)."""
     import keras
 
     layers = model.layers
-    for i, layer in enumerate(layers):
-        if _is_gap(layer):
-            features = keras.Model(model.inputs, layer.input, name="cam_features")
-            break
-        if isinstance(layer, keras.Model) and layer.layers and _is_gap(layer.layers[-1]):
-            # Re-call the base's layers up to its pooling on the tensor the base receives in the outer model: the
-            # previous layer's output, or the model's input when the base comes first (a Sequential model lists
-            # no InputLayer, and layers[-1] would be the head).
-            inner = keras.Model(layer.inputs, layer.layers[-1].input)
-            fed = layers[i - 1].output if i > 0 else model.inputs[0]
-            features = keras.Model(model.inputs, inner(fed), name="cam_features")
-            break
-    else:
-        raise UnsupportedModelError(f"model '{model.name}' has no global average pooling before its head")
+    i = _gap_index(model)
+    features = feature_maps(model)
     head = []
     for layer in layers[i + 1:]:
         if layer.name == HEAD:
@@ -134,8 +151,8 @@ def _camhead_class():
 
 def explain_model(model, temperature: float = 1.0, cam: bool = True, scope=None):
     """The graph to export: image -> [P(all) calibrated by `temperature`, cam] (or P(all) alone, cam=False), and
-    with `scope` (train.scope.ScopeStats) the out-of-scope score `ood` (N,) from the same feature maps: pooled,
-    through the head's own Dense layers to the features feeding p_all, then the Mahalanobis distance.
+    with `scope` (train.scope.ScopeStats) the out-of-scope score `ood` (N,) from the same forward pass: the scope
+    taps' maps and the last maps pooled (and through the head's own Dense layers), then the layers' distances.
 
     With cam=False, temperature 1 and no scope the model itself is returned (nothing to add)."""
     import keras
@@ -145,19 +162,21 @@ def explain_model(model, temperature: float = 1.0, cam: bool = True, scope=None)
     if not cam and temperature == 1.0 and scope is None:
         return model
     parts = split_model(model)
-    a = parts.features.outputs[0]
+    features = parts.features
+    if scope is not None:  # the scope taps' maps come out of the same forward pass as the last maps
+        from .scope import map_taps
+
+        features = feature_maps(model, map_taps(scope.names), name="explain_features")
+    *maps, a = features.outputs
     p, m = _camhead_class()(parts.head, parts.p_all, temperature, name="cam_head")(a)
     outputs = [keras.layers.Identity(name="p_all")(p)]
     if cam:
         outputs.append(keras.layers.Identity(name="cam")(m))
     if scope is not None:
-        from .scope import scope_layer
+        from .scope import pooled_taps, scope_layer
 
-        f = keras.layers.GlobalAveragePooling2D(name="scope_pool")(a)
-        for layer in parts.head:  # the head's own layers (shared, not copied): Dropout is the identity here
-            f = layer(f)
-        outputs.append(scope_layer(scope, name="ood")(f))
-    return keras.Model(parts.features.inputs, outputs, name=f"{model.name}_explained")
+        outputs.append(scope_layer(scope, name="ood")(pooled_taps(scope.names, maps, a, parts.head)))
+    return keras.Model(features.inputs, outputs, name=f"{model.name}_explained")
 
 
 def reference(model, x: np.ndarray, temperature: float = 1.0, cam: bool = True, batch: int = 16):

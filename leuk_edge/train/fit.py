@@ -338,27 +338,28 @@ def check_health(model, data: RunData, ev: Evaluation, log) -> dict:
 
 
 def fit_scope(model, splits: dict[str, list[Item]], cfg: TrainConfig, run: Path, log) -> dict:
-    """The scope model (train/scope.py) on the TRAINING cells' penultimate features, its threshold on val; saved
+    """The scope model (train/scope.py) on the TRAINING cells' features at its taps, its threshold on val; saved
     as RUN/scope.npz; -> metrics.json's `scope` (with the AUROC against drawn out-of-scope cells)."""
     from . import scope
     from .pipeline import image_dataset
 
-    def feats(items):
-        if not items:
-            return np.zeros((0, 1))
-        ds = image_dataset([it.path for it in items], None, (cfg.size, cfg.size), RESIZE[cfg.model], cfg.batch_size)
-        return scope.features_of_dataset(model, ds)
+    names = scope.default_taps(model)
 
-    stats = scope.fit(feats(splits["train"]), [it.label for it in splits["train"]])
+    def feats(items):
+        ds = image_dataset([it.path for it in items], None, (cfg.size, cfg.size), RESIZE[cfg.model], cfg.batch_size)
+        return scope.features_of_dataset(model, ds, names)
+
+    stats = scope.fit(feats(splits["train"]), [it.label for it in splits["train"]], names)
     stats.accept = cfg.scope_accept
-    ood = {k: scope.mahalanobis(stats, feats(splits[k])) for k in ("val", "test") if splits.get(k)}
-    if "val" in ood:
-        stats.threshold, stats.accept_rate_val = scope.choose_threshold(ood["val"], cfg.scope_accept)
+    scores = {k: scope.ood(stats, feats(splits[k])) for k in ("val", "test") if splits.get(k)}
+    if "val" in scores:
+        stats.threshold, stats.accept_rate_val = scope.choose_threshold(scores["val"], cfg.scope_accept)
     scope.save(stats, run / scope.FILENAME)
-    other = scope.mahalanobis(stats, scope.features_of(model, scope.other_cells(cfg.size, RESIZE[cfg.model])))
-    entry = scope.entry(stats, ood, other)
+    other = scope.ood(stats, scope.features_of(model, scope.other_cells(cfg.size, RESIZE[cfg.model]), names))
+    entry = scope.entry(stats, scores, other)
     auroc = "n/a" if entry["auroc_other"] is None else f"{entry['auroc_other']:.3f}"
-    log(f"scope: {scope.METHOD} on {stats.n_train} training cells, threshold {stats.threshold:.3g} accepts "
+    log(f"scope: {stats.method} over {', '.join(names)} on {stats.n_train} training cells, threshold "
+        f"{stats.threshold:.3g} accepts "
         f"{entry['in_scope_rate']} (in-scope share per split); AUROC vs {entry['n_other']} drawn others {auroc}")
     return entry
 

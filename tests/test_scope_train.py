@@ -117,17 +117,22 @@ def test_threshold_accepts_the_asked_share_of_val():
 
 
 def _tap_features(model, x):
-    """The CNN's scope taps, read straight off its layers (not through train.scope): the last two max-pooling
-    outputs and the global pooling, averaged over space in NumPy, and the hidden Dense layer's output."""
+    """The CNN's scope taps, read straight off its layers (not through train.scope): the mean and the standard
+    deviation over space (NumPy) of the last two max-pooling outputs and of the maps the global pooling reads, and
+    the hidden Dense layer's output."""
     import keras
 
-    pools = [layer.name for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    pools = [layer.name for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)][-2:]
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense) and layer.name != "p_all"][0]
     gap = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)][0]
-    probe = keras.Model(model.inputs[0], [model.get_layer(pools[-2]).output, model.get_layer(pools[-1]).output,
-                                          gap.output, dense.output])
-    maps = [np.asarray(m, np.float64) for m in probe.predict(x, verbose=0)]
-    return [*pools[-2:], "pooled", "penultimate"], [maps[0].mean(axis=(1, 2)), maps[1].mean(axis=(1, 2)), *maps[2:]]
+    probe = keras.Model(model.inputs[0], [model.get_layer(pools[0]).output, model.get_layer(pools[1]).output,
+                                          gap.input, dense.output])
+    *maps, pen = [np.asarray(m, np.float64) for m in probe.predict(x, verbose=0)]
+    names, feats = [], []
+    for src, m in zip([*pools, "last"], maps):
+        names += [f"mean:{src}", f"std:{src}"]
+        feats += [m.mean(axis=(1, 2)), m.std(axis=(1, 2))]
+    return [*names, "penultimate"], [*feats, pen]
 
 
 def test_scope_is_fitted_on_training_cells_only(scope_run):
@@ -140,7 +145,7 @@ def test_scope_is_fitted_on_training_cells_only(scope_run):
     x, y = _split_images(scope_run, "train")
     # independently: the train split's images from disk, each tap's features from the model's own layers
     names, feats = _tap_features(model, x)
-    assert stats.names == names  # the CNN's last two pooling stages, the pooled last maps, the head's hidden layer
+    assert stats.names == names  # mean and std of the last two pooling stages and last maps, the hidden layer
     ref = scope.fit(feats, y, names)
     assert stats.n_train == len(y)
     for tap, want in zip(stats.taps, ref.taps):

@@ -164,18 +164,21 @@ def explain_model(model, temperature: float = 1.0, cam: bool = True, scope=None)
     parts = split_model(model)
     features = parts.features
     if scope is not None:  # the scope taps' maps come out of the same forward pass as the last maps
-        from .scope import map_taps
+        from .scope import map_sources
 
-        features = feature_maps(model, map_taps(scope.names), name="explain_features")
+        features = feature_maps(model, map_sources(scope.names), name="explain_features")
     *maps, a = features.outputs
     p, m = _camhead_class()(parts.head, parts.p_all, temperature, name="cam_head")(a)
     outputs = [keras.layers.Identity(name="p_all")(p)]
     if cam:
         outputs.append(keras.layers.Identity(name="cam")(m))
     if scope is not None:
-        from .scope import pooled_taps, scope_layer
+        from .scope import scope_layer
 
-        outputs.append(scope_layer(scope, name="ood")(pooled_taps(scope.names, maps, a, parts.head)))
+        f = keras.layers.GlobalAveragePooling2D(name="scope_pool")(a)
+        for layer in parts.head:  # the head's own layers (shared, not copied): Dropout is the identity here
+            f = layer(f)
+        outputs.append(scope_layer(scope, name="ood")([*maps, a, f]))
     return keras.Model(features.inputs, outputs, name=f"{model.name}_explained")
 
 

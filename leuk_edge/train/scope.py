@@ -3,28 +3,30 @@ Scope).
 
     ood(x) = sum_j (d_j(x) - c_j) / s_j,    d_j(x) = min_k (f_j - mu_jk)^T P_j (f_j - mu_jk)
 
-f_j: the features at tap j, spatially averaged (global average pooling of the layer's maps); mu_jk: the mean over
-the run's TRAINING cells of class k; P_j: the inverse of the shared (class-centred) covariance shrunk by
-Ledoit-Wolf (a 256- or 2048-dimensional covariance from a few hundred cells is singular without shrinkage);
-c_j, s_j: the mean and standard deviation of d_j over the training cells, so every tap counts on one scale.
+f_j: the features of tap j: the mean or the standard deviation over space of a layer's maps ("mean:LAYER",
+"std:LAYER"), or the penultimate features; mu_jk: their mean over the run's TRAINING cells of class k; P_j: the
+inverse of the shared (class-centred) covariance shrunk by Ledoit-Wolf (a 256-dimensional covariance from a few
+hundred cells is singular without shrinkage); c_j, s_j: the mean and standard deviation of d_j over the training
+cells, so every tap counts on one scale.
 
-Why several taps (Lee et al. 2018 combine layers too): the penultimate features of a two-class model keep only
-what tells `all` from `hem`, and a neutrophil can sit right in that subspace. The mid-level maps still see
-shape and texture (lobes, granules, size). Measured on the full demo's CNN (256 px, 360 training cells), AUROC
-against drawn out-of-scope cells went from 0.89 (penultimate alone) and 0.97 (pooled maps alone) to 0.99 with
-the last two pooling stages + pooled maps + penultimate. Why one covariance shared by the classes: a covariance per
-class did a little better there (AUROC 0.992, 0.885 of the drawn cells flagged at the val threshold against 0.78)
-but fell apart with few cells per class (the 64 px test run, 48 per class: AUROC 0.72 against 0.93 shared). The
-taps (`default_taps`) are, for the CNN, its last two
-max-pooling outputs; for InceptionV3, mixed7 and mixed8; then the pooled last maps and, when the head has a
-hidden layer, the penultimate features. Only the training cells are used: never val or test, never the drawn
-out-of-scope cells of `synth.others`. The threshold is the `accept` quantile of the val cells' ood, so that
-share of in-scope val cells is accepted.
+Why these taps (measured on the full demo's CNN, 256 px, 360 training cells, against 270 drawn out-of-scope cells;
+the threshold accepting 95 % of val):
+  penultimate features alone (the first gate)      AUROC 0.89
+  + means of the last two pooling stages and maps  AUROC 0.986, 69-78 % of the drawn cells flagged
+  + their standard deviations over space           AUROC 1.000, 99 % flagged, 99 % of in-scope test cells kept
+The penultimate features of a two-class model keep what tells `all` from `hem`, and a neutrophil can lie inside that
+subspace; the mid-level maps still see shape and size (means) and texture: how unevenly a channel fires over the
+cell — lobes and granules against a round nucleus (standard deviations, the diagonal of the Gram matrix that
+Sastry & Oore 2020 use). One covariance shared by the classes: one per class did a little better at full size but
+fell apart with few cells per class (the 64 px test run, 48 per class: AUROC 0.72 against 0.93). Only the training
+cells are used: never val or test, never the drawn out-of-scope cells of `synth.others`. The threshold is the
+`accept` quantile of the val cells' ood, so that share of in-scope val cells is accepted.
 
 Saved as RUN/scope.npz (`save`/`load`; a file of the first, one-layer format loads as one `penultimate` tap with
 c = 0, s = 1, which is exactly its old score). Export adds the same computation to the ONNX graph
-(`scope_layer`), with P_j factored as L L^T (Cholesky) so the graph computes sum((f L - mu L)^2), a sum of
-squares with no float32 cancellation, while `ood` (the reference) uses P_j itself in float64.
+(`scope_layer`): the pooling, then each P_j factored as L L^T (Cholesky) so the graph computes sum((f L - mu L)^2),
+a sum of squares with no float32 cancellation, while `ood` (the reference) pools in NumPy and uses P_j itself in
+float64.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ OLD_METHOD = "mahalanobis"  # one tap (the penultimate features), raw distance: 
 FILENAME = "scope.npz"
 DEFAULT_ACCEPT = 0.95
 OTHERS_PER_KIND = 8  # drawn out-of-scope cells per kind for metrics.json `scope.auroc_other`
-POOLED, PENULTIMATE = "pooled", "penultimate"  # taps that are not layer names: the pooled last maps, p_all's input
-NESTED_TAPS = ("mixed7", "mixed8")  # inside InceptionV3: the last 17x17 block and the 8x8 reduction
+LAST, PENULTIMATE = "last", "penultimate"  # sources that are not layer names: the maps the global pooling reads,
+#                                            and p_all's input
+STATS = ("mean", "std")  # how a tap pools its source's maps over space
+NESTED_TAPS = ("mixed7",)  # inside InceptionV3: the last 17x17 block
 
 
 @dataclass
@@ -164,10 +168,22 @@ def load_for(keras_path: str | Path) -> ScopeStats | None:
 
 # ------------------------------------------------------------------------------------------------- Keras side
 
+def parse_tap(name: str) -> tuple[str, str]:
+    """A tap's name -> (statistic, source): "mean:LAYER" / "std:LAYER" pool a layer's maps over space ("last":
+    the maps the global pooling reads); "penultimate" is p_all's input as it is."""
+    if name == PENULTIMATE:
+        return "value", PENULTIMATE
+    stat, _, source = name.partition(":")
+    if stat not in STATS or not source:
+        raise ValueError(f"unknown scope tap {name!r}: expected mean:LAYER, std:LAYER or {PENULTIMATE}")
+    return stat, source
+
+
 def default_taps(model) -> list[str]:
-    """The layers the scope model reads (module docstring): the last two pooling stages of the CNN, or mixed7 and
-    mixed8 of a nested InceptionV3 base (else its last two max-poolings), then `pooled` and, when the head has a
-    hidden layer, `penultimate`."""
+    """The layers the scope model reads (module docstring): the mean and standard deviation over space of the
+    CNN's last two pooling stages and of its last maps, and, when the head has a hidden layer, `penultimate`; for
+    a nested InceptionV3 base, mean and std of mixed7 and the mean of the last maps (its 2048-channel std would
+    double the constants)."""
     import keras
 
     from .cam import _gap_index, split_model
@@ -176,74 +192,87 @@ def default_taps(model) -> list[str]:
     layer = model.layers[i]
     if isinstance(layer, keras.layers.GlobalAveragePooling2D):
         stages = [x.name for x in model.layers[:i] if isinstance(x, keras.layers.MaxPooling2D)][-2:]
+        taps = [f"{st}:{src}" for src in (*stages, LAST) for st in STATS]
     else:
         inner = [x.name for x in layer.layers]
-        named = [n for n in NESTED_TAPS if n in inner]
         pools = [x.name for x in layer.layers if isinstance(x, keras.layers.MaxPooling2D)]
-        stages = [f"{layer.name}/{n}" for n in (named if len(named) == len(NESTED_TAPS) else pools[-2:])]
-    return [*stages, POOLED] + ([PENULTIMATE] if split_model(model).head else [])
+        named = [n for n in NESTED_TAPS if n in inner] or pools[-1:]
+        taps = [f"{st}:{layer.name}/{n}" for n in named for st in STATS] + [f"mean:{LAST}"]
+    return taps + ([PENULTIMATE] if split_model(model).head else [])
 
 
-def pooled_taps(names: list[str], maps: list, last, head: list) -> list:
-    """Keras tensors: each tap's features from its maps (global average pooling), the pooled last maps, and the
-    head's own Dense layers on them (`penultimate`; Dropout is the identity at inference)."""
-    from keras import ops
-
-    it = iter(maps)
-    pooled = ops.mean(last, axis=(1, 2))
+def map_sources(names: list[str]) -> list[str]:
+    """The layers whose maps the taps pool, in order (not `last`, not `penultimate`)."""
     out = []
     for name in names:
-        if name == POOLED:
-            out.append(pooled)
-        elif name == PENULTIMATE:
-            f = pooled
-            for layer in head:
-                f = layer(f)
-            out.append(f)
-        else:
-            out.append(ops.mean(next(it), axis=(1, 2)))
+        src = parse_tap(name)[1]
+        if src not in (LAST, PENULTIMATE) and src not in out:
+            out.append(src)
     return out
 
 
-def map_taps(names: list[str]) -> list[str]:
-    return [n for n in names if n not in (POOLED, PENULTIMATE)]
-
-
-def feature_model(model, names: list[str]):
-    """image -> [each tap's features (N, D_j)], inference mode, one forward pass."""
+def source_model(model, names: list[str]):
+    """image -> [each map source's maps..., the last maps, the penultimate features], one forward pass."""
     import keras
+    from keras import ops
 
     from .cam import feature_maps, split_model
 
-    fm = feature_maps(model, map_taps(names), name="scope_maps")
+    fm = feature_maps(model, map_sources(names), name="scope_sources")
     *maps, last = fm.outputs
-    feats = pooled_taps(names, maps, last, split_model(model).head)
-    return keras.Model(fm.inputs, feats, name="scope_features")
+    f = ops.mean(last, axis=(1, 2))
+    for layer in split_model(model).head:  # the head's own Dense layers; Dropout is the identity at inference
+        f = layer(f)
+    return keras.Model(fm.inputs, [*maps, last, f], name="scope_sources")
 
 
-def _as_list(r) -> list[np.ndarray]:
-    return [np.asarray(a, np.float64) for a in (r if isinstance(r, (list, tuple)) else [r])]
+def pool(stat: str, x, xp=np):
+    """A tap's features from its source: the mean or the (population) standard deviation over the spatial axes
+    of NHWC maps, or the vector as it is. `xp`: numpy (the reference, float64) or keras.ops (the graph)."""
+    if stat == "value":
+        return x
+    return xp.mean(x, axis=(1, 2)) if stat == "mean" else xp.std(x, axis=(1, 2))
+
+
+def _source_index(names: list[str]) -> list[tuple[int, str]]:
+    """Per tap: (index into source_model's outputs, statistic)."""
+    sources = map_sources(names)
+    out = []
+    for name in names:
+        stat, src = parse_tap(name)
+        k = len(sources) if src == LAST else len(sources) + 1 if src == PENULTIMATE else sources.index(src)
+        out.append((k, stat))
+    return out
 
 
 def features_of(model, x: np.ndarray, names: list[str], batch: int = 32) -> list[np.ndarray]:
-    fm = feature_model(model, names)
-    if not len(x):
-        return [np.zeros((0, int(o.shape[-1])), np.float64) for o in fm.outputs]
-    parts = [_as_list(fm(np.asarray(x[i:i + batch], np.float32), training=False)) for i in range(0, len(x), batch)]
-    return [np.concatenate(p) for p in zip(*parts)]
+    """Each tap's features (float64) of images `x`, pooled in NumPy from the model's own maps."""
+    return _features(source_model(model, names), names,
+                     (np.asarray(x[i:i + batch], np.float32) for i in range(0, len(x), batch)))
 
 
 def features_of_dataset(model, ds, names: list[str]) -> list[np.ndarray]:
-    fm = feature_model(model, names)
-    parts = [_as_list(fm(x if not isinstance(x, tuple) else x[0], training=False)) for x in ds]
+    return _features(source_model(model, names), names, (x if not isinstance(x, tuple) else x[0] for x in ds))
+
+
+def _features(sm, names: list[str], batches) -> list[np.ndarray]:
+    index = _source_index(names)
+    parts = []
+    for xb in batches:
+        outs = [np.asarray(o, np.float64) for o in sm(xb, training=False)]
+        parts.append([pool(stat, outs[k]) for k, stat in index])
+    if not parts:
+        return [np.zeros((0, 1)) for _ in names]
     return [np.concatenate(p) for p in zip(*parts)]
 
 
 def scope_layer(stats: ScopeStats, name: str = "ood"):
-    """A Keras layer: the taps' features [(N, D_j)...] -> ood (N,), with L_j, mu_j L_j, c_j and s_j as constants."""
+    """A Keras layer: source_model's outputs [maps..., last maps, penultimate] -> ood (N,). The pooling runs inside
+    it (so INT8 keeps it in float with the distances); L_j, mu_j L_j, c_j and s_j are constants."""
     import keras
     from keras import ops
 
+    index = _source_index(stats.names)
     consts = [(t.whitening.astype(np.float32), (t.means @ t.whitening).astype(np.float32), t.centre, t.spread)
               for t in stats.taps]
 
@@ -257,10 +286,10 @@ def scope_layer(stats: ScopeStats, name: str = "ood"):
             self.pairs = [(const(w, f"whitening_{j}"), const(b, f"class_means_{j}"))
                           for j, (w, b, _, _) in enumerate(consts)]
 
-        def call(self, feats):
+        def call(self, sources):
             total = 0.0
-            for f, (w, b), (_, _, c, s) in zip(feats, self.pairs, consts):
-                y = ops.matmul(f, w)  # (N, D)
+            for (k, stat), (w, b), (_, _, c, s) in zip(index, self.pairs, consts):
+                y = ops.matmul(pool(stat, sources[k], ops), w)  # (N, D)
                 d = ops.min(ops.sum(ops.square(y[:, None, :] - b[None, :, :]), axis=-1), axis=-1)  # nearer class
                 total = total + (d - c) * (1.0 / s)
             return total

@@ -30,10 +30,15 @@ class DemoPlan:
     video_frames: int
     field_size: tuple[int, int]
     int8_both: bool
+    # The microscope's scale: fine enough that a 30 um C-NMC crop holds at least the CNN's input (256 px needs
+    # <= 0.117 um/px; the stream warns otherwise). Up-sampled crops look unlike the training tiles, and the scope
+    # gate rightly calls such blasts `other` (measured: at 0.15 um/px both blasts of the full demo's video were).
+    field_um_per_px: float = 0.15
 
 
 FULL = DemoPlan("full", subjects=18, cells_per_subject=30, cnn_size=256, cnn_epochs=15, inception_size=224,
-                inception_epochs=6, video_frames=90, field_size=(1280, 720), int8_both=False)
+                inception_epochs=6, video_frames=90, field_size=(1280, 720), int8_both=False,
+                field_um_per_px=0.1)
 QUICK = DemoPlan("quick", subjects=9, cells_per_subject=6, cnn_size=64, cnn_epochs=2, inception_size=75,
                  inception_epochs=2, video_frames=12, field_size=(640, 360), int8_both=False)
 
@@ -151,7 +156,7 @@ def run_demo(out: str | Path, quick: bool = False, log: Callable[[str], None] = 
     # model must call `other` rather than count in the blast fraction.
     d.run("synthetic microscope fields and video (normal leukocyte mix + blasts)", "data", "fields", fields,
           "--frames", 3, "--video-frames", plan.video_frames, "--width", w, "--height", h, "--seed", 0,
-          "--mix", "normal", "--blast-share", 0.15)
+          "--mix", "normal", "--blast-share", 0.15, "--um-per-px", plan.field_um_per_px)
     d.run("stream mode over the video", "stream", "--source", fields / "drift.mp4", "--model", models / "cnn.onnx",
           "--jsonl", out / "stream.jsonl", "--record", out / "stream.mp4", "--summary", out / "stream_summary.json",
           "--device", "cpu")

@@ -144,101 +144,34 @@ PIPELINES = {
 }
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=400, help="number of 450x450 BMPs")
-    ap.add_argument("--size", type=int, default=256, help="CNN input size")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=None, help="classify decode threads (default: auto)")
-    ap.add_argument("--no-grid", action="store_true", help="skip the grid of thread splits")
-    ap.add_argument("--repeats", type=int, default=5, help="rounds; each round runs every pipeline once")
-    ap.add_argument("--data", type=Path, default=None, help="folder for the BMPs (kept; default: a temp dir)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args(argv)
-
+def grid_runs(onnx_path: Path, folder: Path, batch: int, default: tuple[int, int], cores: int, tmp: Path,
+              grid_stages: dict) -> dict:
+    """classify with other thread splits (decode workers 1..2 x intra-op threads 1..cores), the CLI's excluded."""
     from leuk_edge.edge import Classifier
-    from leuk_edge.edge.classify import available_cores, thread_split
-    from leuk_edge.edge.precision import choose_precision
 
-    meta = machine_info()
-    with tempfile.TemporaryDirectory(prefix="leuk_bench_") as tmp:
-        tmp = Path(tmp)
-        folder = args.data or tmp / "cells"
-        log(f"writing {args.n} 450x450 BMPs to {folder} ...")
-        paths = write_cells(folder, args.n)
-        log(f"exporting the CNN at {args.size} to ONNX ...")
-        onnx_path, keras_model = export_cnn(tmp / "cnn", args.size)
-        clf = Classifier(onnx_path)  # the model alone: onnxruntime's default session options
-        workers, threads = thread_split()
-        workers = args.workers or workers
-        clf_pipe = Classifier(onnx_path, threads=threads, spinning=False)  # what `leuk-edge classify` opens
-        auto = choose_precision(onnx_path, "auto", "cpu")
-        clf_auto = Classifier(auto.path, threads=threads, spinning=False)
-        x = preprocessed(paths, args.size, args.size, clf.info.input.resize)
-        xb = batches(x, args.batch)
-        stages: list = []
-        runs = {
-            "model_only": ort_runner(clf, xb)[0],
-            "model_only_spinning_off": ort_runner(clf_pipe, xb)[0],
-            "classify": classify(clf_pipe, folder, args.batch, workers, tmp / "rows.csv", stages),
-            "keras": keras_folder(keras_model, folder, args.size, args.batch),
-            "model_only_auto": ort_runner(clf_auto, xb)[0],
-            "classify_auto": classify(clf_auto, folder, args.batch, workers, tmp / "rows_auto.csv", {}),
-        }
-        grid_stages: dict = {}
-        cores = available_cores()
-        if not args.no_grid:
-            for w in (1, 2):
-                for t in sorted({1, cores}):
-                    if (w, t) == (workers, threads):
-                        continue
-                    key = f"classify_w{w}_t{t}"
-                    PIPELINES[key] = f"classify, {w} decode worker(s), {t} intra-op thread(s)"
-                    grid_stages[key] = {}
-                    runs[key] = classify(Classifier(onnx_path, threads=t, spinning=False), folder, args.batch, w,
-                                         tmp / f"rows_{key}.csv", grid_stages[key])
-        PIPELINES["classify"] = (f"`leuk-edge classify` end-to-end, CLI thread split ({workers} decode worker(s), "
-                                 f"{threads} intra-op threads)")
-        pre_cpu = preprocess_cpu_ms(paths, args.size, clf.info.input.resize)
-        load_before = os.getloadavg()
-        # a warm-up round of every pipeline (page cache, allocators, traces), excluded; then interleaved rounds,
-        # so that other load hits every pipeline alike
-        samples = interleave(runs, args.repeats, warmup=runs, on_round=lambda r, s: log(
-            f"round {r + 1}: " + ", ".join(f"{k} {v[-1].images_per_s:.0f}" for k, v in s.items()) + " img/s"))
-        load_after = os.getloadavg()
+    runs = {}
+    for w in (1, 2):
+        for t in sorted({1, cores}):
+            if (w, t) == default:
+                continue
+            key = f"classify_w{w}_t{t}"
+            PIPELINES[key] = f"classify, {w} decode worker(s), {t} intra-op thread(s)"
+            grid_stages[key] = {}
+            runs[key] = classify(Classifier(onnx_path, threads=t, spinning=False), folder, batch, w,
+                                 tmp / f"rows_{key}.csv", grid_stages[key])
+    return runs
 
-    summary = {k: summarize(v, args.batch) for k, v in samples.items()}
-    best = {k: summary[k]["images_per_s_best"] for k in runs}
-    median = {k: summary[k]["images_per_s"] for k in runs}
-    cpu = {k: summary[k]["cpu_ms_per_image"] for k in runs}
-    ratios = {
-        "classify_vs_model_only": best["classify"] / best["model_only"],
-        "classify_vs_model_only_spinning_off": best["classify"] / best["model_only_spinning_off"],
-        "classify_vs_keras": best["classify"] / best["keras"],
-        "median_classify_vs_model_only": median["classify"] / median["model_only"],
-        "median_classify_vs_keras": median["classify"] / median["keras"],
-        "classify_auto_vs_keras": best["classify_auto"] / best["keras"],
-        "classify_auto_vs_model_only_auto": best["classify_auto"] / best["model_only_auto"],
-        "median_classify_auto_vs_keras": median["classify_auto"] / median["keras"],
-    }
-    ceilings = {k: cpu_ceiling(cores, cpu[m], pre_cpu["fast"]["total_cpu_ms"], best[m])
-                for k, m in (("fp32", "model_only_spinning_off"), ("auto", "model_only_auto"))}
-    result = {
-        "n_images": args.n, "image": "450x450 BMP (synthetic C-NMC cell)", "model": f"cnn {args.size}x{args.size}",
-        "batch": args.batch, "repeats": args.repeats, "providers": clf.providers, "machine": meta,
-        "load_average_before_after": [load_before, load_after],
-        "images_per_s_best": best, "images_per_s_median": median, "cpu_ms_per_image_median": cpu,
-        "summary": summary, "ratios": ratios,
-        "targets": {"classify_vs_model_only": 0.90, "classify_vs_keras": 3.0, "classify_auto_vs_keras": 3.0},
-        "auto": auto.to_dict(), "cpu_ceiling": ceilings,
-        "classify_stages_last_run": stages[-1], "grid_stages_last_run": grid_stages,
-        "thread_split": {"cores": cores, "workers": workers, "intra_op_threads": threads},
-        "preprocess_cpu_ms": pre_cpu,
-    }
-    st = stages[-1]
+
+def markdown_rows(args, meta: dict, providers: list, result: dict, best: dict, median: dict,
+                  cpu: dict) -> list[str]:
+    """The table and the lines under it."""
+    ratios, ceilings, auto = result["ratios"], result["cpu_ceiling"], result["auto"]
+    pre_cpu = result["preprocess_cpu_ms"]
+    st = result["classify_stages_last_run"]
+    load_before, load_after = result["load_average_before_after"]
     rows = [
         f"# classify vs model-only vs Keras ({args.n} x 450x450 BMP, CNN {args.size}, batch {args.batch}, "
-        f"{meta['logical_cores']} CPU cores, {', '.join(clf.providers)})",
+        f"{meta['logical_cores']} CPU cores, {', '.join(providers)})",
         "",
         f"Best of {args.repeats} interleaved rounds (median in brackets); CPU ms/image = process CPU time "
         "(all threads) per image.",
@@ -252,9 +185,9 @@ def main(argv=None) -> dict:
         "",
         f"Targets: classify >= 0.90 x model only -> {ratios['classify_vs_model_only']:.3f} x; "
         f"classify >= 3 x Keras -> {ratios['classify_vs_keras']:.2f} x (FP32); `--precision auto` runs "
-        f"{auto.used.upper()} ({auto.reason}): {ratios['classify_auto_vs_keras']:.2f} x Keras "
-        f"(median {ratios['median_classify_auto_vs_keras']:.2f} x), {ratios['classify_auto_vs_model_only_auto']:.3f} x "
-        "its model alone.",
+        f"{auto['used'].upper()} ({auto['reason']}): {ratios['classify_auto_vs_keras']:.2f} x Keras "
+        f"(median {ratios['median_classify_auto_vs_keras']:.2f} x), "
+        f"{ratios['classify_auto_vs_model_only_auto']:.3f} x its model alone.",
         *[f"CPU budget ({k}): {c['cores']} cores / (model {c['model_cpu_ms']:.2f} + preprocessing "
           f"{c['preprocess_cpu_ms']:.2f} CPU ms per image) = at most {c['images_per_s']:.0f} img/s = "
           f"{c['vs_model_only']:.3f} x the model alone: the ceiling for classify / model only when decoding and "
@@ -270,6 +203,110 @@ def main(argv=None) -> dict:
         "skew every row; best-of is the least disturbed run).",
         "",
     ]
+    return rows
+
+
+def ratios_of(best: dict, median: dict) -> dict:
+    """classify (FP32 and auto) against the model alone and against Keras: best rounds, and medians."""
+    return {
+        "classify_vs_model_only": best["classify"] / best["model_only"],
+        "classify_vs_model_only_spinning_off": best["classify"] / best["model_only_spinning_off"],
+        "classify_vs_keras": best["classify"] / best["keras"],
+        "median_classify_vs_model_only": median["classify"] / median["model_only"],
+        "median_classify_vs_keras": median["classify"] / median["keras"],
+        "classify_auto_vs_keras": best["classify_auto"] / best["keras"],
+        "classify_auto_vs_model_only_auto": best["classify_auto"] / best["model_only_auto"],
+        "median_classify_auto_vs_keras": median["classify_auto"] / median["keras"],
+    }
+
+
+def build_runs(args, folder: Path, paths: list, onnx_path: Path, keras_model, tmp: Path) -> dict:
+    """The pipelines to time (model alone FP32/auto, classify FP32/auto, Keras, the grid of thread splits)."""
+    from leuk_edge.edge import Classifier
+    from leuk_edge.edge.classify import available_cores, thread_split
+    from leuk_edge.edge.precision import choose_precision
+
+    clf = Classifier(onnx_path)  # the model alone: onnxruntime's default session options
+    workers, threads = thread_split()
+    workers = args.workers or workers
+    clf_pipe = Classifier(onnx_path, threads=threads, spinning=False)  # what `leuk-edge classify` opens
+    auto = choose_precision(onnx_path, "auto", "cpu")
+    clf_auto = Classifier(auto.path, threads=threads, spinning=False)
+    x = preprocessed(paths, args.size, args.size, clf.info.input.resize)
+    xb = batches(x, args.batch)
+    stages: list = []
+    runs = {
+        "model_only": ort_runner(clf, xb)[0],
+        "model_only_spinning_off": ort_runner(clf_pipe, xb)[0],
+        "classify": classify(clf_pipe, folder, args.batch, workers, tmp / "rows.csv", stages),
+        "keras": keras_folder(keras_model, folder, args.size, args.batch),
+        "model_only_auto": ort_runner(clf_auto, xb)[0],
+        "classify_auto": classify(clf_auto, folder, args.batch, workers, tmp / "rows_auto.csv", {}),
+    }
+    cores = available_cores()
+    grid_stages: dict = {}
+    if not args.no_grid:
+        runs |= grid_runs(onnx_path, folder, args.batch, (workers, threads), cores, tmp, grid_stages)
+    PIPELINES["classify"] = (f"`leuk-edge classify` end-to-end, CLI thread split ({workers} decode worker(s), "
+                             f"{threads} intra-op threads)")
+    return {"runs": runs, "clf": clf, "stages": stages, "grid_stages": grid_stages, "auto": auto,
+            "workers": workers, "threads": threads, "cores": cores}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=400, help="number of 450x450 BMPs")
+    ap.add_argument("--size", type=int, default=256, help="CNN input size")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=None, help="classify decode threads (default: auto)")
+    ap.add_argument("--no-grid", action="store_true", help="skip the grid of thread splits")
+    ap.add_argument("--repeats", type=int, default=5, help="rounds; each round runs every pipeline once")
+    ap.add_argument("--data", type=Path, default=None, help="folder for the BMPs (kept; default: a temp dir)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+
+    meta = machine_info()
+    with tempfile.TemporaryDirectory(prefix="leuk_bench_") as tmp:
+        tmp = Path(tmp)
+        folder = args.data or tmp / "cells"
+        log(f"writing {args.n} 450x450 BMPs to {folder} ...")
+        paths = write_cells(folder, args.n)
+        log(f"exporting the CNN at {args.size} to ONNX ...")
+        onnx_path, keras_model = export_cnn(tmp / "cnn", args.size)
+        ctx = build_runs(args, folder, paths, onnx_path, keras_model, tmp)
+        runs, clf, stages = ctx["runs"], ctx["clf"], ctx["stages"]
+        pre_cpu = preprocess_cpu_ms(paths, args.size, clf.info.input.resize)
+        load_before = os.getloadavg()
+        # a warm-up round of every pipeline (page cache, allocators, traces), excluded; then interleaved rounds,
+        # so that other load hits every pipeline alike
+        samples = interleave(runs, args.repeats, warmup=runs, on_round=lambda r, s: log(
+            f"round {r + 1}: " + ", ".join(f"{k} {v[-1].images_per_s:.0f}" for k, v in s.items()) + " img/s"))
+        load_after = os.getloadavg()
+
+    summary = {k: summarize(v, args.batch) for k, v in samples.items()}
+    best = {k: summary[k]["images_per_s_best"] for k in runs}
+    median = {k: summary[k]["images_per_s"] for k in runs}
+    cpu = {k: summary[k]["cpu_ms_per_image"] for k in runs}
+    ratios = ratios_of(best, median)
+    ceilings = {k: cpu_ceiling(ctx["cores"], cpu[m], pre_cpu["fast"]["total_cpu_ms"], best[m])
+                for k, m in (("fp32", "model_only_spinning_off"), ("auto", "model_only_auto"))}
+    result = {
+        "n_images": args.n, "image": "450x450 BMP (synthetic C-NMC cell)", "model": f"cnn {args.size}x{args.size}",
+        "batch": args.batch, "repeats": args.repeats, "providers": clf.providers, "machine": meta,
+        "load_average_before_after": [load_before, load_after],
+        "images_per_s_best": best, "images_per_s_median": median, "cpu_ms_per_image_median": cpu,
+        "summary": summary, "ratios": ratios,
+        "targets": {"classify_vs_model_only": 0.90, "classify_vs_keras": 3.0, "classify_auto_vs_keras": 3.0},
+        "auto": ctx["auto"].to_dict(), "cpu_ceiling": ceilings,
+        "classify_stages_last_run": stages[-1], "grid_stages_last_run": ctx["grid_stages"],
+        "thread_split": {"cores": ctx["cores"], "workers": ctx["workers"], "intra_op_threads": ctx["threads"]},
+        "preprocess_cpu_ms": pre_cpu,
+    }
+    rows = markdown_rows(args, meta, clf.providers, result, best, median, cpu)
     table = "\n".join(rows)
     write_results(args.out, "bench_classify", table, result)
     print(table)

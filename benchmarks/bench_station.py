@@ -178,7 +178,8 @@ def table_row(precision: str, viewers, rs: list[dict], ceiling: dict) -> dict:
                **fps_stats([x for r in rs for x in r["frame_ms"]]),
                model_alone_fps_median=ceiling["fps_median"], model_alone_fps_p5=ceiling["fps_p5"])
     if pub:
-        out.update(publish_p50=round(float(np.percentile(pub, 50)), 1), publish_p95=round(float(np.percentile(pub, 95)), 1))
+        out.update(publish_p50=round(float(np.percentile(pub, 50)), 1),
+                   publish_p95=round(float(np.percentile(pub, 95)), 1))
     return out
 
 
@@ -231,7 +232,8 @@ def write_report(table: list[dict], choices: dict, args) -> None:
              f"{args.threads} ORT threads, {env['cpus']} CPUs; viewers are separate processes on the same machine)",
              "", markdown_table(
                  ["precision", "MJPEG viewers", "fps median", "fps p5", "fps (window)", "vs 0 viewers",
-                  "publish p50 / p95 ms", "model calls / frame", "JPEG / published frame", "model alone fps median / p5",
+                  "publish p50 / p95 ms", "model calls / frame", "JPEG / published frame",
+                  "model alone fps median / p5",
                   "frames/s each viewer received", "viewers' CPU (cores)"],
                  [[r["precision"].upper(), str(r["viewers"]), f(r["fps_median"]), f(r["fps_p5"]), f"{r['fps']:.2f}",
                    f(r["vs_0_viewers"], ".2f"), f"{f(r.get('publish_p50'))} / {f(r.get('publish_p95'))}",

@@ -283,7 +283,8 @@ def model_ceiling(clf, crop_batches: Sequence[Sequence[np.ndarray]], rounds: int
             clf.infer(b)
             ms.append((time.perf_counter() - t0) * 1000)
     t = np.asarray(ms)
-    return {"fps_median": round(1000.0 / float(np.median(t)), 1), "fps_p5": round(1000.0 / float(np.percentile(t, 95)), 1),
+    return {"fps_median": round(1000.0 / float(np.median(t)), 1),
+            "fps_p5": round(1000.0 / float(np.percentile(t, 95)), 1),
             "ms_median": round(float(np.median(t)), 2), "frames": len(batches)}
 
 

@@ -111,7 +111,8 @@ def test_a_slow_viewer_gets_the_newest_frame_and_never_slows_the_pipeline(tmp_pa
     console = Console(record=True, width=200)
     render_summary(s, console)
     n = len(published)
-    assert f"{n} of {N} frames drawn (0 dropped while recording, {N - n} skipped for a newer one)" in console.export_text()
+    expected = f"{n} of {N} frames drawn (0 dropped while recording, {N - n} skipped for a newer one)"
+    assert expected in console.export_text()
 
 
 def test_a_slow_recorder_keeps_what_fits_and_counts_what_it_dropped(tmp_path):

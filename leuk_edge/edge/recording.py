@@ -4,8 +4,8 @@ with PyAV on its own thread.
 Why not OpenCV's VideoWriter: it writes MPEG-4 Part 2 (browsers do not play it) at a fixed frame rate, so a stream
 processed at 5 fps from a 30 fps camera played 6x too fast. Here each frame's timestamp is the wall clock (ms since
 the first frame), so a 6 s recording lasts 6 s. The thread that hands frames over (edge.publish) only enqueues,
-never waits for the encoder: the queue is bounded, and a frame that finds it full is dropped and counted (`dropped`, which also counts the
-frames the publish stage could not hand over: edge.publish)."""
+never waits for the encoder: the queue is bounded, and a frame that finds it full is dropped and counted
+(`dropped`, which also counts the frames the publish stage could not hand over: edge.publish)."""
 from __future__ import annotations
 
 import queue

@@ -1,16 +1,16 @@
 """One shared pipeline for every viewer: `edge.stream.run_stream` in a background thread.
 
 The model runs once per processed frame whatever the number of viewers: viewers only read what the publish stage
-(edge.publish: drawing and recording on their own thread, never waited for by the pipeline) published. The
-annotated frame is kept as the newest one only (a slow viewer skips to it: no backlog; while not recording, the
-stage itself draws only the newest frame) and encoded to JPEG at most once per frame, on the first viewer's
-request: with no viewer nothing is encoded, and 1 or 3 viewers cost the same one encode per frame they fetch.
-Stream events go to a bounded ring that the SSE endpoint replays from. Hooks into run_stream are its public ones:
-`window` (the annotated frame of each result), `recorder` (switchable MP4 recording), `on_result` and `tracker`;
-the classifier is wrapped by `CountingClassifier` to count model calls and keep the crops (and explanation maps) of the frame, which the review gallery shows.
-Cells are counted by the stream's one `edge.tracking.CellTracker` (`hub.tracker`): the totals are its counts, the
-station reads a track's label, mean P(all), mean ood and sightings from it and hears when a track is over.
-"""
+(edge.publish: drawing and recording on their own thread, never waited for by the pipeline) published. The annotated
+frame is kept as the newest one only (a slow viewer skips to it: no backlog; while not recording, the stage itself
+draws only the newest frame) and encoded to JPEG at most once per frame, on the first viewer's request: with no
+viewer nothing is encoded, and 1 or 3 viewers cost the same one encode per frame they fetch. Stream events go to a
+bounded ring that the SSE endpoint replays from. Hooks into run_stream are its public ones: `window` (the annotated
+frame of each result), `recorder` (switchable MP4 recording), `on_result` and `tracker`; the classifier is wrapped
+by `CountingClassifier` to count model calls and keep the crops (and explanation maps) of the frame, which the
+review gallery shows. Cells are counted by the stream's one `edge.tracking.CellTracker` (`hub.tracker`): the totals
+are its counts, the station reads a track's label, mean P(all), mean ood and sightings from it and hears when a
+track is over."""
 
 from __future__ import annotations
 

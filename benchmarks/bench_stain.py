@@ -1,6 +1,7 @@
 """Stain robustness: silent label flips on colour-shifted validation cells, without and with the colour augmentation.
 
-    python benchmarks/bench_stain.py [--subjects 16] [--cells 40] [--size 96] [--epochs 6] [--out benchmarks/results]
+    python benchmarks/bench_stain.py [--subjects 16] [--cells 40] [--size 96] [--epochs 6] [--seeds 1]
+                                     [--out benchmarks/results]
 
 Trains the CNN twice on the same synthetic C-NMC set and seed — `--stain-augment none` and `hed` — exports each
 (parity gates included; a model exported with a scope gate flags `other`), then classifies the run's validation
@@ -72,15 +73,30 @@ def measure(model: Path, paths: list[str]) -> dict:
     return rows
 
 
-def train_and_export(data: Path, work: Path, augment: str, args) -> tuple[Path, dict]:
+def train_and_export(data: Path, work: Path, augment: str, seed: int, args) -> tuple[Path, dict]:
     from leuk_edge.train.fit import TrainConfig, train
 
-    run = work / f"cnn_{augment}"
+    run = work / f"cnn_{augment}_{seed}"
     metrics = train(TrainConfig(data=str(data), model="cnn", out=str(run), epochs=args.epochs, batch_size=32,
-                                image_size=args.size, seed=args.seed, patience=args.epochs, stain_augment=augment),
+                                image_size=args.size, seed=seed, patience=args.epochs, stain_augment=augment),
                     log=lambda m: None)
     export_onnx(run / "model.keras", int8=False, verbose=False)
     return run, metrics
+
+
+def average(runs: list[dict]) -> dict:
+    """The arms' rates averaged over seeds, with each rate's range across them ({shift: {rate: mean, rate_range}})."""
+    out = {k: v for k, v in runs[0].items() if not isinstance(v, (dict, float)) and k != "seed"}
+    for key, value in runs[0].items():
+        if isinstance(value, dict):
+            out[key] = {}
+            for rate in value:
+                vals = [r[key][rate] for r in runs]
+                out[key][rate] = float(np.mean(vals))
+                out[key][f"{rate}_range"] = [float(min(vals)), float(max(vals))]
+        elif isinstance(value, float):
+            out[key] = float(np.mean([r[key] for r in runs]))
+    return out
 
 
 def main() -> None:
@@ -89,7 +105,9 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=40, help="cells per subject")
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="training seed of the first pair")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="train each arm with this many seeds (seed, seed+1, ...); rates are averaged over them")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -101,18 +119,22 @@ def main() -> None:
         work = Path(tmp)
         write_synthetic_cnmc(work / "data", subjects=args.subjects, cells_per_subject=args.cells, seed=5)
         data = work / "data"
-        for augment in ("none", "hed"):
-            log(f"training cnn --stain-augment {augment} ...")
-            run, metrics = train_and_export(Path(data), work, augment, args)
-            paths = val_paths(run, Path(data))
-            results[augment] = {"val_balanced_accuracy": metrics["val"]["balanced_accuracy"],
-                                "test_balanced_accuracy": metrics["test"]["balanced_accuracy"],
-                                "val_cells": len(paths), **measure(run / "model.onnx", paths)}
+        per_seed = {"none": [], "hed": []}
+        for seed in range(args.seed, args.seed + args.seeds):
+            for augment in ("none", "hed"):  # the two arms of one seed in turn: machine drift hits both alike
+                log(f"training cnn --stain-augment {augment} --seed {seed} ...")
+                run, metrics = train_and_export(Path(data), work, augment, seed, args)
+                paths = val_paths(run, Path(data))
+                per_seed[augment].append({"seed": seed, "val_balanced_accuracy": metrics["val"]["balanced_accuracy"],
+                                          "test_balanced_accuracy": metrics["test"]["balanced_accuracy"],
+                                          "val_cells": len(paths), **measure(run / "model.onnx", paths)})
+        results = {a: average(runs) for a, runs in per_seed.items()}
     pct = lambda v: f"{100 * v:.1f} %"  # noqa: E731
     rows = [[s] + [pct(results[a][s][k]) for a in ("none", "hed") for k in ("flips", "silent_flips", "flagged")]
             for s in SHIFTS]
     md = ("# Stain robustness: label flips on colour-shifted validation cells\n\n"
           f"CNN at {args.size} px, {args.epochs} epochs, {args.subjects} synthetic subjects x {args.cells} cells, "
+          f"{args.seeds} training seed(s) per arm (rates: mean over seeds; range in stain.json), "
           f"{results['none']['val_cells']} validation cells. Scope gate in the exported models: "
           f"{results['none']['scope_gate']} / {results['hed']['scope_gate']} (without one nothing is flagged and "
           "every flip is silent). Test balanced accuracy: "
@@ -122,7 +144,7 @@ def main() -> None:
                             "flips (hed)", "silent (hed)", "flagged (hed)"], rows)
           + "\n\nSynthetic data (each subject has its own mild stain tint): says nothing about real slides.\n")
     md_path, _ = write_results(args.out, "stain", md, {"args": vars(args), "results": results,
-                                                        "machine": machine_info()})
+                                                        "per_seed": per_seed, "machine": machine_info()})
     print(md)
     log(f"wrote {md_path}")
 

@@ -53,6 +53,21 @@ def test_zero_strength_and_none_are_the_identity_and_seeds_reproduce():
     assert np.abs(a - jitter_stain(x, np.array([5, 4], np.int64), StainJitter()).numpy()).max() > 1e-3
 
 
+def test_saturation_jitter_is_hsv_saturation_as_opencv_computes_it():
+    """The saturation factor scales HSV's S and keeps H and V: against OpenCV's HSV conversion of the same pixels."""
+    import cv2
+
+    from leuk_edge.train.stain_augment import _saturate
+
+    rgb = np.array([[[112, 58, 150], [178, 160, 212], [225, 155, 168], [70, 90, 170]]], np.uint8)
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
+    hsv[..., 1] *= 0.65
+    expected = cv2.cvtColor(np.round(hsv).astype(np.uint8), cv2.COLOR_HSV2RGB_FULL).astype(np.float32)
+    got = _saturate(rgb.astype(np.float32) / 255.0, 0.65).numpy() * 255.0
+    np.testing.assert_allclose(got, expected, atol=2.0)
+    assert np.abs(got.max(-1) - rgb.max(-1)).max() <= 1.0  # the value (brightest channel) is kept
+
+
 def _chroma(image):
     mean = image[image.max(-1) > 0.1].mean(0)
     return mean / mean.sum()

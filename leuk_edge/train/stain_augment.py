@@ -39,7 +39,7 @@ class StainJitter:
     method: str = "hed"        # hed | none
     hed_sigma: float = 0.05    # Tellez HED-light
     brightness: float = 0.10   # multiply by U(1 - b, 1 + b)
-    saturation: float = 0.25   # scale the distance from grey by U(1 - s, 1 + s)
+    saturation: float = 0.25   # HSV saturation times U(1 - s, 1 + s)
 
     def as_config(self) -> dict:
         return {"method": self.method, "hed_sigma": self.hed_sigma, "brightness": self.brightness,
@@ -57,8 +57,13 @@ def _hed_jitter(x, alpha, beta):
 
 
 def _saturate(x, factor):
-    grey = tf.reduce_mean(x, axis=-1, keepdims=True)
-    return tf.clip_by_value(grey + (x - grey) * factor, 0.0, 1.0)
+    """HSV saturation times `factor`, hue and value kept: the S channel that HSV colour augmentation (Tellez et al.
+    2019) and a camera's saturation setting act on. (Scaling the distance from the pixel's grey instead keeps the
+    mean and darkens the lightest channel: a desaturated stain keeps its brightest channel and pales, as here.)"""
+    hsv = tf.image.rgb_to_hsv(x)
+    h, s, v = tf.unstack(hsv, axis=-1)
+    s = tf.clip_by_value(s * factor, 0.0, 1.0)
+    return tf.clip_by_value(tf.image.hsv_to_rgb(tf.stack([h, s, v], axis=-1)), 0.0, 1.0)
 
 
 def jitter_stain(x, seed, jitter: StainJitter):

@@ -83,6 +83,12 @@ def export_cmd(
                               calib_size=DEFAULT_CALIB_SIZE if calib_size is None else calib_size,
                               min_agreement=min_agreement, cam=cam, device=device,
                               log=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
+    _report_export(result, as_json)
+
+
+def _report_export(result, as_json: bool) -> None:
+    """The export's outcome: one line per artifact, JSON on request, the card, health warnings; exit 1 when a
+    gate failed (naming the files that must not be deployed)."""
     console.print(f"exported in {result.fp32.seconds:.1f} s (total {result.total_seconds:.1f} s with gates):")
     for a in result.artifacts:
         console.print(_artifact_line(a), highlight=False, soft_wrap=True)

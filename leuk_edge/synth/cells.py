@@ -145,6 +145,20 @@ def cell_name(subject: str, index: int, label: str) -> str:
     return f"UID_{subject}_{index // 3 + 1}_{index % 3 + 1}_{label}.bmp"
 
 
+def _write_prelim(root: Path, rows: list, rng: np.random.Generator) -> None:
+    """The labelled prelim-phase test set: renamed 1..N (shuffled), the original names kept in the labels CSV."""
+    order = rng.permutation(len(rows))
+    pdir = root / "validation_data" / "C-NMC_test_prelim_phase_data"
+    pdir.mkdir(parents=True, exist_ok=True)
+    with open(root / "validation_data" / "C-NMC_test_prelim_phase_data_labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Patient_ID", "new_names", "labels"])
+        for new, j in enumerate(order, start=1):
+            name, label, img = rows[j]
+            write_bmp(pdir / f"{new}.bmp", img)
+            w.writerow([name, f"{new}.bmp", 1 if label == "all" else 0])
+
+
 def write_synthetic_cnmc(out: str | Path, subjects: int = 12, cells_per_subject: int = 30, seed: int = 0,
                          final_cells: int = 10, progress=None) -> dict:
     """Write a synthetic dataset in the Kaggle C-NMC layout under OUT/C-NMC_Leukemia; returns a summary.
@@ -188,17 +202,7 @@ def write_synthetic_cnmc(out: str | Path, subjects: int = 12, cells_per_subject:
                 done += 1
                 if progress:
                     progress(done, total)
-    # The prelim-phase set is renamed 1..N (shuffled) with the original names kept in the labels CSV.
-    order = rng.permutation(len(prelim_rows))
-    pdir = root / "validation_data" / "C-NMC_test_prelim_phase_data"
-    pdir.mkdir(parents=True, exist_ok=True)
-    with open(root / "validation_data" / "C-NMC_test_prelim_phase_data_labels.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["Patient_ID", "new_names", "labels"])
-        for new, j in enumerate(order, start=1):
-            name, label, img = prelim_rows[j]
-            write_bmp(pdir / f"{new}.bmp", img)
-            w.writerow([name, f"{new}.bmp", 1 if label == "all" else 0])
+    _write_prelim(root, prelim_rows, rng)
     fdir = root / "testing_data" / "C-NMC_test_final_phase_data"
     fdir.mkdir(parents=True, exist_ok=True)
     for i in range(final_cells):

@@ -144,6 +144,21 @@ def _place_leukocytes(rng, cfg: FieldConfig, width: int, height: int, count: int
     return placed
 
 
+def _draw_platelets(rng, cfg: FieldConfig, width: int, height: int, n_rbc: int):
+    """Platelets in proportion to the red cells, now and then a small clump -> (thickness map, their truth)."""
+    plt = np.zeros((height, width), np.float32)
+    platelets = []
+    n_plt = rng.poisson(cfg.platelets_per_rbc * n_rbc)
+    while len(platelets) < n_plt:
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        for _k in range(1 if rng.random() < 0.8 else int(rng.integers(2, 4))):
+            d_um = rng.uniform(*cfg.platelet_um)
+            x, y = cx + rng.normal(0, cfg.px(1.6)) * (_k > 0), cy + rng.normal(0, cfg.px(1.6)) * (_k > 0)
+            _stamp(plt, platelet_template(rng, cfg.px(d_um) / 2), x, y)
+            platelets.append({"center": [round(float(x), 1), round(float(y), 1)], "diameter_um": round(d_um, 2)})
+    return plt, platelets
+
+
 def render_slide(rng: np.random.Generator, cfg: FieldConfig, width: int, height: int, leukocytes: int,
                  margin_px: float = 0.0, stain: Stain | None = None, label_map: np.ndarray | None = None):
     """One stained smear region of width x height px -> (rgb uint8, cells, platelets).
@@ -161,17 +176,7 @@ def render_slide(rng: np.random.Generator, cfg: FieldConfig, width: int, height:
         _stamp(od, templates[int(rng.integers(len(templates)))], rng.uniform(-20, width + 20),
                rng.uniform(-20, height + 20))
 
-    plt = np.zeros((height, width), np.float32)
-    platelets = []
-    n_plt = rng.poisson(cfg.platelets_per_rbc * n_rbc)
-    while len(platelets) < n_plt:
-        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-        for _k in range(1 if rng.random() < 0.8 else int(rng.integers(2, 4))):  # now and then a small clump
-            d_um = rng.uniform(*cfg.platelet_um)
-            x, y = cx + rng.normal(0, cfg.px(1.6)) * (_k > 0), cy + rng.normal(0, cfg.px(1.6)) * (_k > 0)
-            _stamp(plt, platelet_template(rng, cfg.px(d_um) / 2), x, y)
-            platelets.append({"center": [round(float(x), 1), round(float(y), 1)], "diameter_um": round(d_um, 2)})
-
+    plt, platelets = _draw_platelets(rng, cfg, width, height, n_rbc)
     if label_map is not None:
         label_map[plt > 0.3] = 1
     plasma = 1.0 + 0.15 * cv2.resize(rng.standard_normal((6, 10)).astype(np.float32), (width, height),

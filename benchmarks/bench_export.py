@@ -80,7 +80,7 @@ def no_cam_copy(keras_path: Path, fp32_onnx: Path) -> Path:
 
     from leuk_edge.export.convert import convert_keras, set_metadata
     from leuk_edge.export.keras_io import load_keras_model, source_info
-    from leuk_edge.train.cam import explain_model
+    from leuk_edge.train.graph import explain_model
 
     model = load_keras_model(keras_path)
     src = source_info(model, keras_path)

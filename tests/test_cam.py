@@ -33,7 +33,7 @@ def test_linear_head_map_is_the_exact_cam():
     """CAM (Zhou et al.): sum_c w_c A_c; its grid mean + bias is the logit. Computed here with numpy."""
     import keras
 
-    from leuk_edge.train.cam import explain_model
+    from leuk_edge.train.graph import explain_model
 
     model, x, t = _model(None), _x(), 2.0
     a = np.asarray(keras.Model(model.inputs, model.get_layer("last_conv").output)(x), np.float64)
@@ -51,7 +51,8 @@ def test_a_base_that_is_the_models_first_layer_is_fed_the_models_input():
     import keras
     from keras import layers
 
-    from leuk_edge.train.cam import explain_model, reference
+    from leuk_edge.train.cam import reference
+    from leuk_edge.train.graph import explain_model
 
     keras.utils.set_random_seed(2)
     inp = keras.Input((SIZE, SIZE, 3))
@@ -70,7 +71,8 @@ def test_a_base_that_is_the_models_first_layer_is_fed_the_models_input():
 
 
 def test_dense_relu_head_map_matches_autodiff_gradcam():
-    from leuk_edge.train.cam import cam_metadata, explain_model, reference
+    from leuk_edge.train.cam import cam_metadata, reference
+    from leuk_edge.train.graph import explain_model
 
     model, x, t = _model(5), _x(8), 1.7
     p, cam = (np.asarray(v) for v in explain_model(model, t)(x))
@@ -85,7 +87,7 @@ def test_dense_relu_head_map_matches_autodiff_gradcam():
 
 
 def test_without_cam_and_calibration_the_model_is_exported_as_is():
-    from leuk_edge.train.cam import explain_model
+    from leuk_edge.train.graph import explain_model
 
     model = _model(None)
     assert explain_model(model, 1.0, cam=False) is model

@@ -114,6 +114,9 @@ def test_threshold_accepts_the_asked_share_of_val():
     assert rate == pytest.approx(0.95) and np.mean(v <= t) == rate
     t, rate = choose_threshold(v, 1.0)
     assert rate == 1.0 and t > v.max()
+    # standardised scores can all be negative: accepting every val cell still puts the threshold above them all
+    t, rate = choose_threshold(-v, 1.0)
+    assert rate == 1.0 and t > (-v).max()
 
 
 def _tap_features(model, x):

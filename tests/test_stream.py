@@ -23,8 +23,7 @@ from leuk_edge.synth.fields import FieldConfig, write_fields
 
 SCALE = ["--um-per-px", "0.3"]
 CLI = [sys.executable, "-c", "from leuk_edge.cli import main; main()"]
-FFMPEG = shutil.which("ffmpeg")
-needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (the network tests serve with it)")
+FFMPEG = shutil.which("ffmpeg")  # a test dependency (.ci/run installs it): missing, the network tests fail
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +203,7 @@ def _free_port(kind=socket.SOCK_DGRAM) -> int:
 def _serve(video, protocol="udp"):
     """ffmpeg re-streams the video forever as MPEG-TS on 127.0.0.1, over UDP or as an HTTP server (MPEG-2 with a
     short GOP, so a client joining mid-stream gets a picture within half a second). -> (process, URL)."""
+    assert FFMPEG, "ffmpeg is not installed (apt-get install ffmpeg): the network tests serve the video with it"
     if protocol == "udp":
         url = f"udp://127.0.0.1:{_free_port()}"
         target, extra = url + "?pkt_size=1316", []
@@ -226,7 +226,6 @@ def _stop(proc):
             proc.wait()
 
 
-@needs_ffmpeg
 @pytest.mark.parametrize("protocol", ["udp", "http"])
 def test_network_stream_served_by_ffmpeg(field_dir, tiny_onnx, tmp_path, protocol):
     server, url = _serve(field_dir / "drift.mp4", protocol)
@@ -251,7 +250,6 @@ def test_network_stream_served_by_ffmpeg(field_dir, tiny_onnx, tmp_path, protoco
     assert "Traceback" not in proc.stderr
 
 
-@needs_ffmpeg
 def test_network_source_that_disappears_mid_run_ends_with_summary(field_dir, tiny_onnx, tmp_path):
     server, url = _serve(field_dir / "drift.mp4", "udp")
     jsonl, summ = tmp_path / "ev.jsonl", tmp_path / "s.json"

@@ -147,6 +147,57 @@ def frame_scale(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> Fram
     return FrameScale(cfg.scale(rgb.shape[1]), "assumed")
 
 
+@dataclass
+class _WorkGrid:
+    """What detect_leukocytes found on its work-scale image, for cutting out one cell at a time."""
+    nuc_lab: np.ndarray  # nucleus component labels
+    stats: np.ndarray  # their connectedComponentsWithStats rows
+    near: np.ndarray  # the nearest kept nucleus's label at each pixel
+    reach: np.ndarray  # body pixels within the cytoplasm reach of a nucleus
+    sx: float  # work pixels per source pixel, x and y
+    sy: float
+    wum: float  # micrometres per work pixel
+    px2: float  # work pixels per um^2
+
+
+def _cell_of(i: int, g: _WorkGrid, rgb: np.ndarray, stain: StainModel, cfg: DetectorConfig) -> Detection | None:
+    """Nucleus `i`'s cell as a Detection in source pixels, or None (too small, too large, cut by the edge when
+    edge cells are dropped, empty after mapping back)."""
+    H, W = rgb.shape[:2]
+    x, y, w, h = g.stats[i, :4]
+    pad = int(math.ceil(cfg.cytoplasm_um / g.wum)) + 1
+    x0, y0 = max(x - pad, 0), max(y - pad, 0)
+    x1, y1 = min(x + w + pad, g.nuc_lab.shape[1]), min(y + h + pad, g.nuc_lab.shape[0])
+    mine = g.nuc_lab[y0:y1, x0:x1] == i
+    ys, xs = np.nonzero(mine)
+    own_label = g.near[y0 + ys[0], x0 + xs[0]]
+    region = ((g.reach[y0:y1, x0:x1] & (g.near[y0:y1, x0:x1] == own_label)) | mine).astype(np.uint8)
+    # Keep the part connected to the nucleus (a neighbour's cytoplasm across a gap is not ours).
+    n, lab, st, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
+    own = lab[ys[0], xs[0]]
+    cell = (lab == own).astype(np.uint8)
+    cx, cy, cw, ch, carea = st[own]
+    if carea < cfg.min_cell_um2 * g.px2 or max(cw, ch) > cfg.max_cell_um / g.wum:
+        return None
+    # Map back to source pixels (outward-rounded box).
+    bx0, by0 = int(math.floor((x0 + cx) / g.sx)), int(math.floor((y0 + cy) / g.sy))
+    bx1, by1 = int(math.ceil((x0 + cx + cw) / g.sx)), int(math.ceil((y0 + cy + ch) / g.sy))
+    bx0, by0, bx1, by1 = max(bx0, 0), max(by0, 0), min(bx1, W), min(by1, H)
+    margin = cfg.edge_margin_px
+    at_border = bx0 <= margin or by0 <= margin or bx1 >= W - margin or by1 >= H - margin
+    edge = at_border and _cut_by_edge(rgb, (bx0, by0, bx1, by1), stain, cfg.cell_threshold)
+    if edge and cfg.drop_edge:
+        return None
+    sub = cell[cy:cy + ch, cx:cx + cw].astype(np.float32)
+    mask = cv2.resize(sub, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_LINEAR) > 0.5
+    if not mask.any():
+        return None
+    ys, xs = np.nonzero(mask)  # tighten the box to the upsampled mask
+    tx0, ty0, tx1, ty1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    return Detection(box=(bx0 + tx0, by0 + ty0, tx1 - tx0, ty1 - ty0), mask=mask[ty0:ty1, tx0:tx1],
+                     touches_edge=bool(edge))
+
+
 def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig(), um_per_px: float | None = None
                       ) -> list[Detection]:
     """All white cells in an RGB uint8 field, as Detections in source-frame pixels (sorted top-left first).
@@ -182,41 +233,8 @@ def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig(), u
     dist, near = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP)
     reach = body.astype(bool) & (dist <= cfg.cytoplasm_um / wum)
 
-    out = []
-    margin = cfg.edge_margin_px
-    max_side = cfg.max_cell_um / wum
-    for i in keep:
-        x, y, w, h = stats[i, :4]
-        pad = int(math.ceil(cfg.cytoplasm_um / wum)) + 1
-        x0, y0 = max(x - pad, 0), max(y - pad, 0)
-        x1, y1 = min(x + w + pad, small.shape[1]), min(y + h + pad, small.shape[0])
-        mine = nuc_lab[y0:y1, x0:x1] == i
-        ys, xs = np.nonzero(mine)
-        own_label = near[y0 + ys[0], x0 + xs[0]]
-        region = ((reach[y0:y1, x0:x1] & (near[y0:y1, x0:x1] == own_label)) | mine).astype(np.uint8)
-        # Keep the part connected to the nucleus (a neighbour's cytoplasm across a gap is not ours).
-        n, lab, st, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
-        own = lab[ys[0], xs[0]]
-        cell = (lab == own).astype(np.uint8)
-        cx, cy, cw, ch, carea = st[own]
-        if carea < cfg.min_cell_um2 * px2 or max(cw, ch) > max_side:
-            continue
-        # Map back to source pixels (outward-rounded box).
-        bx0, by0 = int(math.floor((x0 + cx) / sx)), int(math.floor((y0 + cy) / sy))
-        bx1, by1 = int(math.ceil((x0 + cx + cw) / sx)), int(math.ceil((y0 + cy + ch) / sy))
-        bx0, by0, bx1, by1 = max(bx0, 0), max(by0, 0), min(bx1, W), min(by1, H)
-        at_border = bx0 <= margin or by0 <= margin or bx1 >= W - margin or by1 >= H - margin
-        edge = at_border and _cut_by_edge(rgb, (bx0, by0, bx1, by1), stain, cfg.cell_threshold)
-        if edge and cfg.drop_edge:
-            continue
-        sub = cell[cy:cy + ch, cx:cx + cw].astype(np.float32)
-        mask = cv2.resize(sub, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_LINEAR) > 0.5
-        if not mask.any():
-            continue
-        ys, xs = np.nonzero(mask)  # tighten the box to the upsampled mask
-        tx0, ty0, tx1, ty1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-        mask = mask[ty0:ty1, tx0:tx1]
-        out.append(Detection(box=(bx0 + tx0, by0 + ty0, tx1 - tx0, ty1 - ty0), mask=mask, touches_edge=bool(edge)))
+    grid = _WorkGrid(nuc_lab, stats, near, reach, sx, sy, wum, px2)
+    out = [d for d in (_cell_of(i, grid, rgb, stain, cfg) for i in keep) if d is not None]
     out.sort(key=lambda d: (d.box[1], d.box[0]))
     return out
 

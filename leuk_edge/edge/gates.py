@@ -18,8 +18,8 @@ MIN_GATE_IMAGES = 100
 # fraction of the FP32 map's largest |value| (at least this much absolute): 2 % of the colour scale, about 5 of a
 # colour map's 256 levels. Otherwise overlays come from the FP32 model, whose maps are gated against Keras.
 VARIANT_CAM_RTOL = 0.02
-# The scope score `ood` (a squared Mahalanobis distance, float32 in the graph) against the NumPy reference from the
-# run's scope.npz: |difference| <= OOD_RTOL x max(1, |reference|) per cell.
+# The scope score `ood` (standardised Mahalanobis distances summed over the taps, float32 in the graph) against the
+# NumPy reference from the run's scope.npz: |difference| <= OOD_RTOL x max(1, |reference|) per cell.
 OOD_RTOL = 1e-3
 # A variant's in/out-of-scope decisions (ood against the scope threshold) must agree with the FP32 model's this often.
 VARIANT_OOD_MIN_AGREEMENT = 0.98

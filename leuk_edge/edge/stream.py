@@ -405,7 +405,8 @@ def run_stream(source: Source, classifier, options: StreamOptions = StreamOption
         source.close()
         _close_sinks(stage, writer, recorder, window)
         tracker.finish()
-    extra = {"scope": scope_entry(classifier), "model": str(getattr(classifier, "path", "")), "providers": list(getattr(classifier, "providers", [])),
+    extra = {"scope": scope_entry(classifier), "model": str(getattr(classifier, "path", "")),
+             "providers": list(getattr(classifier, "providers", [])),
              "jsonl": str(jsonl) if jsonl else None, "record": str(getattr(recorder, "path", "")) or None,
              "recording": recorder.stats() if hasattr(recorder, "stats") else None,
              "publish": stage.stats() if stage is not None else None,

@@ -29,7 +29,7 @@ OUTPUT_MEANING = "P(all): probability that the cell is a leukemic blast (class i
 
 
 def convert_keras(model, height: int, width: int, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """tf2onnx conversion of a model with outputs P(all) or [P(all), cam] (`train.cam.explain_model`). The
+    """tf2onnx conversion of a model with outputs P(all) or [P(all), cam] (`train.graph.explain_model`). The
     explicit input_signature is required with Keras 3 (tf2onnx cannot trace the model's own signature) and fixes
     the input name and the dynamic batch dimension."""
     import tensorflow as tf

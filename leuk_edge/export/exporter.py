@@ -178,10 +178,14 @@ def prepare(keras_path, out, opset: int, parity_data, calib_data, int8: bool, ba
         check_source(folder)
     model = load_keras_model(keras_path)
     src = source_info(model, keras_path)
-    if cam or src.temperature != 1.0 or (keras_path.parent / "scope.npz").is_file():
+    from ..train.scope import load_for
+
+    scope = load_for(keras_path)  # RUN/scope.npz, None for a run trained before the scope gate
+    if cam or src.temperature != 1.0 or scope is not None:
         from ..train.cam import split_model
 
-        # The cam output and the folded temperature both need the pooling + Dense head: say so now, not mid-way
+        # The cam output, the folded temperature and the scope gate all need the pooling + Dense head: say so
+        # now, not mid-way
         split_model(model)
     warnings = list(src.warnings) + training_health(keras_path)
     if parity_data is None or (int8 and calib_data is None):
@@ -192,9 +196,6 @@ def prepare(keras_path, out, opset: int, parity_data, calib_data, int8: bool, ba
             warnings.append(f"{why}: the gates use synthetic cells, not the run's images")
         parity_data = parity_data if parity_data is not None else (run.val if run else None)
         calib_data = calib_data if calib_data is not None else (run.train if run else None)
-    from ..train.scope import load_for
-
-    scope = load_for(keras_path)
     for w in warnings:
         log(f"warning: {w}")
     if scope is None:  # said, not a warning of the export: the model runs as every model did before the gate
@@ -223,7 +224,8 @@ def convert(plan: Plan, staging: Path, log) -> Staged:
     written to the staging folder under its final name."""
     import onnx
 
-    from ..train.cam import cam_metadata, explain_model
+    from ..train.cam import cam_metadata
+    from ..train.graph import explain_model
 
     t0 = time.perf_counter()
     src = plan.src

@@ -35,7 +35,8 @@ def make_fp16(src: str | Path, dst: str | Path) -> Path:
 
 
 def scope_nodes(model: onnx.ModelProto) -> list[str]:
-    """The nodes of the `ood` distance (train.scope.scope_layer, named under `ood` by tf2onnx): kept in float.
+    """The nodes of the `ood` score (train.scope.scope_layer: the taps' pooling and distances, named under `ood` by
+    tf2onnx): kept in float.
     Measured on a 64 px CNN: quantized, the squared distance moved by up to 22 % and 1 of 32 val cells crossed
     the scope threshold (the variant gate failed); in float, 16 % (the int8 features' share) and none crossed. A
     (D x D) float MatMul costs nothing beside the convolutions."""

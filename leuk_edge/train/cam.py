@@ -11,8 +11,9 @@ rectified, so both architectures share one scale: logit units). Calibration divi
 the map is of z / T and P(all) = sigmoid(z / T).
 
 Two independent implementations:
-  `explain_model`  - alpha in closed form (backprop through the Dense chain by hand) inside one Keras graph with
-                     outputs [p_all, cam]: the graph tf2onnx converts (no Lambda, no gradient op in ONNX);
+  `camhead_class`  - alpha in closed form (backprop through the Dense chain by hand) as one Keras layer with
+                     outputs [p_all, cam]: what `train.graph.explain_model` puts in the graph tf2onnx converts
+                     (no Lambda, no gradient op in ONNX);
   `reference`      - the original model's own layers, z with its p_all kernel in float64 and alpha by autodiff
                      (tf.GradientTape): what the parity gate compares the ONNX outputs against.
 """
@@ -49,7 +50,7 @@ def _is_gap(layer) -> bool:
     return isinstance(layer, keras.layers.GlobalAveragePooling2D)
 
 
-def _gap_index(model) -> int:
+def gap_index(model) -> int:
     """Index of the global average pooling: a layer of the model (the CNN) or a nested base model built with
     pooling="avg" whose last layer it is (InceptionV3)."""
     for i, layer in enumerate(model.layers):
@@ -66,7 +67,7 @@ def feature_maps(model, taps=(), name: str = "cam_features"):
     input when the base comes first (a Sequential model lists no InputLayer, and layers[-1] would be the head)."""
     import keras
 
-    i = _gap_index(model)
+    i = gap_index(model)
     layer = model.layers[i]
     if _is_gap(layer):
         outs = [model.get_layer(t).output for t in taps] + [layer.input]
@@ -84,7 +85,7 @@ def split_model(model) -> CamParts:
     import keras
 
     layers = model.layers
-    i = _gap_index(model)
+    i = gap_index(model)
     features = feature_maps(model)
     head = []
     for layer in layers[i + 1:]:
@@ -108,7 +109,7 @@ def _activation(layer) -> str:
     return getattr(layer.activation, "__name__", str(layer.activation))
 
 
-def _camhead_class():
+def camhead_class():
     """The Keras layer computing [p_all, cam] from the feature maps (a class built lazily: keras imports late)."""
     import keras
     from keras import ops
@@ -149,41 +150,8 @@ def _camhead_class():
     return CamHead
 
 
-def explain_model(model, temperature: float = 1.0, cam: bool = True, scope=None):
-    """The graph to export: image -> [P(all) calibrated by `temperature`, cam] (or P(all) alone, cam=False), and
-    with `scope` (train.scope.ScopeStats) the out-of-scope score `ood` (N,) from the same forward pass: the scope
-    taps' maps and the last maps pooled (and through the head's own Dense layers), then the layers' distances.
-
-    With cam=False, temperature 1 and no scope the model itself is returned (nothing to add)."""
-    import keras
-
-    if temperature <= 0 or not np.isfinite(temperature):
-        raise ValueError(f"temperature must be a positive number, got {temperature}")
-    if not cam and temperature == 1.0 and scope is None:
-        return model
-    parts = split_model(model)
-    features = parts.features
-    if scope is not None:  # the scope taps' maps come out of the same forward pass as the last maps
-        from .scope import map_sources
-
-        features = feature_maps(model, map_sources(scope.names), name="explain_features")
-    *maps, a = features.outputs
-    p, m = _camhead_class()(parts.head, parts.p_all, temperature, name="cam_head")(a)
-    outputs = [keras.layers.Identity(name="p_all")(p)]
-    if cam:
-        outputs.append(keras.layers.Identity(name="cam")(m))
-    if scope is not None:
-        from .scope import scope_layer
-
-        f = keras.layers.GlobalAveragePooling2D(name="scope_pool")(a)
-        for layer in parts.head:  # the head's own layers (shared, not copied): Dropout is the identity here
-            f = layer(f)
-        outputs.append(scope_layer(scope, name="ood")([*maps, a, f]))
-    return keras.Model(features.inputs, outputs, name=f"{model.name}_explained")
-
-
 def reference(model, x: np.ndarray, temperature: float = 1.0, cam: bool = True, batch: int = 16):
-    """The original model's own computation, independently of `explain_model`: (P(all) calibrated, cam or None).
+    """The original model's own computation, independently of `camhead_class`: (P(all) calibrated, cam or None).
 
     z = the p_all layer's kernel applied in float64 to its input (no sigmoid round trip, so no precision lost on
     confident cells); cam = sum_c (dz/dg_c) A_c with the gradient from tf.GradientTape through the head."""
@@ -215,7 +183,7 @@ def reference(model, x: np.ndarray, temperature: float = 1.0, cam: bool = True, 
 
 
 def cam_metadata(model) -> dict:
-    """The metadata's `cam` entry for the map `explain_model` adds to this model."""
+    """The metadata's `cam` entry for the map `train.graph.explain_model` adds to this model."""
     parts = split_model(model)
     return {"output": "cam", "grid": list(parts.grid),
             "method": "cam" if not parts.head else "grad-cam",

@@ -103,7 +103,9 @@ def fit(features, labels, names: list[str] | None = None) -> ScopeStats:
     """Per tap: class means, Ledoit-Wolf shared precision and the distance scale of the TRAINING cells.
     `features`: one (N, D) array per tap (or a single array: one tap, named `penultimate`)."""
     feats = [features] if isinstance(features, np.ndarray) else list(features)
-    names = names or ([PENULTIMATE] if len(feats) == 1 else [f"tap{j}" for j in range(len(feats))])
+    if names is None and len(feats) != 1:
+        raise ValueError("name every scope tap (default_taps) when fitting more than one")
+    names = names or [PENULTIMATE]
     y = np.asarray(labels).astype(int)
     taps = [_fit_tap(n, np.asarray(f, np.float64), y) for n, f in zip(names, feats)]
     return ScopeStats(taps=taps, n_train=len(y))
@@ -186,9 +188,9 @@ def default_taps(model) -> list[str]:
     double the constants)."""
     import keras
 
-    from .cam import _gap_index, split_model
+    from .cam import gap_index, split_model
 
-    i = _gap_index(model)
+    i = gap_index(model)
     layer = model.layers[i]
     if isinstance(layer, keras.layers.GlobalAveragePooling2D):
         stages = [x.name for x in model.layers[:i] if isinstance(x, keras.layers.MaxPooling2D)][-2:]

@@ -30,26 +30,48 @@ def scope_run(tmp_path_factory):
     return run
 
 
-def _split_images(run, split):
-    from leuk_edge.edge.preprocess import load_image
+def _split_items(run, split):
     from leuk_edge.train.data import load_dataset, make_splits
 
     cfg = json.loads((run / "config.json").read_text())
-    splits = make_splits(load_dataset(cfg["data_root"]), cfg["val_fraction"], cfg["seed"])
-    items = splits[split]
+    return make_splits(load_dataset(cfg["data_root"]), cfg["val_fraction"], cfg["seed"])[split]
+
+
+def _split_images(run, split):
+    from leuk_edge.edge.preprocess import load_image
+
+    items = _split_items(run, split)
     return np.stack([load_image(it.path, SIZE, SIZE, "area") for it in items]), np.array([it.label for it in items])
 
 
+def _loso_scale(f, y, subjects):
+    """By hand: each cell's squared Mahalanobis distance (scipy) under class means and a Ledoit-Wolf covariance
+    fitted WITHOUT its subject (leave one subject out: 5 subjects, 5 folds); -> (mean, std) of those distances."""
+    from scipy.spatial.distance import mahalanobis
+    from sklearn.covariance import ledoit_wolf
+
+    d = np.empty(len(y))
+    for s in np.unique(subjects):
+        rest, held = subjects != s, subjects == s
+        fr, yr = f[rest], y[rest]
+        means = [fr[yr == c].mean(0) for c in (0, 1)]
+        vi = np.linalg.inv(ledoit_wolf(fr - np.array(means)[yr], assume_centered=True)[0])
+        d[held] = [min(mahalanobis(v, mu, vi) ** 2 for mu in means) for v in f[held]]
+    return d.mean(), d.std()
+
+
 def test_mahalanobis_reference_is_the_textbook_formula():
+    from scipy.spatial.distance import mahalanobis
+    from sklearn.covariance import ledoit_wolf
+
     from leuk_edge.train import scope
 
     rng = np.random.default_rng(0)
     f = rng.normal(size=(200, 5)) + np.repeat([[0.0] * 5, [3.0] * 5], 100, axis=0)
     y = np.repeat([0, 1], 100)
-    stats = scope.fit(f, y)
+    subjects = np.tile(np.arange(5), 40)  # 5 subjects: grouped folds = leave one subject out
+    stats = scope.fit(f, y, groups=subjects)
     x = rng.normal(size=(7, 5))
-    from scipy.spatial.distance import mahalanobis
-    from sklearn.covariance import ledoit_wolf
 
     means = [f[y == c].mean(0) for c in (0, 1)]
     cov, _ = ledoit_wolf(np.r_[f[:100] - means[0], f[100:] - means[1]], assume_centered=True)
@@ -58,8 +80,8 @@ def test_mahalanobis_reference_is_the_textbook_formula():
     def dist(v):
         return min(mahalanobis(v, mu, vi) ** 2 for mu in means)
 
-    train_d = np.array([dist(v) for v in f])  # each tap's scale: its training cells' own distances
-    expected = (np.array([dist(v) for v in x]) - train_d.mean()) / train_d.std()
+    centre, spread = _loso_scale(f, y, subjects)  # the tap's scale: distances of cells held out by subject
+    expected = (np.array([dist(v) for v in x]) - centre) / spread
     np.testing.assert_allclose(scope.ood(stats, x), expected, rtol=1e-9)
     # the whitened form the ONNX graph computes is the same distance
     tap = stats.taps[0]
@@ -68,8 +90,8 @@ def test_mahalanobis_reference_is_the_textbook_formula():
     np.testing.assert_allclose(alt, [dist(v) for v in x], rtol=1e-9)
 
 
-def test_taps_add_up_each_on_its_training_scale():
-    """Two taps: the score is the sum of each tap's distance standardised by its training cells' distances."""
+def test_the_farthest_tap_decides_each_on_its_held_out_scale():
+    """Two taps: the score is the maximum of each tap's distance standardised by held-out training distances."""
     from scipy.spatial.distance import mahalanobis
     from sklearn.covariance import ledoit_wolf
 
@@ -77,19 +99,57 @@ def test_taps_add_up_each_on_its_training_scale():
 
     rng = np.random.default_rng(4)
     y = np.repeat([0, 1], 60)
+    subjects = np.tile(np.arange(5), 24)
     f1 = rng.normal(size=(120, 3)) + y[:, None] * 2.0
     f2 = rng.normal(size=(120, 6)) * 5.0  # a far bigger scale: it must not drown the first tap
-    stats = scope.fit([f1, f2], y, ["a", "b"])
+    stats = scope.fit([f1, f2], y, ["a", "b"], groups=subjects)
     x1, x2 = rng.normal(size=(5, 3)), rng.normal(size=(5, 6)) * 5.0
-    expected = np.zeros(5)
+    z = []
     for f, x in ((f1, x1), (f2, x2)):
         means = [f[y == c].mean(0) for c in (0, 1)]
         vi = np.linalg.inv(ledoit_wolf(f - np.array(means)[y], assume_centered=True)[0])
-        d_train = np.array([min(mahalanobis(v, mu, vi) ** 2 for mu in means) for v in f])
         d_x = np.array([min(mahalanobis(v, mu, vi) ** 2 for mu in means) for v in x])
-        expected += (d_x - d_train.mean()) / d_train.std()
-    np.testing.assert_allclose(scope.ood(stats, [x1, x2]), expected, rtol=1e-9)
-    assert stats.names == ["a", "b"]
+        centre, spread = _loso_scale(f, y, subjects)
+        z.append((d_x - centre) / spread)
+    np.testing.assert_allclose(scope.ood(stats, [x1, x2]), np.maximum(*z), rtol=1e-9)
+    assert stats.names == ["a", "b"] and stats.metadata()["method"] == "mahalanobis-layers-max"
+
+
+def test_a_narrow_tap_flags_what_a_wide_tap_of_new_subjects_hides():
+    """Each subject shifts a 100-dimensional tap (its own stain, as in C-NMC); a 3-dimensional tap separates the
+    classes. A cell of a new subject, 4 sd out in the narrow tap, must score above 99 % of fresh in-scope cells of
+    new subjects. Scaled by the cells fitted and summed (the gate before), the new subjects' shift in the wide tap
+    outweighed it (score 70 against a 99th percentile of 88)."""
+    from leuk_edge.train import scope
+
+    rng = np.random.default_rng(7)
+
+    def cells(labels, subjects):
+        offsets = {s: rng.normal(size=100) for s in np.unique(subjects)}
+        return [rng.normal(size=(len(labels), 3)) + labels[:, None] * 3.0,
+                rng.normal(size=(len(labels), 100)) + np.stack([offsets[s] for s in subjects])]
+
+    y, subjects = np.repeat([0, 1], 50), np.tile(np.arange(5), 20)
+    stats = scope.fit(cells(y, subjects), y, ["narrow", "wide"], groups=subjects)
+    fresh = scope.ood(stats, cells(np.repeat([0, 1], 200), np.tile(np.arange(10, 14), 100)))
+    out = cells(np.array([0]), np.array([20]))
+    out[0] = np.array([[4.0, -4.0, 4.0]])  # ~4 sd from both class means in the narrow tap
+    assert scope.ood(stats, out)[0] > np.quantile(fresh, 0.99)
+
+
+def test_a_summed_gate_file_keeps_its_score(tmp_path):
+    """scope.npz of the summed gate (method 'mahalanobis-layers') loads and scores as it did: the taps' standardised
+    distances summed. By hand: tap a (identity precision, means (0,0) and (2,0), centre 1, spread 2) and tap b
+    (precision 4, means 0 and 1, centre 0, spread 1); x_a = (1, 1), x_b = 0.5 -> (2 - 1)/2 + (1 - 0)/1 = 1.5."""
+    from leuk_edge.train import scope
+
+    np.savez(tmp_path / "scope.npz", means_0=np.array([[0.0, 0.0], [2.0, 0.0]]), precision_0=np.eye(2),
+             means_1=np.array([[0.0], [1.0]]), precision_1=np.array([[4.0]]), names=np.array(["a", "b"]),
+             centres=[1.0, 0.0], spreads=[2.0, 1.0], threshold=3.0, accept=0.95, accept_rate_val=0.95,
+             n_train=10, method="mahalanobis-layers")
+    stats = scope.load(tmp_path / "scope.npz")
+    np.testing.assert_allclose(scope.ood(stats, [np.array([[1.0, 1.0]]), np.array([[0.5]])]), [1.5])
+    assert stats.metadata()["method"] == "mahalanobis-layers"
 
 
 def test_a_first_format_scope_file_keeps_its_raw_distance(tmp_path):
@@ -149,7 +209,7 @@ def test_scope_is_fitted_on_training_cells_only(scope_run):
     # independently: the train split's images from disk, each tap's features from the model's own layers
     names, feats = _tap_features(model, x)
     assert stats.names == names  # mean and std of the last two pooling stages and last maps, the hidden layer
-    ref = scope.fit(feats, y, names)
+    ref = scope.fit(feats, y, names, groups=[it.subject for it in _split_items(scope_run, "train")])
     assert stats.n_train == len(y)
     for tap, want in zip(stats.taps, ref.taps):
         np.testing.assert_allclose(tap.means, want.means, rtol=1e-4, atol=1e-4)
@@ -165,7 +225,7 @@ def test_metrics_scope_entry_and_val_accept_rate(scope_run):
     metrics = json.loads((scope_run / "metrics.json").read_text())
     entry = metrics["scope"]
     assert "scope" not in split_metrics(metrics)  # describes the run, not a split
-    assert entry["method"] == "mahalanobis-layers" and entry["fitted_on"] == "train" and entry["accept"] == 0.9
+    assert entry["method"] == "mahalanobis-layers-max" and entry["fitted_on"] == "train" and entry["accept"] == 0.9
     assert entry["taps"] == scope.load(scope_run / scope.FILENAME).names and 0 <= entry["other_flagged"] <= 1
     assert json.loads((scope_run / "config.json").read_text())["scope_accept"] == 0.9
     stats = scope.load(scope_run / scope.FILENAME)
@@ -194,7 +254,7 @@ def test_the_model_card_states_the_scope_gate_and_its_figures(scope_run, exporte
     entry = json.loads((scope_run / "metrics.json").read_text())["scope"]
     card = (scope_run / "model.card.md").read_text()
     section = card.split("## Scope gate", 1)[1].split("\n## ", 1)[0]
-    assert "mahalanobis-layers" in section and f"{entry['auroc_other']:.4f}" in section
+    assert "mahalanobis-layers-max" in section and f"{entry['auroc_other']:.4f}" in section
     assert f"{entry['in_scope_rate']['test']:.4f}" in section and "`other`" in section
 
 
@@ -208,17 +268,18 @@ def test_onnx_ood_matches_an_independent_mahalanobis(scope_run, exported):
     path, result = exported
     clf = Classifier(path)
     stats = scope.load(scope_run / scope.FILENAME)
-    assert clf.has_scope and clf.scope == {"method": "mahalanobis-layers", "taps": stats.names,
+    assert clf.has_scope and clf.scope == {"method": "mahalanobis-layers-max", "taps": stats.names,
                                            "threshold": pytest.approx(stats.threshold), "fitted_on": "train",
                                            "accept_rate_val": stats.accept_rate_val}
     assert [o.name for o in clf.session.get_outputs()] == ["p_all", "cam", "ood"]
     x, _ = _split_images(scope_run, "test")
     model = keras.saving.load_model(scope_run / "model.keras")
     _, feats = _tap_features(model, x)
-    expected = np.zeros(len(x))
-    for tap, f in zip(stats.taps, feats):  # scipy's distance per tap, on the tap's training scale, summed
+    z = []
+    for tap, f in zip(stats.taps, feats):  # scipy's distance per tap, on the tap's saved scale; the farthest tap
         d = np.array([min(mahalanobis(v, mu, tap.precision) ** 2 for mu in tap.means) for v in f])
-        expected += (d - tap.centre) / tap.spread
+        z.append((d - tap.centre) / tap.spread)
+    expected = np.max(z, axis=0)
     got = clf.infer(x).ood
     assert np.all(np.abs(got - expected) <= 1e-3 * np.maximum(1.0, np.abs(expected))), (got, expected)
     ood = result.fp32.parity.ood

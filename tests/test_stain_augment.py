@@ -68,6 +68,23 @@ def test_saturation_jitter_is_hsv_saturation_as_opencv_computes_it():
     assert np.abs(got.max(-1) - rgb.max(-1)).max() <= 1.0  # the value (brightest channel) is kept
 
 
+def test_default_saturation_jitter_covers_the_shifts_the_issue_names():
+    """Issue 16 names desaturation to x0.65 and x1.35 as a lab's stain shifts: the default jitter's HSV saturation
+    factors must reach both. Measured with OpenCV's S on the jittered cell (HED and brightness jitter off)."""
+    import cv2
+
+    x, disc = _cell_on_black()
+    s0 = cv2.cvtColor((x * 255).round().astype(np.uint8), cv2.COLOR_RGB2HSV_FULL)[..., 1][disc].mean()
+    jitter = StainJitter(hed_sigma=0.0, brightness=0.0)
+    ratios = []
+    for i in range(200):
+        y = jitter_stain(x, np.array([i, 11], np.int64), jitter).numpy()
+        s = cv2.cvtColor((y * 255).round().astype(np.uint8), cv2.COLOR_RGB2HSV_FULL)[..., 1][disc].mean()
+        ratios.append(s / s0)
+    assert min(ratios) <= 0.66 and max(ratios) >= 1.34, (min(ratios), max(ratios))
+    assert min(ratios) >= 0.55 and max(ratios) <= 1.45  # and not far beyond: the cell must still look stained
+
+
 def _chroma(image):
     mean = image[image.max(-1) > 0.1].mean(0)
     return mean / mean.sum()

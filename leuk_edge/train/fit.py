@@ -349,7 +349,8 @@ def fit_scope(model, splits: dict[str, list[Item]], cfg: TrainConfig, run: Path,
         ds = image_dataset([it.path for it in items], None, (cfg.size, cfg.size), RESIZE[cfg.model], cfg.batch_size)
         return scope.features_of_dataset(model, ds, names)
 
-    stats = scope.fit(feats(splits["train"]), [it.label for it in splits["train"]], names)
+    train = splits["train"]
+    stats = scope.fit(feats(train), [it.label for it in train], names, groups=[it.subject for it in train])
     stats.accept = cfg.scope_accept
     scores = {k: scope.ood(stats, feats(splits[k])) for k in ("val", "test") if splits.get(k)}
     if "val" in scores:

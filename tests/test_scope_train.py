@@ -137,6 +137,34 @@ def test_a_narrow_tap_flags_what_a_wide_tap_of_new_subjects_hides():
     assert scope.ood(stats, out)[0] > np.quantile(fresh, 0.99)
 
 
+def test_inception_taps_and_the_graph_that_computes_them():
+    """InceptionV3 (random weights, 75 px): the taps are the mean and std of mixed1, mixed3 and mixed7 and the mean
+    of the last maps, here read straight off the base's own layers; the `ood` of the export graph equals the NumPy
+    reference (train.scope.ood) on those features."""
+    import keras
+
+    from leuk_edge.train import scope
+    from leuk_edge.train.graph import explain_model
+    from leuk_edge.train.models import build
+
+    keras.utils.set_random_seed(2)
+    model, base = build("inception", 75, weights=None)
+    blocks = ("mixed1", "mixed3", "mixed7")
+    names = scope.default_taps(model)
+    assert names == [f"{st}:{base.name}/{b}" for b in blocks for st in ("mean", "std")] + ["mean:last"]
+    x = np.random.default_rng(0).uniform(0, 1, size=(44, 75, 75, 3)).astype(np.float32)
+    probe = keras.Model(base.inputs, [base.get_layer(b).output for b in (*blocks, "mixed10")])
+    maps = [np.asarray(m, np.float64) for m in probe.predict(x * 2.0 - 1.0, verbose=0)]  # the model's Rescaling
+    feats = [f for m in maps[:3] for f in (m.mean(axis=(1, 2)), m.std(axis=(1, 2)))] + [maps[3].mean(axis=(1, 2))]
+    for want, got in zip(feats, scope.features_of(model, x, names)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    y, subjects = np.tile([0, 1], 16), np.repeat(np.arange(4), 8)
+    stats = scope.fit([f[:32] for f in feats], y, names, groups=subjects)
+    expected = scope.ood(stats, [f[32:] for f in feats])
+    got = np.asarray(explain_model(model, scope=stats)(x[32:])[-1], np.float64)
+    assert np.all(np.abs(got - expected) <= 1e-3 * np.maximum(1.0, np.abs(expected))), (got, expected)
+
+
 def test_a_summed_gate_file_keeps_its_score(tmp_path):
     """scope.npz of the summed gate (method 'mahalanobis-layers') loads and scores as it did: the taps' standardised
     distances summed. By hand: tap a (identity precision, means (0,0) and (2,0), centre 1, spread 2) and tap b

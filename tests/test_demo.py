@@ -47,3 +47,17 @@ def test_quick_demo_writes_everything(tmp_path):
     assert "not a diagnostic device" in report and "Synthetic" in report and "quick mode" in report
     for artefact in ("classify.csv", "stream.jsonl", "stream.mp4", "compare/comparison.png", "models/cnn.onnx"):
         assert f"`{artefact}`" in report
+
+
+def test_int8_failure_note_names_the_gate_that_failed():
+    """A variant whose P(all) decisions all agree (1.0) but whose scope in/out decisions do not: the note must give
+    that reason (its text from the parity report), not claim that 1.000 < 0.98."""
+    from leuk_edge.cli.demo_job import int8_failure_note
+
+    report = {"decision_agreement": 1.0, "min_agreement": 0.98, "passed": False,
+              "failures": ["in/out-of-scope decisions agree with FP32 on 0.9667 < 0.98 of the cells"]}
+    note = int8_failure_note("cnn", report)
+    assert "in/out-of-scope decisions agree with FP32 on 0.9667 < 0.98" in note and "1.000 <" not in note
+    assert "cnn.int8.failed.onnx" in note
+    # an older report without `failures`: the P(all) agreement it has
+    assert "0.950 < 0.98" in int8_failure_note("cnn", {"decision_agreement": 0.95, "min_agreement": 0.98})

@@ -111,12 +111,19 @@ def export_with_int8(d: Demo, name: str, keras_path: Path, models: Path, int8: b
             d.log("note: " + d.notes[-1])
         return fp32
     report = json.loads((models / f"{name}.int8.parity.json").read_text())  # a failed variant keeps its report
-    d.notes.append(f"the INT8 {name} model failed its agreement gate ({report['decision_agreement']:.3f} < "
-                   f"{report.get('min_agreement', 0.98)}) and was renamed {name}.int8.failed.onnx; the edge steps "
-                   "use the FP32 model. Short synthetic training leaves many probabilities near the threshold, "
-                   "where INT8 rounding flips decisions")
+    d.notes.append(int8_failure_note(name, report))
     d.log("note: " + d.notes[-1])
     return fp32
+
+
+def int8_failure_note(name: str, report: dict) -> str:
+    """The demo's note for an INT8 variant that failed its gate, with the gate's own reasons (P(all) decisions,
+    the scope gate's in/out decisions, ...) from its parity report."""
+    reasons = "; ".join(report.get("failures") or []) or (
+        f"decisions agree with FP32 on {report['decision_agreement']:.3f} < {report.get('min_agreement', 0.98)}")
+    return (f"the INT8 {name} model failed its gate ({reasons}) and was renamed {name}.int8.failed.onnx; the edge "
+            "steps use the FP32 model. Short synthetic training leaves many cells near a threshold (P(all) or the "
+            "scope gate's), where INT8 rounding flips decisions")
 
 
 def run_demo(out: str | Path, quick: bool = False, log: Callable[[str], None] = print) -> Path:

@@ -189,13 +189,37 @@ def _cell_of(i: int, g: _WorkGrid, rgb: np.ndarray, stain: StainModel, cfg: Dete
     if edge and cfg.drop_edge:
         return None
     sub = cell[cy:cy + ch, cx:cx + cw].astype(np.float32)
-    mask = cv2.resize(sub, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_LINEAR) > 0.5
-    if not mask.any():
+    coarse = cv2.resize(sub, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_LINEAR) > 0.5
+    if not coarse.any():
         return None
-    ys, xs = np.nonzero(mask)  # tighten the box to the upsampled mask
+    band = int(math.ceil(0.5 / min(g.sx, g.sy))) + 1  # half a work pixel, in source pixels, and one more
+    (bx0, by0), mask = _refine_border(rgb, (bx0, by0), coarse, stain, cfg, band)
+    ys, xs = np.nonzero(mask)  # tighten the box to the refined mask
     tx0, ty0, tx1, ty1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
     return Detection(box=(bx0 + tx0, by0 + ty0, tx1 - tx0, ty1 - ty0), mask=mask[ty0:ty1, tx0:tx1],
                      touches_edge=bool(edge))
+
+
+def _refine_border(rgb: np.ndarray, origin: tuple[int, int], coarse: np.ndarray, stain: StainModel,
+                   cfg: DetectorConfig, band: int) -> tuple[tuple[int, int], np.ndarray]:
+    """The work-scale mask, up-sampled, is off by up to half a work pixel all round: a ring of plasma or red cell
+    inside it, or cytoplasm cut off. C-NMC's cells were segmented at full resolution, and the model (its scope
+    gate most of all: the ring is texture no training tile has) must see the same. So the border band is decided
+    at source resolution: inside the mask shrunk by `band` px the cell stays; within `band` px of its border a
+    pixel is cell where the stain map says white cell (or eosinophil granule); holes filled.
+    -> (the new mask's origin in the frame, mask bool)."""
+    H, W = rgb.shape[:2]
+    x0, y0 = origin
+    h, w = coarse.shape
+    px0, py0, px1, py1 = max(x0 - band, 0), max(y0 - band, 0), min(x0 + w + band, W), min(y0 + h + band, H)
+    canvas = np.zeros((py1 - py0, px1 - px0), np.uint8)
+    canvas[y0 - py0:y0 - py0 + h, x0 - px0:x0 - px0 + w] = coarse
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    core, near = cv2.erode(canvas, disk), cv2.dilate(canvas, disk)
+    white = cv2.GaussianBlur(stain.maps(rgb[py0:py1, px0:px1])[0], (0, 0), 1.0)  # pixel noise, not edges
+    cellish = (white > cfg.cell_threshold) | (white < -cfg.granule_threshold)
+    mask = fill_holes(((core > 0) | ((near > 0) & cellish)).astype(np.uint8) * 255) > 0
+    return (px0, py0), mask if mask.any() else canvas > 0
 
 
 def detect_leukocytes(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig(), um_per_px: float | None = None

@@ -194,6 +194,29 @@ def test_a_first_format_scope_file_keeps_its_raw_distance(tmp_path):
     assert stats.names == ["penultimate"] and stats.metadata()["method"] == "mahalanobis"
 
 
+def test_the_penultimate_tap_is_scaled_on_val_cells_and_keeps_that_on_disk(tmp_path):
+    """scale_on_val: the penultimate tap takes the mean and std of its distances on the val cells; a map tap keeps
+    its held-out training scale; under 4 val cells nothing changes. By hand: tap precision I, class means 0 and
+    10 (1-D); val cells at 1, 2, 3, 4 -> squared distances 1, 4, 9, 16 -> centre 7.5, spread sqrt(32.25)."""
+    from leuk_edge.train import scope
+
+    means, prec = np.array([[0.0], [10.0]]), np.eye(1)
+    stats = scope.ScopeStats(taps=[scope.Tap("mean:last", means, prec, 2.0, 3.0),
+                                   scope.Tap("penultimate", means, prec, 2.0, 3.0)], threshold=1.0, n_train=8)
+    val = np.array([[1.0], [2.0], [3.0], [4.0]])
+    scope.scale_on_val(stats, [val[:3], val[:3]])  # 3 val cells: too few to scale on
+    assert [(t.centre, t.spread, t.scaled_on) for t in stats.taps] == [(2.0, 3.0, "train")] * 2
+    scope.scale_on_val(stats, [val, val])
+    assert (stats.taps[0].centre, stats.taps[0].spread, stats.taps[0].scaled_on) == (2.0, 3.0, "train")
+    pen = stats.taps[1]
+    assert pen.scaled_on == "val" and pen.centre == pytest.approx(7.5) and pen.spread == pytest.approx(32.25 ** 0.5)
+    back = scope.load(scope.save(stats, tmp_path / "scope.npz"))
+    assert [(t.centre, t.spread, t.scaled_on) for t in back.taps] == [(t.centre, t.spread, t.scaled_on)
+                                                                      for t in stats.taps]
+    # x = 5: distances 25 on both; z = (25 - 2)/3 = 7.67 (map tap) and (25 - 7.5)/5.68 = 3.08: the maximum
+    np.testing.assert_allclose(scope.ood(back, [np.array([[5.0]])] * 2), [23.0 / 3.0])
+
+
 def test_threshold_accepts_the_asked_share_of_val():
     from leuk_edge.train.scope import choose_threshold
 
@@ -209,19 +232,20 @@ def test_threshold_accepts_the_asked_share_of_val():
 
 def _tap_features(model, x):
     """The CNN's scope taps, read straight off its layers (not through train.scope): the mean and the standard
-    deviation over space (NumPy) of the last two max-pooling outputs and of the maps the global pooling reads."""
+    deviation over space (NumPy) of the last two max-pooling outputs and of the maps the global pooling reads, and
+    the penultimate features (the input of p_all's Dense layer)."""
     import keras
 
     pools = [layer.name for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)][-2:]
     gap = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)][0]
     probe = keras.Model(model.inputs[0], [model.get_layer(pools[0]).output, model.get_layer(pools[1]).output,
-                                          gap.input])
+                                          gap.input, model.get_layer("p_all").input])
     maps = [np.asarray(m, np.float64) for m in probe.predict(x, verbose=0)]
     names, feats = [], []
-    for src, m in zip([*pools, "last"], maps):
+    for src, m in zip([*pools, "last"], maps[:3]):
         names += [f"mean:{src}", f"std:{src}"]
         feats += [m.mean(axis=(1, 2)), m.std(axis=(1, 2))]
-    return names, feats
+    return names + ["penultimate"], feats + [maps[3]]
 
 
 def test_scope_is_fitted_on_training_cells_only(scope_run):
@@ -234,9 +258,14 @@ def test_scope_is_fitted_on_training_cells_only(scope_run):
     x, y = _split_images(scope_run, "train")
     # independently: the train split's images from disk, each tap's features from the model's own layers
     names, feats = _tap_features(model, x)
-    assert stats.names == names  # mean and std of the last two pooling stages and of the last maps
+    assert stats.names == names  # mean and std of the last two pooling stages and of the last maps; penultimate
     ref = scope.fit(feats, y, names, groups=[it.subject for it in _split_items(scope_run, "train")])
     assert stats.n_train == len(y)
+    # the penultimate tap's scale: its distances on the val cells (the network fitted the training cells' own)
+    pen = ref.taps[-1]
+    d_val = pen.distance(_tap_features(model, _split_images(scope_run, "val")[0])[1][-1])
+    pen.centre, pen.spread = d_val.mean(), d_val.std()
+    assert [t.scaled_on for t in stats.taps] == ["train"] * 6 + ["val"]
     for tap, want in zip(stats.taps, ref.taps):
         np.testing.assert_allclose(tap.means, want.means, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(tap.precision, want.precision, rtol=1e-3,

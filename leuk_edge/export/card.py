@@ -77,8 +77,11 @@ def scope_lines(scope: dict | None) -> list[str]:
     rates = scope.get("in_scope_rate") or {}
     f4 = lambda v: "n/a" if v is None else f"{float(v):.4f}"  # noqa: E731
     taps = ", ".join(scope.get("taps") or ["penultimate"])
+    scaled = scope.get("scaled_on_val") or []
+    val_scaled = f"; scaled on the val cells: {', '.join(scaled)}" if scaled else ""
     return [f"- {scope.get('method')}: distance of the cell's features ({taps}) from the training cells "
-            f"(fitted on {scope.get('fitted_on', 'train')}); over the threshold {_fmt(scope.get('threshold'))} "
+            f"(fitted on {scope.get('fitted_on', 'train')}{val_scaled}); over the threshold "
+            f"{_fmt(scope.get('threshold'))} "
             "a cell is labelled `other` and never counted in all, hem or the blast fraction",
             f"- accepts {f4(scope.get('accept_rate_val'))} of the validation cells (asked: "
             f"{_fmt(scope.get('accept'))}); in-scope rate on test {f4(rates.get('test'))}",

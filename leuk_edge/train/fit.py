@@ -352,7 +352,10 @@ def fit_scope(model, splits: dict[str, list[Item]], cfg: TrainConfig, run: Path,
     train = splits["train"]
     stats = scope.fit(feats(train), [it.label for it in train], names, groups=[it.subject for it in train])
     stats.accept = cfg.scope_accept
-    scores = {k: scope.ood(stats, feats(splits[k])) for k in ("val", "test") if splits.get(k)}
+    held = {k: feats(splits[k]) for k in ("val", "test") if splits.get(k)}
+    if "val" in held:
+        scope.scale_on_val(stats, held["val"])  # the penultimate tap: on cells the network never fitted
+    scores = {k: scope.ood(stats, f) for k, f in held.items()}
     if "val" in scores:
         stats.threshold, stats.accept_rate_val = scope.choose_threshold(scores["val"], cfg.scope_accept)
     scope.save(stats, run / scope.FILENAME)

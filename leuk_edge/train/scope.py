@@ -8,7 +8,8 @@ f_j: the features of tap j: the mean or the standard deviation over space of a l
 inverse of the shared (class-centred) covariance shrunk by Ledoit-Wolf (a 256-dimensional covariance from a few
 hundred cells is singular without shrinkage); c_j, s_j: the mean and standard deviation of d_j over the training
 cells, each scored by a fit WITHOUT its own subject (5 folds grouped by subject, as the split itself), so every tap
-counts on the scale of cells it has not seen. A cell is as far out as its farthest tap says (the maximum).
+counts on the scale of cells it has not seen — except the penultimate features, scaled on the val cells (below). A
+cell is as far out as its farthest tap says (the maximum).
 
 Why these taps (measured on the full demo's CNN, 256 px, 360 training cells, against 270 drawn out-of-scope cells;
 the threshold accepting 95 % of val):
@@ -29,15 +30,19 @@ neutrophils passed. With held-out scales and the maximum, the taps that see the 
 decide for a neutrophil: 97 % of the drawn cells flagged (neutrophils 97 %), AUROC 0.999, every in-scope test cell
 kept. Runs of the summed gate (method "mahalanobis-layers") still load and score as they did.
 
-Why not the penultimate features (the first gate's only tap, in the summed gate one of seven): the network was
-trained on the very training cells that scale them, so even held out of the scope's fit they sit closer than cells
-of unseen subjects; under the maximum that tap alone refused 4 of the 6 in-scope test cells the CNN of a second full
-demo refused (93.3 % kept), while it is the weakest witness of an out-of-scope cell (median standardised distance of
-the drawn cells 3.2 against 8-25 for the map taps). Without it: 97.8 % kept, 97.8 % flagged on that CNN; 100 % and
-98.1 % on another.
+Why the penultimate features are scaled on val (VAL_SCALED): the network was trained on the very training cells
+that would scale them, so even held out of the scope's fit they sit closer than cells of subjects it never saw.
+Scaled that way, under the maximum, that tap alone refused 4 of the 6 in-scope test cells the CNN of a second full
+demo refused (93.3 % kept). Without the tap the maps miss what a stain shift does to the features p_all reads:
+silent flips under saturation x0.65 rose from 3.2 % to 6.1 % (bench_stain, 3 seeds). On the val cells — which
+neither the network nor the scope model was fitted on — the tap keeps its witness and loses its bias (a third demo's
+CNN: 97.8 % of test kept, 97.8 % of the drawn cells flagged; stain silent flips 3.5 %). The map taps keep held-out
+training scales: 4x more cells than val, and the network did not fit their statistics directly. For InceptionV3
+the penultimate features are the mean of the last maps, already a tap.
 
-Only the training cells are used: never val or test, never the drawn out-of-scope cells of `synth.others`. The
-threshold is the `accept` quantile of the val cells' ood, so that share of in-scope val cells is accepted.
+The means and covariances use the training cells only: never val or test, never the drawn out-of-scope cells of
+`synth.others`. Val sets the penultimate tap's scale and the threshold, the `accept` quantile of the val cells' ood,
+so that share of in-scope val cells is accepted.
 
 Saved as RUN/scope.npz (`save`/`load`; a file of the first, one-layer format loads as one `penultimate` tap with
 c = 0, s = 1, which is exactly its old score). Export adds the same computation to the ONNX graph
@@ -57,6 +62,8 @@ METHOD = "mahalanobis-layers-max"  # metadata / metrics.json `scope.method`
 SUM_METHOD = "mahalanobis-layers"  # the taps summed, each on its training cells' own scale: runs of stop 23
 OLD_METHOD = "mahalanobis"  # one tap (the penultimate features), raw distance: runs of the first scope gate
 FOLDS = 5  # held-out folds (grouped by subject) that set each tap's scale
+VAL_SCALED = ("penultimate",)  # taps scaled on val cells: the features the network itself was fitted to
+MIN_SCALE_CELLS = 4  # fewer val cells: the held-out training scale stays
 FILENAME = "scope.npz"
 DEFAULT_ACCEPT = 0.95
 OTHERS_PER_KIND = 8  # drawn out-of-scope cells per kind for metrics.json `scope.auroc_other`
@@ -72,8 +79,9 @@ class Tap:
     name: str
     means: np.ndarray  # (C, D) float64, per-class means of the training features
     precision: np.ndarray  # (D, D) float64, inverse of the Ledoit-Wolf shrunk shared covariance
-    centre: float = 0.0  # mean of the training cells' distances
+    centre: float = 0.0  # mean of the held-out training cells' distances (val cells': scaled_on "val")
     spread: float = 1.0  # their standard deviation
+    scaled_on: str = "train"  # "train" (held-out folds) or "val"
 
     @property
     def whitening(self) -> np.ndarray:
@@ -158,6 +166,15 @@ def fit(features, labels, names: list[str] | None = None, groups=None) -> ScopeS
     return ScopeStats(taps=taps, n_train=len(y))
 
 
+def scale_on_val(stats: ScopeStats, val_features) -> None:
+    """Re-scale the VAL_SCALED taps by the val cells' distances (module docstring: the network fitted the training
+    cells' penultimate features). Needs MIN_SCALE_CELLS val cells; other taps keep their held-out scale."""
+    for tap, f in zip(stats.taps, val_features):
+        if tap.name in VAL_SCALED and len(f) >= MIN_SCALE_CELLS:
+            d = tap.distance(f)
+            tap.centre, tap.spread, tap.scaled_on = float(d.mean()), float(max(d.std(), 1e-12)), "val"
+
+
 def ood(stats: ScopeStats, features) -> np.ndarray:
     """The reference score per cell (float64): each tap's distance on its held-out scale, the maximum over the
     taps (summed for a run of SUM_METHOD)."""
@@ -187,7 +204,8 @@ def save(stats: ScopeStats, path: str | Path) -> Path:
     arrays = {f"means_{j}": t.means for j, t in enumerate(stats.taps)}
     arrays |= {f"precision_{j}": t.precision for j, t in enumerate(stats.taps)}
     np.savez(path, **arrays, names=np.array(stats.names), centres=[t.centre for t in stats.taps],
-             spreads=[t.spread for t in stats.taps], threshold=stats.threshold, accept=stats.accept,
+             spreads=[t.spread for t in stats.taps], scaled_on=np.array([t.scaled_on for t in stats.taps]),
+             threshold=stats.threshold, accept=stats.accept,
              accept_rate_val=np.nan if stats.accept_rate_val is None else stats.accept_rate_val,
              n_train=stats.n_train, method=stats.method)
     return path
@@ -196,8 +214,9 @@ def save(stats: ScopeStats, path: str | Path) -> Path:
 def _load_taps(z, method: str) -> list[Tap]:
     if method == OLD_METHOD:  # the first format: one tap, the raw distance
         return [Tap(PENULTIMATE, z["means"].astype(np.float64), z["precision"].astype(np.float64))]
+    scaled = [str(v) for v in z["scaled_on"]] if "scaled_on" in z.files else ["train"] * len(z["names"])
     return [Tap(str(n), z[f"means_{j}"].astype(np.float64), z[f"precision_{j}"].astype(np.float64),
-                float(z["centres"][j]), float(z["spreads"][j])) for j, n in enumerate(z["names"])]
+                float(z["centres"][j]), float(z["spreads"][j]), scaled[j]) for j, n in enumerate(z["names"])]
 
 
 def load(path: str | Path) -> ScopeStats:
@@ -233,8 +252,8 @@ def parse_tap(name: str) -> tuple[str, str]:
 def default_taps(model) -> list[str]:
     """The layers the scope model reads (module docstring): the mean and standard deviation over space of the
     CNN's last two pooling stages and of its last maps; for a nested InceptionV3 base, mean and std of mixed1,
-    mixed3 and mixed7 and the mean of the last maps (its 2048-channel std would double the constants). Not the
-    penultimate features: see the module docstring."""
+    mixed3 and mixed7 and the mean of the last maps (its 2048-channel std would double the constants). The CNN's
+    penultimate features too (scaled on val: module docstring); InceptionV3's are the mean of the last maps."""
     import keras
 
     from .cam import gap_index
@@ -243,7 +262,7 @@ def default_taps(model) -> list[str]:
     layer = model.layers[i]
     if isinstance(layer, keras.layers.GlobalAveragePooling2D):
         stages = [x.name for x in model.layers[:i] if isinstance(x, keras.layers.MaxPooling2D)][-2:]
-        return [f"{st}:{src}" for src in (*stages, LAST) for st in STATS]
+        return [f"{st}:{src}" for src in (*stages, LAST) for st in STATS] + [PENULTIMATE]
     inner = [x.name for x in layer.layers]
     pools = [x.name for x in layer.layers if isinstance(x, keras.layers.MaxPooling2D)]
     named = [n for n in NESTED_TAPS if n in inner] or pools[-1:]
@@ -373,6 +392,7 @@ def entry(stats: ScopeStats, scores: dict[str, np.ndarray], ood_other: np.ndarra
         auroc = float(roc_auc_score(y, np.r_[scores[against], ood_other]))
     flagged = float(np.mean(np.asarray(ood_other) > stats.threshold)) if len(ood_other) else None
     return {"method": stats.method, "taps": stats.names, "fitted_on": "train", "n_train": stats.n_train,
+            "scaled_on_val": [t.name for t in stats.taps if t.scaled_on == "val"],
             "accept": stats.accept, "threshold": float(stats.threshold), "accept_rate_val": stats.accept_rate_val,
             "in_scope_rate": rates, "auroc_other": auroc, "auroc_against": against,
             "other_flagged": flagged, "n_other": int(len(ood_other))}

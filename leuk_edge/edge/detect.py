@@ -14,7 +14,8 @@ stained region around its seed (cytoplasm included), split between neighbouring 
 small to be a leukocyte (platelets and their clumps) and, by default, cells cut by the frame edge are dropped.
 
 Detection runs on the frame downscaled to about `work_um_per_px` (0.5 um/px: ~25 px across a lymphocyte) and the
-boxes are mapped back to source pixels, so a 1280x720 frame costs a few milliseconds. Sizes are in micrometres,
+boxes are mapped back to source pixels, so a 1280x720 frame costs a few milliseconds; each cell's mask border is
+then decided again at source resolution (`_refine_border`), as C-NMC's cells were segmented. Sizes are in micrometres,
 converted with the frame's scale: `um_per_px`, or `camera_pixel_um / magnification`, or, when neither is known,
 measured on the red cells in the frame (edge.scale: their median diameter is ~7.5 um); only a frame with too few
 red cells falls back to an assumed field of view `reference_um_per_px * reference_width` micrometres wide.
